@@ -1,0 +1,142 @@
+"""File formats: CSV, JSON lines and Parquet, with compression chosen by extension.
+
+Readers turn an input stream into Arrow record batches, streaming: a file of any size is read in
+blocks. pyarrow's errors are translated here into :class:`PermanentFileError` with an error type
+a user can act on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from icefloe.errors import PermanentFileError
+
+BLOCK_SIZE = 4 << 20  # bytes of text parsed per record batch
+_EMPTY_INPUT = "Empty CSV file"
+_COMPRESSION_BY_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How an ingestion's files are parsed."""
+
+    format: str  # csv | jsonl | parquet
+    schema: pa.Schema | None = None  # None: inferred
+    csv_delimiter: str = ","
+    csv_quote_char: str = '"'
+    csv_header: bool = True
+
+
+def compression_of(path: str) -> str | None:
+    lower = path.lower()
+    for suffix, codec in _COMPRESSION_BY_SUFFIX.items():
+        if lower.endswith(suffix):
+            return codec
+    return None
+
+
+def _classify(exc: Exception, uri: str) -> PermanentFileError:
+    """One readable line and an error type for a pyarrow failure on ``uri``."""
+    message = " ".join(str(exc).split())
+    lower = message.lower()
+    if "utf8" in lower or "utf-8" in lower or "invalid encoding" in lower:
+        kind = "EncodingError"
+    elif any(s in lower for s in ("zlib", "gzip", "zstd", "bz2", "decompress", "inflate", "lz4")):
+        kind = "CorruptFile"
+    elif any(s in lower for s in ("parquet", "magic bytes", "footer", "thrift")):
+        kind = "CorruptFile"
+    elif "csv" in lower and ("columns" in lower or "parse" in lower):
+        kind = "MalformedCSV"
+    elif "json" in lower:
+        kind = "MalformedJSON"
+    elif "conversion" in lower or "failed to parse" in lower or "out of range" in lower:
+        kind = "SchemaMismatch"
+    else:
+        kind = "UnreadableFile"
+    if len(message) > 500:
+        message = message[:500] + "…"
+    return PermanentFileError(f"{uri}: {message}", error_type=kind)
+
+
+@contextmanager
+def translated_errors(uri: str) -> Iterator[None]:
+    """Turn pyarrow's parse and decompression errors into :class:`PermanentFileError`."""
+    try:
+        yield
+    except PermanentFileError:
+        raise
+    except (pa.ArrowException, OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise _classify(exc, uri) from exc
+
+
+def _csv_batches(stream: pa.NativeFile, options: ReadOptions) -> pa.RecordBatchReader:
+    schema = options.schema
+    read = pacsv.ReadOptions(
+        block_size=BLOCK_SIZE,
+        use_threads=False,
+        autogenerate_column_names=not options.csv_header and schema is None,
+        column_names=None if options.csv_header or schema is None else schema.names,
+    )
+    parse = pacsv.ParseOptions(delimiter=options.csv_delimiter, quote_char=options.csv_quote_char)
+    convert = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema} if schema is not None else None,
+        strings_can_be_null=True,
+        timestamp_parsers=[pacsv.ISO8601],
+    )
+    return pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+
+
+def _json_batches(stream: pa.NativeFile, options: ReadOptions) -> pa.RecordBatchReader:
+    parse = (
+        pajson.ParseOptions(explicit_schema=options.schema, unexpected_field_behavior="ignore")
+        if options.schema is not None
+        else pajson.ParseOptions()
+    )
+    return pajson.open_json(
+        stream, read_options=pajson.ReadOptions(use_threads=False, block_size=BLOCK_SIZE), parse_options=parse
+    )
+
+
+def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOptions) -> Iterator[pa.RecordBatch]:
+    """Stream the record batches of one file; raises :class:`PermanentFileError` on bad content.
+
+    ``source`` must be seekable for Parquet (see :func:`spooled`); text formats need only read().
+    An empty text file yields nothing (0 records is a success, not an error).
+    """
+    uri = path
+    with translated_errors(uri):
+        if options.format == "parquet":
+            parquet = pq.ParquetFile(source)
+            columns = [n for n in options.schema.names if n in parquet.schema_arrow.names] if options.schema else None
+            yield from parquet.iter_batches(batch_size=65_536, columns=columns)
+            return
+        stream: pa.NativeFile = source if isinstance(source, pa.NativeFile) else pa.PythonFile(source, mode="r")
+        codec = compression_of(path)
+        if codec is not None:
+            stream = pa.CompressedInputStream(stream, codec)
+        try:
+            reader = _csv_batches(stream, options) if options.format == "csv" else _json_batches(stream, options)
+        except pa.ArrowInvalid as exc:
+            # An empty text file (or only blank lines) is a valid file of 0 records.
+            if _EMPTY_INPUT in str(exc) or "Empty JSON stream" in str(exc):
+                return
+            raise
+        yield from reader
+
+
+def spooled(body: Any, max_in_memory: int = 64 << 20) -> IO[bytes]:
+    """Copy a non-seekable body into a seekable file (memory up to ``max_in_memory``, then disk)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=max_in_memory)  # noqa: SIM115 - returned to caller
+    while chunk := body.read(1 << 20):
+        spool.write(chunk)
+    spool.seek(0)
+    return spool  # type: ignore[return-value]

@@ -1,0 +1,130 @@
+"""Ingestions: define, list, change and delete them. The CLI and the API call these directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+
+from icefloe.discovery import compile_glob
+from icefloe.errors import ConfigurationError, NotFoundError
+from icefloe.models import FORMATS, ON_CHANGE, Ingestion
+from icefloe.s3 import S3Location
+from icefloe.schema import parse_schema_document
+from icefloe.tables import split_identifier
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class IngestionSpec:
+    """What a user gives to define an ingestion (the CLI's options, the API's body)."""
+
+    name: str
+    source: str
+    format: str
+    table: str
+    pattern: str | None = None
+    since: dt.datetime | None = None
+    schema: dict[str, Any] | None = None
+    on_change: str = "replace"
+    max_files_per_commit: int = 1000
+    max_bytes_per_commit: int = 1 << 30
+    max_retries: int = 3
+    csv_delimiter: str = ","
+    csv_quote_char: str = '"'
+    csv_header: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigurationError` naming the first invalid field."""
+        if not self.name or len(self.name) > 200:
+            raise ConfigurationError("name must be 1 to 200 characters")
+        S3Location.parse(self.source)
+        if self.format not in FORMATS:
+            raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        split_identifier(self.table)
+        if self.pattern is not None:
+            compile_glob(self.pattern)
+        if self.schema is not None:
+            parse_schema_document(self.schema)
+        if self.on_change not in ON_CHANGE:
+            raise ConfigurationError(f"on_change must be replace or append, got {self.on_change!r}")
+        for field in ("max_files_per_commit", "max_bytes_per_commit"):
+            if getattr(self, field) < 1:
+                raise ConfigurationError(f"{field} must be at least 1")
+        if self.max_retries < 0:
+            raise ConfigurationError("max_retries must be 0 or more")
+        if len(self.csv_delimiter) != 1 or len(self.csv_quote_char) != 1:
+            raise ConfigurationError("csv delimiter and quote char must be single characters")
+        if self.since is not None and self.since.tzinfo is None:
+            raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
+
+
+def create(db: Engine, spec: IngestionSpec) -> Ingestion:
+    spec.validate()
+    with Session(db, expire_on_commit=False) as session:
+        ingestion = Ingestion(
+            name=spec.name,
+            source=spec.source,
+            format=spec.format,
+            table_identifier=spec.table,
+            pattern=spec.pattern,
+            since=spec.since,
+            schema=spec.schema,
+            on_change=spec.on_change,
+            max_files_per_commit=spec.max_files_per_commit,
+            max_bytes_per_commit=spec.max_bytes_per_commit,
+            max_retries=spec.max_retries,
+            csv_delimiter=spec.csv_delimiter,
+            csv_quote_char=spec.csv_quote_char,
+            csv_header=spec.csv_header,
+        )
+        session.add(ingestion)
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            raise ConfigurationError(f"an ingestion named {spec.name!r} already exists") from exc
+        session.refresh(ingestion)
+        return ingestion
+
+
+def get(db: Engine, name_or_id: str | int) -> Ingestion:
+    with Session(db, expire_on_commit=False) as session:
+        stmt = select(Ingestion)
+        if isinstance(name_or_id, int):
+            stmt = stmt.where(Ingestion.id == name_or_id)
+        else:
+            stmt = stmt.where(Ingestion.name == name_or_id)
+        ingestion = session.scalars(stmt).one_or_none()
+        if ingestion is None:
+            raise NotFoundError(f"no ingestion named {name_or_id!r}")
+        return ingestion
+
+
+def list_all(db: Engine) -> list[Ingestion]:
+    with Session(db, expire_on_commit=False) as session:
+        return list(session.scalars(select(Ingestion).order_by(Ingestion.name)))
+
+
+def set_status(db: Engine, name: str, status: str) -> Ingestion:
+    with Session(db, expire_on_commit=False) as session:
+        ingestion = session.scalars(select(Ingestion).where(Ingestion.name == name)).one_or_none()
+        if ingestion is None:
+            raise NotFoundError(f"no ingestion named {name!r}")
+        ingestion.status = status
+        ingestion.updated_at = func.now()  # type: ignore[assignment]
+        session.commit()
+        session.refresh(ingestion)
+        return ingestion
+
+
+def delete(db: Engine, name: str) -> None:
+    """Delete the ingestion and its ledger (runs, files). The Iceberg table is kept."""
+    with Session(db) as session:
+        ingestion = session.scalars(select(Ingestion).where(Ingestion.name == name)).one_or_none()
+        if ingestion is None:
+            raise NotFoundError(f"no ingestion named {name!r}")
+        session.delete(ingestion)
+        session.commit()

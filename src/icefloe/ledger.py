@@ -1,0 +1,528 @@
+"""The ledger protocol's SQL, in one place.
+
+Every statement that decides who owns a file, or whether a file is done, lives here as a named
+function with the invariant it keeps. Callers own the transaction (``with engine.begin() as conn``)
+so that the commit protocol can hold the per-table lock across the fencing check, the Iceberg
+commit and the SUCCESS update. Every time decision uses the database clock, ``now()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from icefloe.retry import backoff_seconds
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a listing page, as the ledger records it."""
+
+    file_path: str  # full URI, s3://bucket/key
+    size: int
+    modified_at: dt.datetime | None
+    etag: str
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PageCounts:
+    new: int
+    changed: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class ClaimedFile:
+    """A file version this worker owns until ``lease_token`` changes."""
+
+    id: int
+    file_path: str
+    size: int
+    etag: str
+    version: int
+    lease_token: int
+    retry_count: int
+    batch_ids: tuple[uuid.UUID, ...]
+    first_claimed_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: uuid.UUID
+    files: tuple[ClaimedFile, ...]
+
+    @property
+    def all_batch_ids(self) -> set[uuid.UUID]:
+        """Every batch that ever held one of these file versions, this one included."""
+        return {b for f in self.files for b in f.batch_ids} | {self.batch_id}
+
+    @property
+    def first_claimed_at(self) -> dt.datetime:
+        return min(f.first_claimed_at for f in self.files)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one file of a batch, written back by :func:`mark_succeeded`."""
+
+    file: ClaimedFile
+    records: int
+    bytes_read: int
+    duration_ms: int
+
+
+# --------------------------------------------------------------------------- discovery
+
+_UPSERT_PAGE = text(
+    """
+    WITH page AS (
+        SELECT * FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]),
+                             CAST(:mtimes AS timestamptz[]), CAST(:etags AS text[]),
+                             CAST(:skips AS text[]))
+                 AS p(file_path, size, modified_at, etag, skip_reason)
+    ), upserted AS (
+        INSERT INTO files (ingestion_id, file_path, size, modified_at, etag, status, error_message)
+        SELECT :ingestion_id, file_path, size, modified_at, etag,
+               CASE WHEN skip_reason IS NULL THEN 'DISCOVERED' ELSE 'SKIPPED' END, skip_reason
+        FROM page
+        ON CONFLICT (ingestion_id, file_path) DO UPDATE SET
+            size = EXCLUDED.size, modified_at = EXCLUDED.modified_at, etag = EXCLUDED.etag,
+            status = EXCLUDED.status, error_message = EXCLUDED.error_message,
+            version = files.version + 1, discovered_at = now(),
+            started_at = NULL, processed_at = NULL, records_ingested = NULL, bytes_read = NULL,
+            processing_duration_ms = NULL, error_type = NULL, retry_count = 0, next_attempt_at = NULL,
+            lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
+            batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL, snapshot_id = NULL
+        WHERE files.etag IS DISTINCT FROM EXCLUDED.etag
+        RETURNING (xmax = 0) AS inserted, status
+    )
+    SELECT count(*) FILTER (WHERE inserted AND status <> 'SKIPPED') AS new,
+           count(*) FILTER (WHERE NOT inserted AND status <> 'SKIPPED') AS changed,
+           count(*) FILTER (WHERE status = 'SKIPPED') AS skipped
+    FROM upserted
+    """
+)
+
+
+def upsert_listing_page(conn: Connection, ingestion_id: int, page: Sequence[ListedObject]) -> PageCounts:
+    """Record one listing page in a single statement; the new/changed diff is computed by PostgreSQL.
+
+    Invariant: a known key with an unchanged ETag is not touched (never read twice); a changed
+    ETag starts a new version: DISCOVERED again, retries reset, and ``lease_token`` bumped so a
+    worker still holding the old version is fenced off and commits nothing for it.
+    """
+    if not page:
+        return PageCounts(0, 0, 0)
+    row = conn.execute(
+        _UPSERT_PAGE,
+        {
+            "ingestion_id": ingestion_id,
+            "paths": [o.file_path for o in page],
+            "sizes": [o.size for o in page],
+            "mtimes": [o.modified_at for o in page],
+            "etags": [o.etag for o in page],
+            "skips": [o.skip_reason for o in page],
+        },
+    ).one()
+    return PageCounts(new=row.new, changed=row.changed, skipped=row.skipped)
+
+
+# --------------------------------------------------------------------------- claim
+
+_CLAIM = text(
+    """
+    WITH locked AS (
+        SELECT id, size FROM files
+        WHERE ingestion_id = :ingestion_id
+          AND (
+                (status = 'DISCOVERED' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
+             OR (status = 'FAILED' AND retry_count < :max_retries AND next_attempt_at <= now())
+          )
+        ORDER BY id
+        LIMIT :max_files
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        -- Pack by bytes: keep files while the running total before each stays under the budget
+        -- (so one file larger than the budget still forms a batch of its own).
+        SELECT id FROM (
+            SELECT id, sum(size) OVER (ORDER BY id) - size AS bytes_before FROM locked
+        ) s WHERE bytes_before < :max_bytes
+    )
+    UPDATE files f SET
+        status = 'PROCESSING', lease_owner = :owner,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        lease_token = f.lease_token + 1, batch_id = :batch_id,
+        batch_ids = array_append(f.batch_ids, CAST(:batch_id AS uuid)),
+        first_claimed_at = coalesce(f.first_claimed_at, now()),
+        started_at = now(), run_id = :run_id
+    FROM picked WHERE f.id = picked.id
+    RETURNING f.id, f.file_path, f.size, f.etag, f.version, f.lease_token, f.retry_count,
+              f.batch_ids, f.first_claimed_at
+    """
+)
+
+
+def claim_batch(
+    conn: Connection,
+    *,
+    ingestion_id: int,
+    run_id: int | None,
+    owner: str,
+    lease_seconds: int,
+    max_files: int,
+    max_bytes: int,
+    max_retries: int,
+) -> Batch | None:
+    """Claim up to ``max_files``/``max_bytes`` claimable files in one statement.
+
+    Invariant: a row is claimed by one worker at a time (``FOR UPDATE SKIP LOCKED``); each claim
+    bumps ``lease_token`` (the fencing token) and appends a fresh batch id to ``batch_ids``, which
+    keeps every batch that ever held this version until it is SUCCESS. The caller commits at
+    once: no transaction stays open while files are read.
+    """
+    batch_id = uuid.uuid4()
+    rows = conn.execute(
+        _CLAIM,
+        {
+            "ingestion_id": ingestion_id,
+            "run_id": run_id,
+            "owner": owner,
+            "lease_seconds": lease_seconds,
+            "max_files": max_files,
+            "max_bytes": max_bytes,
+            "max_retries": max_retries,
+            "batch_id": batch_id,
+        },
+    ).all()
+    if not rows:
+        return None
+    files = tuple(
+        sorted(
+            (
+                ClaimedFile(
+                    id=r.id,
+                    file_path=r.file_path,
+                    size=r.size,
+                    etag=r.etag,
+                    version=r.version,
+                    lease_token=r.lease_token,
+                    retry_count=r.retry_count,
+                    batch_ids=tuple(r.batch_ids),
+                    first_claimed_at=r.first_claimed_at,
+                )
+                for r in rows
+            ),
+            key=lambda f: f.id,
+        )
+    )
+    return Batch(batch_id=batch_id, files=files)
+
+
+def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
+    """Extend the lease of every file of ``batch`` still owned; returns how many are.
+
+    Fewer than ``len(batch.files)`` means the lease was lost for some: stop work on the batch.
+    """
+    result = conn.execute(
+        text(
+            """
+            UPDATE files SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
+            WHERE files.id = t.id AND files.lease_token = t.token AND files.status = 'PROCESSING'
+            """
+        ),
+        {
+            "lease_seconds": lease_seconds,
+            "ids": [f.id for f in batch.files],
+            "tokens": [f.lease_token for f in batch.files],
+        },
+    )
+    return result.rowcount
+
+
+# --------------------------------------------------------------------------- commit
+
+def lock_table(conn: Connection, table_identifier: str) -> None:
+    """Take the per-table lock for the rest of the transaction.
+
+    Serialises commit-protocol steps (fencing check + snapshot search + commit + SUCCESS update,
+    and reconciliation) of all icefloe processes writing one table.
+    """
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:t, 0))"), {"t": table_identifier})
+
+
+def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int]:
+    """Ids of the given file versions whose fencing token is still ours (locks the rows)."""
+    files = list(files)
+    rows = conn.execute(
+        text(
+            """
+            SELECT files.id FROM files
+            JOIN unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
+              ON files.id = t.id AND files.lease_token = t.token AND files.status = 'PROCESSING'
+            FOR UPDATE OF files
+            """
+        ),
+        {"ids": [f.id for f in files], "tokens": [f.lease_token for f in files]},
+    ).all()
+    return {r.id for r in rows}
+
+
+def mark_succeeded(
+    conn: Connection, outcomes: Sequence[FileOutcome], snapshot_id: int | None
+) -> int:
+    """SUCCESS with the snapshot that holds the rows; fenced on ``lease_token``. Returns rows updated."""
+    if not outcomes:
+        return 0
+    result = conn.execute(
+        text(
+            """
+            UPDATE files SET status = 'SUCCESS', processed_at = now(), snapshot_id = :snapshot_id,
+                records_ingested = t.records, bytes_read = t.bytes_read,
+                processing_duration_ms = t.duration_ms, error_type = NULL, error_message = NULL,
+                next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                batch_id = NULL, batch_ids = '{}'
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:records AS bigint[]),
+                        CAST(:bytes AS bigint[]), CAST(:durations AS integer[]))
+                 AS t(id, token, records, bytes_read, duration_ms)
+            WHERE files.id = t.id AND files.lease_token = t.token
+            """
+        ),
+        {
+            "snapshot_id": snapshot_id,
+            "ids": [o.file.id for o in outcomes],
+            "tokens": [o.file.lease_token for o in outcomes],
+            "records": [o.records for o in outcomes],
+            "bytes": [o.bytes_read for o in outcomes],
+            "durations": [o.duration_ms for o in outcomes],
+        },
+    )
+    return result.rowcount
+
+
+def mark_failed(
+    conn: Connection,
+    file: ClaimedFile,
+    batch_id: uuid.UUID,
+    *,
+    error_type: str,
+    error_message: str,
+    bytes_read: int = 0,
+    duration_ms: int = 0,
+    backoff_base_seconds: float = 30.0,
+) -> bool:
+    """FAILED with the error, one more attempt counted and the next attempt time set.
+
+    Invariant: the failed file's rows are in none of this batch's data files, so this batch id
+    is removed from its ``batch_ids``: the snapshot search must not mistake the commit of the
+    batch's other files for this file's.
+    """
+    backoff = backoff_seconds(file.retry_count + 1, base=backoff_base_seconds)
+    result = conn.execute(
+        text(
+            """
+            UPDATE files SET status = 'FAILED', error_type = :error_type, error_message = :error_message,
+                retry_count = retry_count + 1, processed_at = now(), bytes_read = :bytes_read,
+                processing_duration_ms = :duration_ms,
+                next_attempt_at = now() + make_interval(secs => :backoff),
+                lease_owner = NULL, lease_expires_at = NULL, batch_id = NULL,
+                batch_ids = array_remove(batch_ids, CAST(:batch_id AS uuid))
+            WHERE id = :id AND lease_token = :token
+            """
+        ),
+        {
+            "id": file.id,
+            "token": file.lease_token,
+            "error_type": error_type[:100],
+            "error_message": error_message[:4000],
+            "bytes_read": bytes_read,
+            "duration_ms": duration_ms,
+            "backoff": backoff,
+            "batch_id": batch_id,
+        },
+    )
+    return result.rowcount == 1
+
+
+def release(
+    conn: Connection,
+    files: Iterable[ClaimedFile],
+    batch_id: uuid.UUID,
+    *,
+    wait_for_rediscovery: bool = False,
+    reason: str | None = None,
+) -> int:
+    """Give file versions back without counting an attempt (their rows are not in any commit).
+
+    ``wait_for_rediscovery``: the object changed after listing (HTTP 412); it stays DISCOVERED but
+    is not claimable until the next discovery records its new ETag as a new version.
+    """
+    files = list(files)
+    if not files:
+        return 0
+    result = conn.execute(
+        text(
+            """
+            UPDATE files SET status = 'DISCOVERED', lease_owner = NULL, lease_expires_at = NULL,
+                batch_id = NULL, batch_ids = array_remove(batch_ids, CAST(:batch_id AS uuid)),
+                next_attempt_at = CASE WHEN :wait THEN 'infinity'::timestamptz ELSE NULL END,
+                error_type = CASE WHEN :wait THEN 'ObjectChanged' ELSE error_type END,
+                error_message = coalesce(:reason, error_message)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
+            WHERE files.id = t.id AND files.lease_token = t.token
+            """
+        ),
+        {
+            "batch_id": batch_id,
+            "wait": wait_for_rediscovery,
+            "reason": reason,
+            "ids": [f.id for f in files],
+            "tokens": [f.lease_token for f in files],
+        },
+    )
+    return result.rowcount
+
+
+# --------------------------------------------------------------------------- reconcile
+
+@dataclass(frozen=True)
+class ExpiredFile:
+    id: int
+    file_path: str
+    lease_token: int
+    retry_count: int
+    batch_ids: tuple[uuid.UUID, ...]
+    first_claimed_at: dt.datetime | None
+
+
+def lock_expired_leases(conn: Connection, ingestion_id: int) -> list[ExpiredFile]:
+    """PROCESSING rows whose lease expired (by the database clock), locked for reconciliation.
+
+    Call under :func:`lock_table`, so no live worker can be between its fencing check and its
+    ledger update for these rows while they are reconciled.
+    """
+    rows = conn.execute(
+        text(
+            """
+            SELECT id, file_path, lease_token, retry_count, batch_ids, first_claimed_at FROM files
+            WHERE ingestion_id = :ingestion_id AND status = 'PROCESSING' AND lease_expires_at < now()
+            ORDER BY id
+            FOR UPDATE SKIP LOCKED
+            """
+        ),
+        {"ingestion_id": ingestion_id},
+    ).all()
+    return [
+        ExpiredFile(r.id, r.file_path, r.lease_token, r.retry_count, tuple(r.batch_ids), r.first_claimed_at)
+        for r in rows
+    ]
+
+
+def reconcile_committed(conn: Connection, files: Sequence[ExpiredFile], snapshot_ids: Sequence[int]) -> int:
+    """Expired leases whose batch is in a snapshot: the worker died after its commit landed."""
+    if not files:
+        return 0
+    return conn.execute(
+        text(
+            """
+            UPDATE files SET status = 'SUCCESS', processed_at = now(), snapshot_id = t.snapshot_id,
+                lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
+                batch_id = NULL, batch_ids = '{}', error_type = NULL, error_message = NULL
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:snapshots AS bigint[])) AS t(id, snapshot_id)
+            WHERE files.id = t.id
+            """
+        ),
+        {"ids": [f.id for f in files], "snapshots": list(snapshot_ids)},
+    ).rowcount
+
+
+def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: int) -> int:
+    """Expired leases whose batch is in no snapshot: claimable again, the crash counting as an attempt.
+
+    Bumping ``lease_token`` fences the old owner in case it is only paused, not dead. A file that
+    keeps killing workers ends FAILED (``WorkerLost``) instead of looping.
+    """
+    if not files:
+        return 0
+    return conn.execute(
+        text(
+            """
+            UPDATE files SET
+                status = CASE WHEN retry_count + 1 >= :max_retries THEN 'FAILED' ELSE 'DISCOVERED' END,
+                retry_count = retry_count + 1, lease_owner = NULL, lease_expires_at = NULL,
+                lease_token = lease_token + 1, batch_id = NULL, next_attempt_at = NULL,
+                error_type = 'WorkerLost',
+                error_message = 'the worker processing this file stopped before committing it'
+            WHERE id = ANY(CAST(:ids AS bigint[]))
+            """
+        ),
+        {"ids": [f.id for f in files], "max_retries": max_retries},
+    ).rowcount
+
+
+# --------------------------------------------------------------------------- retries & queries
+
+def make_retryable(conn: Connection, ingestion_id: int, file_path: str | None = None) -> int:
+    """Make FAILED files claimable now (``icefloe retry``), giving them a fresh retry budget."""
+    return conn.execute(
+        text(
+            """
+            UPDATE files SET status = 'DISCOVERED', retry_count = 0, next_attempt_at = NULL
+            WHERE ingestion_id = :ingestion_id AND status = 'FAILED'
+              AND (CAST(:path AS text) IS NULL OR file_path = :path)
+            """
+        ),
+        {"ingestion_id": ingestion_id, "path": file_path},
+    ).rowcount
+
+
+def count_claimable(conn: Connection, ingestion_id: int, max_retries: int) -> int:
+    """Files a claim could take now (the queue depth)."""
+    return int(
+        conn.execute(
+            text(
+                """
+                SELECT count(*) FROM files WHERE ingestion_id = :ingestion_id AND (
+                    (status = 'DISCOVERED' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
+                 OR (status = 'FAILED' AND retry_count < :max_retries AND next_attempt_at <= now()))
+                """
+            ),
+            {"ingestion_id": ingestion_id, "max_retries": max_retries},
+        ).scalar_one()
+    )
+
+
+def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        text("SELECT status, count(*) AS n FROM files WHERE ingestion_id = :i GROUP BY status"),
+        {"i": ingestion_id},
+    ).all()
+    return {r.status: r.n for r in rows}
+
+
+
+def list_files(
+    conn: Connection, ingestion_id: int, *, status: str | None = None, path: str | None = None, limit: int = 1000
+) -> list[dict[str, object]]:
+    """The ledger of one ingestion, oldest first (`icefloe files`)."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
+                   processed_at, records_ingested, bytes_read, processing_duration_ms, error_type,
+                   error_message, retry_count, next_attempt_at, lease_owner, lease_expires_at,
+                   snapshot_id, run_id
+            FROM files
+            WHERE ingestion_id = :i AND (CAST(:status AS text) IS NULL OR status = :status)
+              AND (CAST(:path AS text) IS NULL OR file_path = :path)
+            ORDER BY id LIMIT :limit
+            """
+        ),
+        {"i": ingestion_id, "status": status, "path": path, "limit": limit},
+    ).mappings()
+    return [dict(r) for r in rows]

@@ -1,0 +1,162 @@
+"""The ledger's tables (SQLAlchemy 2). Alembic migrations in ``icefloe/migrations`` create them.
+
+Status values are plain text with CHECK constraints: readable in psql, cheap to extend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+FILE_STATUSES = ("DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED")
+RUN_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED")
+INGESTION_STATUSES = ("ACTIVE", "PAUSED")
+FORMATS = ("csv", "jsonl", "parquet")
+ON_CHANGE = ("replace", "append")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Ingestion(Base):
+    """What to ingest from where into which table, and how."""
+
+    __tablename__ = "ingestions"
+    __table_args__ = (
+        CheckConstraint(_in("status", INGESTION_STATUSES), name="ck_ingestions_status"),
+        CheckConstraint(_in("format", FORMATS), name="ck_ingestions_format"),
+        CheckConstraint(_in("on_change", ON_CHANGE), name="ck_ingestions_on_change"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(20))
+    table_identifier: Mapped[str] = mapped_column(Text)
+    pattern: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    on_change: Mapped[str] = mapped_column(String(20), server_default="replace")
+    max_files_per_commit: Mapped[int] = mapped_column(Integer, server_default="1000")
+    max_bytes_per_commit: Mapped[int] = mapped_column(BigInteger, server_default=str(1 << 30))
+    max_retries: Mapped[int] = mapped_column(Integer, server_default="3")
+    csv_delimiter: Mapped[str] = mapped_column(String(1), server_default=",")
+    csv_quote_char: Mapped[str] = mapped_column(String(1), server_default='"')
+    csv_header: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    status: Mapped[str] = mapped_column(String(20), server_default="ACTIVE")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Run(Base):
+    """One execution of an ingestion, with its counters."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="ck_runs_status"),
+        Index("ix_runs_ingestion_started", "ingestion_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ingestion_id: Mapped[int] = mapped_column(ForeignKey("ingestions.id", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(20), server_default="cli")
+    status: Mapped[str] = mapped_column(String(20), server_default="PENDING")
+    worker_id: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    files_discovered: Mapped[int] = mapped_column(Integer, server_default="0")
+    files_new: Mapped[int] = mapped_column(Integer, server_default="0")
+    files_changed: Mapped[int] = mapped_column(Integer, server_default="0")
+    files_succeeded: Mapped[int] = mapped_column(Integer, server_default="0")
+    files_failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    files_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
+    records_ingested: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    bytes_read: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    snapshots_committed: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class File(Base):
+    """One object key of an ingestion and the fate of its current version.
+
+    A changed ETag starts a new ``version`` of the same row. ``batch_ids`` keeps every batch that
+    ever held this version (until it is SUCCESS): the snapshot search of the commit protocol looks
+    for any of them in the table's snapshot summaries.
+    """
+
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("ingestion_id", "file_path", name="uq_files_ingestion_path"),
+        CheckConstraint(_in("status", FILE_STATUSES), name="ck_files_status"),
+        # The claim query: claimable rows of one ingestion in id order.
+        Index(
+            "ix_files_claimable",
+            "ingestion_id",
+            "id",
+            postgresql_where=text("status IN ('DISCOVERED', 'FAILED')"),
+        ),
+        # Reconciliation of expired leases.
+        Index(
+            "ix_files_processing_lease",
+            "ingestion_id",
+            "lease_expires_at",
+            postgresql_where=text("status = 'PROCESSING'"),
+        ),
+        # Heartbeats and commits address a batch.
+        Index("ix_files_batch", "batch_id", postgresql_where=text("status = 'PROCESSING'")),
+        # `icefloe files NAME --status S`.
+        Index("ix_files_ingestion_status", "ingestion_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ingestion_id: Mapped[int] = mapped_column(ForeignKey("ingestions.id", ondelete="CASCADE"))
+    file_path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    modified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    etag: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    status: Mapped[str] = mapped_column(String(20), server_default="DISCOVERED")
+    discovered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    records_ingested: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_read: Mapped[int | None] = mapped_column(BigInteger)
+    processing_duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    retry_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_token: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    batch_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]")
+    )
+    first_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    snapshot_id: Mapped[int | None] = mapped_column(BigInteger)

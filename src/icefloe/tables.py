@@ -1,0 +1,172 @@
+"""The Iceberg boundary: the catalog, creating and evolving tables, writing data files.
+
+pyiceberg's errors are translated here. Tables icefloe writes carry
+``commit.retry.num-retries=0``: pyiceberg's own commit retry rebuilds a failed commit on the new
+table head without checking whether our batch already landed, which would break exactly-once;
+icefloe retries in its own loop (:mod:`icefloe.commit`) after that check instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
+
+from icefloe.errors import CommitConflictError, ConfigurationError
+from icefloe.settings import Settings
+
+DEFAULT_CATALOG_NAME = "icefloe"
+# Properties icefloe sets on the tables it writes (and enforces before each commit).
+TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "0",
+    # In-memory Arrow bytes per data file: bounds the writer's buffer (~30-60 MB of Parquet).
+    "write.target-file-size-bytes": str(128 << 20),
+    "write.parquet.compression-codec": "zstd",
+}
+
+
+def load(settings: Settings, database_url: str) -> Catalog:
+    """The catalog named by ``ICEFLOE_CATALOG`` (configured the pyiceberg way), else the default:
+    a SQL catalog in the ledger database, warehouse under ``ICEFLOE_HOME`` (or ``ICEFLOE_WAREHOUSE``).
+    """
+    try:
+        if settings.catalog_name:
+            return load_catalog(settings.catalog_name)
+        warehouse = os.environ.get("ICEFLOE_WAREHOUSE") or settings.warehouse
+        props: dict[str, str] = {"uri": database_url, "warehouse": warehouse}
+        if warehouse.startswith("s3://"):
+            # Let a default catalog with an S3 warehouse reuse the AWS SDK's environment.
+            env_props = {
+                "s3.endpoint": "AWS_ENDPOINT_URL",
+                "s3.access-key-id": "AWS_ACCESS_KEY_ID",
+                "s3.secret-access-key": "AWS_SECRET_ACCESS_KEY",
+                "s3.region": "AWS_REGION",
+            }
+            props.update({k: os.environ[v] for k, v in env_props.items() if os.environ.get(v)})
+        else:
+            os.makedirs(settings.home / "warehouse", exist_ok=True)
+        return SqlCatalog(DEFAULT_CATALOG_NAME, **props)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"cannot load the Iceberg catalog: {exc}") from exc
+
+
+def split_identifier(identifier: str) -> tuple[str, str]:
+    """``namespace.table`` → (namespace, table); nested namespaces keep their dots."""
+    namespace, _, name = identifier.rpartition(".")
+    if not namespace or not name:
+        raise ConfigurationError(f"table must be namespace.table, got {identifier!r}")
+    return namespace, name
+
+
+def load_table(catalog: Catalog, identifier: str) -> Table | None:
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return None
+
+
+def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> Table:
+    """Create namespace and table if missing; a concurrent creator wins harmlessly."""
+    namespace, _ = split_identifier(identifier)
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    try:
+        return catalog.create_table(identifier, schema=arrow_schema, properties=TABLE_PROPERTIES)
+    except TableAlreadyExistsError:
+        return catalog.load_table(identifier)
+
+
+def ensure_icefloe_properties(table: Table) -> Table:
+    """Make sure pyiceberg's blind commit retry is off on ``table`` (tables not created by icefloe)."""
+    if table.properties.get("commit.retry.num-retries") == "0":
+        return table
+    with table.transaction() as tx:
+        tx.set_properties({"commit.retry.num-retries": "0"})
+    return table.refresh()
+
+
+def add_columns(table: Table, columns: pa.Schema) -> Table:
+    """Evolve the table with new optional columns (metadata only; retried on conflicts)."""
+    for _ in range(10):
+        try:
+            with table.update_schema() as update:
+                update.union_by_name(columns)
+            return table.refresh()
+        except CommitFailedException:
+            table = table.refresh()
+    raise CommitConflictError(f"could not add columns {columns.names} to {table.name()}: too many conflicts")
+
+
+def write_data_files(table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
+    """Write Parquet data files under the table location without committing them.
+
+    A RecordBatchReader input is written streaming, microbatched into target-sized files, so
+    memory stays bounded whatever the input size.
+    """
+    df: pa.Table | pa.RecordBatchReader = (
+        data if isinstance(data, pa.Table) else pa.RecordBatchReader.from_batches(schema, data)
+    )
+    yield from _dataframe_to_data_files(
+        table_metadata=table.metadata, df=df, io=table.io, write_uuid=uuid.uuid4(), counter=itertools.count(0)
+    )
+
+
+def delete_data_files(table: Table, files: Iterable[DataFile]) -> None:
+    """Best-effort removal of data files that will never be committed."""
+    for f in files:
+        try:
+            table.io.delete(f.file_path)
+        except Exception:  # noqa: S110 - orphans are harmless; maintenance removes them
+            pass
+
+
+def snapshot_properties(batch_id: uuid.UUID, run_id: int | None, file_count: int) -> dict[str, str]:
+    """The summary properties every icefloe snapshot carries."""
+    return {
+        "icefloe.batch-id": str(batch_id),
+        "icefloe.run-id": "" if run_id is None else str(run_id),
+        "icefloe.file-count": str(file_count),
+    }
+
+
+def snapshots_with_batches(table: Table, batch_ids: set[uuid.UUID], since_ms: int) -> dict[uuid.UUID, int]:
+    """Batch id → snapshot id, for the snapshots since ``since_ms`` that carry one of ``batch_ids``."""
+    wanted = {str(b) for b in batch_ids}
+    found: dict[uuid.UUID, int] = {}
+    for snap in table.metadata.snapshots:
+        if snap.timestamp_ms < since_ms or snap.summary is None:
+            continue
+        bid = snap.summary.additional_properties.get("icefloe.batch-id")
+        if bid in wanted:
+            found[uuid.UUID(bid)] = snap.snapshot_id
+    return found
+
+
+def describe(table: Table) -> dict[str, Any]:
+    """A small summary for `ingestion show` and the demo."""
+    snap = table.current_snapshot()
+    return {
+        "table": ".".join(table.name()),
+        "location": table.location(),
+        "snapshots": len(table.metadata.snapshots),
+        "current_snapshot_id": snap.snapshot_id if snap else None,
+    }

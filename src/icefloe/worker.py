@@ -1,0 +1,240 @@
+"""The worker loop: reconcile, discover, then claim → stage → commit batches until none is left.
+
+`icefloe run` drives one pass of it synchronously; several processes may run it on one
+ingestion at once: claims, fencing and the commit protocol keep every file exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+from icefloe import commit, faults, ledger, runs, tables
+from icefloe.discovery import DiscoveryCounts, Filter, discover
+from icefloe.engines import Engine as StagingEngine
+from icefloe.engines import StagedBatch
+from icefloe.engines.arrow import ArrowEngine
+from icefloe.errors import IcefloeError, LeaseLostError
+from icefloe.formats import ReadOptions
+from icefloe.ledger import Batch
+from icefloe.models import Ingestion, Run
+from icefloe.runtime import Runtime
+from icefloe.s3 import S3Location
+from icefloe.schema import user_arrow_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What a progress display needs; called after discovery pages and after each batch."""
+
+    phase: str  # "discovering" | "processing" | "done"
+    discovered: int = 0
+    claimable: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    records: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Heartbeat:
+    """Extends the lease of a batch every third of the lease; sets ``lost`` when it cannot."""
+
+    def __init__(self, db: Engine, batch: Batch, lease_seconds: int) -> None:
+        self.db = db
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{batch.batch_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                with self.db.begin() as conn:
+                    owned = ledger.heartbeat(conn, self.batch, self.lease_seconds)
+                last_ok = time.monotonic()
+                if owned < len(self.batch.files):
+                    log.warning("lease lost on %d file(s) of batch %s", len(self.batch.files) - owned,
+                                self.batch.batch_id)
+                    self.lost.set()
+                    return
+            except Exception as exc:  # database away: keep trying until the lease would be gone
+                log.warning("heartbeat failed for batch %s: %s", self.batch.batch_id, exc)
+                if time.monotonic() - last_ok > self.lease_seconds:
+                    self.lost.set()
+                    return
+
+
+def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
+    options = ReadOptions(
+        format=ingestion.format,
+        schema=user_arrow_schema(ingestion.schema) if ingestion.schema else None,
+        csv_delimiter=ingestion.csv_delimiter,
+        csv_quote_char=ingestion.csv_quote_char,
+        csv_header=ingestion.csv_header,
+    )
+    return ArrowEngine(
+        s3=rt.s3,
+        catalog=rt.catalog,
+        table_identifier=ingestion.table_identifier,
+        options=options,
+        infer_schema=ingestion.schema is None,
+        threads=rt.settings.read_threads,
+    )
+
+
+def reconcile_expired_leases(rt: Runtime, ingestion: Ingestion) -> tuple[int, int]:
+    """Resolve PROCESSING files whose lease expired (DESIGN.md step 5), under the per-table lock.
+
+    Returns (found committed → SUCCESS, not found → claimable again or FAILED).
+    """
+    with rt.db.connect() as conn:
+        any_expired = conn.execute(
+            text("SELECT 1 FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' "
+                 "AND lease_expires_at < now() LIMIT 1"),
+            {"i": ingestion.id},
+        ).first()
+    if any_expired is None:
+        return 0, 0
+    with rt.db.begin() as conn:
+        ledger.lock_table(conn, ingestion.table_identifier)
+        expired = ledger.lock_expired_leases(conn, ingestion.id)
+        if not expired:
+            return 0, 0
+        table = tables.load_table(rt.catalog, ingestion.table_identifier)
+        landed: dict[object, int] = {}
+        if table is not None:
+            claimed = [f.first_claimed_at for f in expired if f.first_claimed_at is not None]
+            since = commit._since_ms(min(claimed)) if claimed else 0
+            landed = dict(tables.snapshots_with_batches(table, {b for f in expired for b in f.batch_ids}, since))
+        committed = [f for f in expired if any(b in landed for b in f.batch_ids)]
+        snapshot_ids = [next(landed[b] for b in f.batch_ids if b in landed) for f in committed]
+        lost = [f for f in expired if f not in committed]
+        ledger.reconcile_committed(conn, committed, snapshot_ids)
+        ledger.reconcile_lost(conn, lost, ingestion.max_retries)
+    log.info("reconciled %d expired lease(s) of %s: %d committed, %d requeued", len(expired), ingestion.name,
+             len(committed), len(lost))
+    return len(committed), len(lost)
+
+
+def _settle_failures(rt: Runtime, batch: Batch, staged: StagedBatch) -> None:
+    """Record the batch's failed and changed files before the rest is committed."""
+    if not staged.failed and not staged.changed:
+        return
+    with rt.db.begin() as conn:
+        for file, error, nbytes, ms in staged.failed:
+            ledger.mark_failed(conn, file, batch.batch_id, error_type=error.error_type, error_message=str(error),
+                               bytes_read=nbytes, duration_ms=ms)
+        ledger.release(conn, staged.changed, batch.batch_id, wait_for_rediscovery=True,
+                       reason="changed after listing; the next discovery picks up the new version")
+
+
+def process_batches(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None = None,
+                    stop: threading.Event | None = None) -> None:
+    """Claim, stage and commit batches until nothing is claimable (or ``stop`` is set)."""
+    engine = make_engine(rt, ingestion)
+    lease = rt.settings.lease_seconds
+    state = Progress("processing")
+    with rt.db.connect() as conn:
+        state.claimable = ledger.count_claimable(conn, ingestion.id, ingestion.max_retries)
+    if progress:
+        progress(state)
+    while stop is None or not stop.is_set():
+        with rt.db.begin() as conn:
+            batch = ledger.claim_batch(
+                conn,
+                ingestion_id=ingestion.id,
+                run_id=run.id,
+                owner=rt.settings.worker_id,
+                lease_seconds=lease,
+                max_files=ingestion.max_files_per_commit,
+                max_bytes=ingestion.max_bytes_per_commit,
+                max_retries=ingestion.max_retries,
+            )
+        if batch is None:
+            break
+        faults.point("after-claim")
+        log.info("claimed batch %s: %d file(s)", batch.batch_id, len(batch.files),
+                 extra={"run_id": run.id, "batch_id": str(batch.batch_id)})
+        try:
+            with Heartbeat(rt.db, batch, lease) as heartbeat:
+                staged = engine.stage(batch, heartbeat.lost)
+                faults.point("after-write")
+                _settle_failures(rt, batch, staged)
+                result = commit.commit_batch(
+                    rt.db,
+                    rt.catalog,
+                    table_identifier=ingestion.table_identifier,
+                    batch=batch,
+                    staged=staged,
+                    run_id=run.id,
+                    replace_changed=ingestion.on_change == "replace",
+                )
+        except LeaseLostError as exc:
+            log.warning("%s", exc, extra={"run_id": run.id, "batch_id": str(batch.batch_id)})
+            continue
+        runs.add(
+            rt.db,
+            run.id,
+            files_succeeded=len(staged.succeeded),
+            files_failed=len(staged.failed),
+            records_ingested=staged.records,
+            bytes_read=staged.bytes_read,
+            snapshots_committed=result.snapshots,
+        )
+        state.succeeded += len(staged.succeeded)
+        state.failed += len(staged.failed)
+        state.records += staged.records
+        if progress:
+            progress(state)
+
+
+def run_ingestion(rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli",
+                  progress: ProgressCallback | None = None) -> Run:
+    """One synchronous run: reconcile, discover, process. Returns the finished run record.
+
+    Errors of single files end the run PARTIAL; an error of the run itself (source unreachable,
+    catalog down) ends it FAILED with the error's one line.
+    """
+    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
+    try:
+        reconcile_expired_leases(rt, ingestion)
+        location = S3Location.parse(ingestion.source)
+        flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
+
+        def on_page(counts: DiscoveryCounts) -> None:
+            faults.point("during-discovery")
+            if progress:
+                progress(Progress("discovering", discovered=counts.listed))
+
+        counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
+        runs.add(rt.db, run.id, files_discovered=counts.listed, files_new=counts.new,
+                 files_changed=counts.changed, files_skipped=counts.skipped)
+        process_batches(rt, ingestion, run, progress)
+        done = runs.get(rt.db, run.id)
+        status = "PARTIAL" if done.files_failed else "SUCCESS"
+        return runs.finish(rt.db, run.id, status=status)
+    except IcefloeError as exc:
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc)
+        return runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc))
+    except BaseException as exc:
+        runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}")
+        raise

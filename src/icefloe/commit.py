@@ -84,7 +84,8 @@ def commit_batch(
                 owned = ledger.files_still_owned(conn, files)
                 if len(owned) != len(files):
                     raise LeaseLostError(
-                        f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; committing nothing"
+                        f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; "
+                        "committing nothing"
                     )
                 if not staged.data_files and not replaced:
                     # No rows to add or remove (empty files): nothing can be duplicated or lost.
@@ -94,7 +95,9 @@ def commit_batch(
                 if table is None:
                     raise CommitError(f"table {table_identifier} disappeared before the commit")
                 table = tables.ensure_icefloe_properties(table)
-                landed = tables.snapshots_with_batches(table, batch.all_batch_ids, _since_ms(batch.first_claimed_at))
+                landed = tables.snapshots_with_batches(
+                    table, batch.all_batch_ids, _since_ms(batch.first_claimed_at)
+                )
                 if landed:
                     return _already_landed(conn, batch, staged, landed)
                 faults.point("before-commit")
@@ -112,7 +115,9 @@ def commit_batch(
             last = exc
         sleep(min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
     if isinstance(last, CommitFailedException):
-        raise CommitConflictError(f"could not commit to {table_identifier}: {MAX_COMMIT_ATTEMPTS} conflicts") from last
+        raise CommitConflictError(
+            f"could not commit to {table_identifier}: {MAX_COMMIT_ATTEMPTS} conflicts"
+        ) from last
     raise CommitError(f"could not commit to {table_identifier}: {last}") from last
 
 
@@ -123,7 +128,8 @@ def _iceberg_commit(
     tx = table.transaction()
     snapshots = 0
     if replaced:
-        tx.delete(In(SOURCE_FILE_COLUMN, replaced), snapshot_properties=props)
+        # pyiceberg's pydantic-based In() confuses mypy; the call is its documented form.
+        tx.delete(In(SOURCE_FILE_COLUMN, replaced), snapshot_properties=props)  # type: ignore[call-arg, arg-type]
         snapshots += 1
     if staged.data_files:
         with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
@@ -148,10 +154,13 @@ def _already_landed(
     covered = [o for o in staged.succeeded if (set(o.file.batch_ids) | {batch.batch_id}) & landed.keys()]
     rest = [o.file for o in staged.succeeded if o not in covered]
     snapshot_by_file = {
-        o.file.id: next(landed[b] for b in (*o.file.batch_ids, batch.batch_id) if b in landed) for o in covered
+        o.file.id: next(landed[b] for b in (*o.file.batch_ids, batch.batch_id) if b in landed)
+        for o in covered
     }
     for snapshot_id in set(snapshot_by_file.values()):
-        ledger.mark_succeeded(conn, [o for o in covered if snapshot_by_file[o.file.id] == snapshot_id], snapshot_id)
+        ledger.mark_succeeded(
+            conn, [o for o in covered if snapshot_by_file[o.file.id] == snapshot_id], snapshot_id
+        )
     ledger.release(conn, rest, batch.batch_id)
     log.info("batch %s already in the table (%d files); %d released", batch.batch_id, len(covered), len(rest))
     return CommitResult(next(iter(landed.values())), committed=False, snapshots=0)

@@ -21,6 +21,19 @@ import pyarrow.parquet as pq
 from icefloe.errors import PermanentFileError
 
 BLOCK_SIZE = 4 << 20  # bytes of text parsed per record batch
+_CORRUPTION_HINTS = (
+    "zlib",
+    "gzip",
+    "zstd",
+    "bz2",
+    "decompress",
+    "inflate",
+    "lz4",
+    "parquet",
+    "magic bytes",
+    "footer",
+    "thrift",
+)
 _EMPTY_INPUT = "Empty CSV file"
 _COMPRESSION_BY_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 
@@ -50,9 +63,7 @@ def _classify(exc: Exception, uri: str) -> PermanentFileError:
     lower = message.lower()
     if "utf8" in lower or "utf-8" in lower or "invalid encoding" in lower:
         kind = "EncodingError"
-    elif any(s in lower for s in ("zlib", "gzip", "zstd", "bz2", "decompress", "inflate", "lz4")):
-        kind = "CorruptFile"
-    elif any(s in lower for s in ("parquet", "magic bytes", "footer", "thrift")):
+    elif any(s in lower for s in _CORRUPTION_HINTS):
         kind = "CorruptFile"
     elif "csv" in lower and ("columns" in lower or "parse" in lower):
         kind = "MalformedCSV"
@@ -106,7 +117,9 @@ def _json_batches(stream: pa.NativeFile, options: ReadOptions) -> pa.RecordBatch
     )
 
 
-def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOptions) -> Iterator[pa.RecordBatch]:
+def record_batches(
+    source: IO[bytes] | pa.NativeFile, path: str, options: ReadOptions
+) -> Iterator[pa.RecordBatch]:
     """Stream the record batches of one file; raises :class:`PermanentFileError` on bad content.
 
     ``source`` must be seekable for Parquet (see :func:`spooled`); text formats need only read().
@@ -116,21 +129,48 @@ def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOp
     with translated_errors(uri):
         if options.format == "parquet":
             parquet = pq.ParquetFile(source)
-            columns = [n for n in options.schema.names if n in parquet.schema_arrow.names] if options.schema else None
+            columns = (
+                [n for n in options.schema.names if n in parquet.schema_arrow.names]
+                if options.schema
+                else None
+            )
             yield from parquet.iter_batches(batch_size=65_536, columns=columns)
             return
-        stream: pa.NativeFile = source if isinstance(source, pa.NativeFile) else pa.PythonFile(source, mode="r")
+        stream: pa.NativeFile = (
+            source if isinstance(source, pa.NativeFile) else pa.PythonFile(source, mode="r")
+        )
         codec = compression_of(path)
         if codec is not None:
             stream = pa.CompressedInputStream(stream, codec)
         try:
-            reader = _csv_batches(stream, options) if options.format == "csv" else _json_batches(stream, options)
+            reader = (
+                _csv_batches(stream, options) if options.format == "csv" else _json_batches(stream, options)
+            )
         except pa.ArrowInvalid as exc:
             # An empty text file (or only blank lines) is a valid file of 0 records.
             if _EMPTY_INPUT in str(exc) or "Empty JSON stream" in str(exc):
                 return
             raise
-        yield from reader
+        for batch in reader:
+            _check_text_columns(batch, options, uri)
+            yield batch
+
+
+def _check_text_columns(batch: pa.RecordBatch, options: ReadOptions, uri: str) -> None:
+    """Refuse invalid UTF-8: pyarrow reads it in CSV as binary, and in JSON as invalid strings."""
+    if options.format == "jsonl":
+        batch.validate(full=True)  # raises ArrowInvalid "Invalid UTF8 ..." → EncodingError
+    for field in batch.schema:
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            declared = (
+                options.schema.field(field.name).type
+                if options.schema is not None and field.name in options.schema.names
+                else None
+            )
+            if declared is None or not pa.types.is_binary(declared):
+                raise PermanentFileError(
+                    f"{uri}: column {field.name!r} is not valid UTF-8 text", error_type="EncodingError"
+                )
 
 
 def spooled(body: Any, max_in_memory: int = 64 << 20) -> IO[bytes]:
@@ -139,4 +179,4 @@ def spooled(body: Any, max_in_memory: int = 64 << 20) -> IO[bytes]:
     while chunk := body.read(1 << 20):
         spool.write(chunk)
     spool.seek(0)
-    return spool  # type: ignore[return-value]
+    return spool

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from icefloe.discovery import compile_glob
 from icefloe.errors import ConfigurationError, NotFoundError
@@ -15,7 +16,6 @@ from icefloe.models import FORMATS, ON_CHANGE, Ingestion
 from icefloe.s3 import S3Location
 from icefloe.schema import parse_schema_document
 from icefloe.tables import split_identifier
-from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def set_status(db: Engine, name: str, status: str) -> Ingestion:
         if ingestion is None:
             raise NotFoundError(f"no ingestion named {name!r}")
         ingestion.status = status
-        ingestion.updated_at = func.now()  # type: ignore[assignment]
+        ingestion.updated_at = func.now()
         session.commit()
         session.refresh(ingestion)
         return ingestion

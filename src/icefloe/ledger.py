@@ -247,6 +247,7 @@ def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
 
 # --------------------------------------------------------------------------- commit
 
+
 def lock_table(conn: Connection, table_identifier: str) -> None:
     """Take the per-table lock for the rest of the transaction.
 
@@ -273,9 +274,7 @@ def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int
     return {r.id for r in rows}
 
 
-def mark_succeeded(
-    conn: Connection, outcomes: Sequence[FileOutcome], snapshot_id: int | None
-) -> int:
+def mark_succeeded(conn: Connection, outcomes: Sequence[FileOutcome], snapshot_id: int | None) -> int:
     """SUCCESS with the snapshot that holds the rows; fenced on ``lease_token``. Returns rows updated."""
     if not outcomes:
         return 0
@@ -390,6 +389,7 @@ def release(
 
 # --------------------------------------------------------------------------- reconcile
 
+
 @dataclass(frozen=True)
 class ExpiredFile:
     id: int
@@ -467,6 +467,7 @@ def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: 
 
 # --------------------------------------------------------------------------- retries & queries
 
+
 def make_retryable(conn: Connection, ingestion_id: int, file_path: str | None = None) -> int:
     """Make FAILED files claimable now (``icefloe retry``), giving them a fresh retry budget."""
     return conn.execute(
@@ -505,9 +506,13 @@ def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
     return {r.status: r.n for r in rows}
 
 
-
 def list_files(
-    conn: Connection, ingestion_id: int, *, status: str | None = None, path: str | None = None, limit: int = 1000
+    conn: Connection,
+    ingestion_id: int,
+    *,
+    status: str | None = None,
+    path: str | None = None,
+    limit: int = 1000,
 ) -> list[dict[str, object]]:
     """The ledger of one ingestion, oldest first (`icefloe files`)."""
     rows = conn.execute(

@@ -16,7 +16,7 @@ def backoff_seconds(
     if attempt < 1:
         return 0.0
     exp = min(cap, base * 2 ** (attempt - 1))
-    return exp / 2 + (rng or random).uniform(0, exp / 2)
+    return float(exp / 2 + (rng or random).uniform(0, exp / 2))
 
 
 # How many times a transient fetch error is retried in place before the file is failed.

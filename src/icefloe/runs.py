@@ -26,8 +26,13 @@ COUNTERS = (
 def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str) -> Run:
     """A new run, RUNNING from now."""
     with Session(db, expire_on_commit=False) as session:
-        run = Run(ingestion_id=ingestion_id, trigger=trigger, status="RUNNING", worker_id=worker_id,
-                  started_at=func.now())
+        run = Run(
+            ingestion_id=ingestion_id,
+            trigger=trigger,
+            status="RUNNING",
+            worker_id=worker_id,
+            started_at=func.now(),
+        )
         session.add(run)
         session.commit()
         session.refresh(run)
@@ -45,8 +50,9 @@ def add(db: Engine, run_id: int, **increments: int) -> None:
 def finish(db: Engine, run_id: int, *, status: str, error_message: str | None = None) -> Run:
     with Session(db, expire_on_commit=False) as session:
         session.execute(
-            update(Run).where(Run.id == run_id).values(status=status, error_message=error_message,
-                                                       finished_at=func.now())
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=status, error_message=error_message, finished_at=func.now())
         )
         session.commit()
         run = session.get(Run, run_id)

@@ -31,8 +31,17 @@ from icefloe.errors import (
 )
 
 _TRANSIENT_CODES = {
-    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "Throttling",
-    "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
 }
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"}
 
@@ -127,7 +136,9 @@ def object_errors(uri: str) -> Iterator[None]:
         if code in _TRANSIENT_CODES:
             raise TransientFileError(f"S3 error {code} reading {uri}") from exc
         if code in _AUTH_CODES:
-            raise PermanentFileError(f"access denied reading {uri} ({code})", error_type="AccessDenied") from exc
+            raise PermanentFileError(
+                f"access denied reading {uri} ({code})", error_type="AccessDenied"
+            ) from exc
         raise TransientFileError(f"S3 error {code} reading {uri}") from exc
     except (
         EndpointConnectionError,

@@ -8,6 +8,7 @@ icefloe retries in its own loop (:mod:`icefloe.commit`) after that check instead
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import uuid
@@ -85,10 +86,8 @@ def load_table(catalog: Catalog, identifier: str) -> Table | None:
 def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> Table:
     """Create namespace and table if missing; a concurrent creator wins harmlessly."""
     namespace, _ = split_identifier(identifier)
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(namespace)
-    except NamespaceAlreadyExistsError:
-        pass
     try:
         return catalog.create_table(identifier, schema=arrow_schema, properties=TABLE_PROPERTIES)
     except TableAlreadyExistsError:
@@ -116,7 +115,9 @@ def add_columns(table: Table, columns: pa.Schema) -> Table:
     raise CommitConflictError(f"could not add columns {columns.names} to {table.name()}: too many conflicts")
 
 
-def write_data_files(table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
+def write_data_files(
+    table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema
+) -> Iterator[DataFile]:
     """Write Parquet data files under the table location without committing them.
 
     A RecordBatchReader input is written streaming, microbatched into target-sized files, so
@@ -133,10 +134,8 @@ def write_data_files(table: Table, data: pa.Table | Iterable[pa.RecordBatch], sc
 def delete_data_files(table: Table, files: Iterable[DataFile]) -> None:
     """Best-effort removal of data files that will never be committed."""
     for f in files:
-        try:
+        with contextlib.suppress(Exception):  # orphans are harmless; maintenance removes them
             table.io.delete(f.file_path)
-        except Exception:  # noqa: S110 - orphans are harmless; maintenance removes them
-            pass
 
 
 def snapshot_properties(batch_id: uuid.UUID, run_id: int | None, file_count: int) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,8 +73,11 @@ class Heartbeat:
                     owned = ledger.heartbeat(conn, self.batch, self.lease_seconds)
                 last_ok = time.monotonic()
                 if owned < len(self.batch.files):
-                    log.warning("lease lost on %d file(s) of batch %s", len(self.batch.files) - owned,
-                                self.batch.batch_id)
+                    log.warning(
+                        "lease lost on %d file(s) of batch %s",
+                        len(self.batch.files) - owned,
+                        self.batch.batch_id,
+                    )
                     self.lost.set()
                     return
             except Exception as exc:  # database away: keep trying until the lease would be gone
@@ -108,8 +112,10 @@ def reconcile_expired_leases(rt: Runtime, ingestion: Ingestion) -> tuple[int, in
     """
     with rt.db.connect() as conn:
         any_expired = conn.execute(
-            text("SELECT 1 FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' "
-                 "AND lease_expires_at < now() LIMIT 1"),
+            text(
+                "SELECT 1 FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' "
+                "AND lease_expires_at < now() LIMIT 1"
+            ),
             {"i": ingestion.id},
         ).first()
     if any_expired is None:
@@ -120,18 +126,25 @@ def reconcile_expired_leases(rt: Runtime, ingestion: Ingestion) -> tuple[int, in
         if not expired:
             return 0, 0
         table = tables.load_table(rt.catalog, ingestion.table_identifier)
-        landed: dict[object, int] = {}
+        landed: dict[uuid.UUID, int] = {}
         if table is not None:
             claimed = [f.first_claimed_at for f in expired if f.first_claimed_at is not None]
             since = commit._since_ms(min(claimed)) if claimed else 0
-            landed = dict(tables.snapshots_with_batches(table, {b for f in expired for b in f.batch_ids}, since))
+            landed = dict(
+                tables.snapshots_with_batches(table, {b for f in expired for b in f.batch_ids}, since)
+            )
         committed = [f for f in expired if any(b in landed for b in f.batch_ids)]
         snapshot_ids = [next(landed[b] for b in f.batch_ids if b in landed) for f in committed]
         lost = [f for f in expired if f not in committed]
         ledger.reconcile_committed(conn, committed, snapshot_ids)
         ledger.reconcile_lost(conn, lost, ingestion.max_retries)
-    log.info("reconciled %d expired lease(s) of %s: %d committed, %d requeued", len(expired), ingestion.name,
-             len(committed), len(lost))
+    log.info(
+        "reconciled %d expired lease(s) of %s: %d committed, %d requeued",
+        len(expired),
+        ingestion.name,
+        len(committed),
+        len(lost),
+    )
     return len(committed), len(lost)
 
 
@@ -141,14 +154,31 @@ def _settle_failures(rt: Runtime, batch: Batch, staged: StagedBatch) -> None:
         return
     with rt.db.begin() as conn:
         for file, error, nbytes, ms in staged.failed:
-            ledger.mark_failed(conn, file, batch.batch_id, error_type=error.error_type, error_message=str(error),
-                               bytes_read=nbytes, duration_ms=ms)
-        ledger.release(conn, staged.changed, batch.batch_id, wait_for_rediscovery=True,
-                       reason="changed after listing; the next discovery picks up the new version")
+            ledger.mark_failed(
+                conn,
+                file,
+                batch.batch_id,
+                error_type=error.error_type,
+                error_message=str(error),
+                bytes_read=nbytes,
+                duration_ms=ms,
+            )
+        ledger.release(
+            conn,
+            staged.changed,
+            batch.batch_id,
+            wait_for_rediscovery=True,
+            reason="changed after listing; the next discovery picks up the new version",
+        )
 
 
-def process_batches(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None = None,
-                    stop: threading.Event | None = None) -> None:
+def process_batches(
+    rt: Runtime,
+    ingestion: Ingestion,
+    run: Run,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Claim, stage and commit batches until nothing is claimable (or ``stop`` is set)."""
     engine = make_engine(rt, ingestion)
     lease = rt.settings.lease_seconds
@@ -172,8 +202,12 @@ def process_batches(rt: Runtime, ingestion: Ingestion, run: Run, progress: Progr
         if batch is None:
             break
         faults.point("after-claim")
-        log.info("claimed batch %s: %d file(s)", batch.batch_id, len(batch.files),
-                 extra={"run_id": run.id, "batch_id": str(batch.batch_id)})
+        log.info(
+            "claimed batch %s: %d file(s)",
+            batch.batch_id,
+            len(batch.files),
+            extra={"run_id": run.id, "batch_id": str(batch.batch_id)},
+        )
         try:
             with Heartbeat(rt.db, batch, lease) as heartbeat:
                 staged = engine.stage(batch, heartbeat.lost)
@@ -207,8 +241,9 @@ def process_batches(rt: Runtime, ingestion: Ingestion, run: Run, progress: Progr
             progress(state)
 
 
-def run_ingestion(rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli",
-                  progress: ProgressCallback | None = None) -> Run:
+def run_ingestion(
+    rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli", progress: ProgressCallback | None = None
+) -> Run:
     """One synchronous run: reconcile, discover, process. Returns the finished run record.
 
     Errors of single files end the run PARTIAL; an error of the run itself (source unreachable,
@@ -225,9 +260,17 @@ def run_ingestion(rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli",
             if progress:
                 progress(Progress("discovering", discovered=counts.listed))
 
-        counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
-        runs.add(rt.db, run.id, files_discovered=counts.listed, files_new=counts.new,
-                 files_changed=counts.changed, files_skipped=counts.skipped)
+        counts = discover(
+            rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page
+        )
+        runs.add(
+            rt.db,
+            run.id,
+            files_discovered=counts.listed,
+            files_new=counts.new,
+            files_changed=counts.changed,
+            files_skipped=counts.skipped,
+        )
         process_batches(rt, ingestion, run, progress)
         done = runs.get(rt.db, run.id)
         status = "PARTIAL" if done.files_failed else "SUCCESS"

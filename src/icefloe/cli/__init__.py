@@ -23,7 +23,9 @@ from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
 from icefloe.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion."
+)
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
 ingestion_app = typer.Typer(no_args_is_help=True, help="Define and manage ingestions.")
 app.add_typer(db_app, name="db")
@@ -90,6 +92,7 @@ def _ingestion_dict(i: Ingestion) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- db
 
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations to the ledger database."""
@@ -104,6 +107,7 @@ def db_upgrade() -> None:
 
 
 # ----------------------------------------------------------------------------- ingestion
+
 
 def _parse_since(value: str | None) -> dt.datetime | None:
     if value is None:
@@ -138,10 +142,19 @@ def ingestion_create(
 
     def body() -> None:
         spec = IngestionSpec(
-            name=name, source=source, format=format, table=table, pattern=pattern, since=_parse_since(since),
-            schema=load_schema_file(schema) if schema else None, on_change=on_change,
-            max_files_per_commit=max_files_per_commit, max_bytes_per_commit=max_bytes_per_commit,
-            max_retries=max_retries, csv_delimiter=csv_delimiter, csv_quote_char=csv_quote_char,
+            name=name,
+            source=source,
+            format=format,
+            table=table,
+            pattern=pattern,
+            since=_parse_since(since),
+            schema=load_schema_file(schema) if schema else None,
+            on_change=on_change,
+            max_files_per_commit=max_files_per_commit,
+            max_bytes_per_commit=max_bytes_per_commit,
+            max_retries=max_retries,
+            csv_delimiter=csv_delimiter,
+            csv_quote_char=csv_quote_char,
             csv_header=not csv_no_header,
         )
         spec.validate()
@@ -200,7 +213,9 @@ def ingestion_check(name: str, as_json: JsonOpt = False) -> None:
                 "source": "ok",
                 "objects_on_first_page": len(page),
                 "catalog": "ok",
-                "table": tables.describe(table) if table is not None else "not created yet (first run creates it)",
+                "table": tables.describe(table)
+                if table is not None
+                else "not created yet (first run creates it)",
             },
             title=f"check {i.name}",
         )
@@ -248,6 +263,7 @@ def ingestion_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")
 
 # ----------------------------------------------------------------------------- run, files, retry
 
+
 @app.command("run")
 def run_command(name: str, as_json: JsonOpt = False) -> None:
     """Run an ingestion once: discover, process, commit. Exit 0 ok, 3 some files failed, 1 run failed."""
@@ -260,17 +276,28 @@ def run_command(name: str, as_json: JsonOpt = False) -> None:
                 raise ConfigurationError(f"ingestion {name} is paused (icefloe ingestion resume {name})")
             show_bar = not as_json and out.console.is_terminal
             if show_bar:
-                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[records]} records"), TimeElapsedColumn(),
-                              console=out.console, transient=True) as bar:
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[records]} records"),
+                    TimeElapsedColumn(),
+                    console=out.console,
+                    transient=True,
+                ) as bar:
                     task = bar.add_task("discovering", total=None, records=0)
 
                     def progress(p: worker.Progress) -> None:
                         if p.phase == "discovering":
                             bar.update(task, description=f"discovering ({p.discovered} listed)")
                         else:
-                            bar.update(task, description="processing", total=p.claimable,
-                                       completed=p.succeeded + p.failed, records=p.records)
+                            bar.update(
+                                task,
+                                description="processing",
+                                total=p.claimable,
+                                completed=p.succeeded + p.failed,
+                                records=p.records,
+                            )
 
                     run = worker.run_ingestion(rt, i, trigger="cli", progress=progress)
             else:
@@ -281,8 +308,10 @@ def run_command(name: str, as_json: JsonOpt = False) -> None:
         else:
             out.record(summary, title=f"run {run.id} of {i.name}: {run.status}")
             if run.files_failed:
-                out.message(f"[yellow]{run.files_failed} file(s) failed:[/yellow] icefloe files {i.name} "
-                            "--status FAILED")
+                out.message(
+                    f"[yellow]{run.files_failed} file(s) failed:[/yellow] icefloe files {i.name} "
+                    "--status FAILED"
+                )
         return {"SUCCESS": EXIT_OK, "PARTIAL": EXIT_PARTIAL}.get(run.status, EXIT_RUN_FAILED)
 
     raise typer.Exit(_guard(out, body))
@@ -303,8 +332,11 @@ def files_command(
             i = ingestions.get(rt.db, name)
             with rt.db.connect() as conn:
                 rows = ledger.list_files(conn, i.id, status=status.upper() if status else None, limit=limit)
-        out.table(rows, ["file_path", "status", "records_ingested", "retry_count", "error_type", "error_message"],
-                  title=f"files of {name}")
+        out.table(
+            rows,
+            ["file_path", "status", "records_ingested", "retry_count", "error_type", "error_message"],
+            title=f"files of {name}",
+        )
 
     _guard(out, body)
 
@@ -339,6 +371,7 @@ def demo_command() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     app()

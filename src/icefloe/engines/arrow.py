@@ -119,8 +119,13 @@ class ArrowEngine:
             except (FileError, ObjectChangedError) as exc:
                 return _Read(file, None, exc, nbytes, started)
             except Exception as exc:  # never let one file take the batch down
-                return _Read(file, None, PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile"),
-                             nbytes, started)
+                return _Read(
+                    file,
+                    None,
+                    PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile"),
+                    nbytes,
+                    started,
+                )
         raise AssertionError("unreachable")
 
     def _prefetched(self, files: list[ClaimedFile], pool: ThreadPoolExecutor) -> Iterator[_Read]:
@@ -172,8 +177,13 @@ class ArrowEngine:
                         if staged.table is not None and table.schema() != staged.table.schema():
                             flush()  # buffered rows were conformed to the old schema: write them first
                         staged.table = table
-                        conformed = conform(read.table, table.schema().as_arrow(), source_file=read.file.file_path,
-                                            ingested_at=ingested_at, file_uri=read.file.file_path)
+                        conformed = conform(
+                            read.table,
+                            table.schema().as_arrow(),
+                            source_file=read.file.file_path,
+                            ingested_at=ingested_at,
+                            file_uri=read.file.file_path,
+                        )
                     except FileError as exc:
                         self._record_failure(staged, read.file, exc, read.bytes_read, ms)
                         continue
@@ -215,12 +225,20 @@ class ArrowEngine:
                     staged.table = table
                     target = table.schema().as_arrow()
 
-                    def conformed(first: pa.RecordBatch = first, batches: Iterator[pa.RecordBatch] = batches,
-                                  target: pa.Schema = target) -> Iterator[pa.RecordBatch]:
+                    def conformed(
+                        first: pa.RecordBatch = first,
+                        batches: Iterator[pa.RecordBatch] = batches,
+                        target: pa.Schema = target,
+                    ) -> Iterator[pa.RecordBatch]:
                         nonlocal records
                         for rb in _chain(first, batches):
-                            t = conform(rb, target, source_file=file.file_path, ingested_at=ingested_at,
-                                        file_uri=file.file_path)
+                            t = conform(
+                                rb,
+                                target,
+                                source_file=file.file_path,
+                                ingested_at=ingested_at,
+                                file_uri=file.file_path,
+                            )
                             records += t.num_rows
                             yield from t.to_batches()
 
@@ -234,13 +252,17 @@ class ArrowEngine:
                 if staged.table is not None:
                     tables.delete_data_files(staged.table, written)
                 if attempt == IN_PLACE_ATTEMPTS:
-                    self._record_failure(staged, file, exc, counter.count, int((time.monotonic() - started) * 1000))
+                    self._record_failure(
+                        staged, file, exc, counter.count, int((time.monotonic() - started) * 1000)
+                    )
                     return
                 self._sleep(0.5 * 2**attempt)
             except (FileError, ObjectChangedError) as exc:
                 if staged.table is not None:
                     tables.delete_data_files(staged.table, written)
-                self._record_failure(staged, file, exc, counter.count, int((time.monotonic() - started) * 1000))
+                self._record_failure(
+                    staged, file, exc, counter.count, int((time.monotonic() - started) * 1000)
+                )
                 return
             except LeaseLostError:
                 raise
@@ -248,18 +270,23 @@ class ArrowEngine:
                 if staged.table is not None:
                     tables.delete_data_files(staged.table, written)
                 error = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
-                self._record_failure(staged, file, error, counter.count, int((time.monotonic() - started) * 1000))
+                self._record_failure(
+                    staged, file, error, counter.count, int((time.monotonic() - started) * 1000)
+                )
                 return
 
     @staticmethod
-    def _record_failure(staged: StagedBatch, file: ClaimedFile, error: Exception | None, nbytes: int,
-                        ms: int) -> None:
+    def _record_failure(
+        staged: StagedBatch, file: ClaimedFile, error: Exception | None, nbytes: int, ms: int
+    ) -> None:
         if isinstance(error, ObjectChangedError):
             staged.changed.append(file)
             return
         if not isinstance(error, FileError):
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
-        log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
+        log.warning(
+            "file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type}
+        )
         staged.failed.append((file, error, nbytes, ms))
 
 

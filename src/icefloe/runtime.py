@@ -13,8 +13,9 @@ from pyiceberg.catalog import Catalog
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
-from icefloe import migrations, s3, tables
+from icefloe import migrations, tables
 from icefloe.errors import ConfigurationError
+from icefloe.s3 import ObjectReader, make_client
 from icefloe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,11 @@ class Runtime:
 
     @cached_property
     def s3(self) -> Any:
-        return s3.make_client(max_pool_connections=max(10, self.settings.read_threads * 2))
+        return make_client(max_pool_connections=max(10, self.settings.read_threads * 2))
+
+    @cached_property
+    def objects(self) -> ObjectReader:
+        return ObjectReader(self.s3, max_connections=max(10, self.settings.read_threads * 2))
 
     def close(self) -> None:
         if "db" in self.__dict__:

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
+from pyiceberg.table import Table
 from pyiceberg.types import IcebergType, NestedField
 
 from icefloe.errors import ConfigurationError, PermanentFileError
@@ -100,6 +101,35 @@ def table_arrow_schema(data_schema: pa.Schema) -> pa.Schema:
         if f.name not in (SOURCE_FILE_COLUMN, INGESTED_AT_COLUMN)
     ]
     return pa.schema([*fields, *METADATA_FIELDS])
+
+
+def _plain_strings(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _plain_strings(f.type), f.nullable, f.metadata) for f in t])
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        return pa.list_(
+            pa.field(
+                t.value_field.name,
+                _plain_strings(t.value_type),
+                t.value_field.nullable,
+                t.value_field.metadata,
+            )
+        )
+    return t
+
+
+def arrow_target(table: Table) -> pa.Schema:
+    """The Arrow schema rows are conformed to before writing to ``table``.
+
+    pyiceberg maps Iceberg strings to Arrow large_string; readers produce string. Conforming to
+    plain string avoids a copy of every string column (the writer accepts both).
+    """
+    schema = table.schema().as_arrow()
+    return pa.schema([pa.field(f.name, _plain_strings(f.type), f.nullable, f.metadata) for f in schema])
 
 
 def new_columns(table_schema: pa.Schema, data_schema: pa.Schema) -> pa.Schema | None:

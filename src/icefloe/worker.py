@@ -96,7 +96,7 @@ def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
         csv_header=ingestion.csv_header,
     )
     return ArrowEngine(
-        s3=rt.s3,
+        objects=rt.objects,
         catalog=rt.catalog,
         table_identifier=ingestion.table_identifier,
         options=options,

@@ -36,8 +36,8 @@ from icefloe.errors import (
 from icefloe.formats import ReadOptions, record_batches, spooled
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE_ATTEMPTS
-from icefloe.s3 import object_errors, split_uri
-from icefloe.schema import conform, new_columns, table_arrow_schema
+from icefloe.s3 import ObjectReader, object_errors
+from icefloe.schema import arrow_target, conform, new_columns, table_arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class _Read:
     error: Exception | None
     bytes_read: int
     started: float
+    conformed: bool = False  # already cast to the table schema known when the read started
 
 
 class ArrowEngine:
@@ -61,7 +62,7 @@ class ArrowEngine:
     def __init__(
         self,
         *,
-        s3: Any,
+        objects: ObjectReader,
         catalog: Catalog,
         table_identifier: str,
         options: ReadOptions,
@@ -69,7 +70,7 @@ class ArrowEngine:
         threads: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.s3 = s3
+        self.objects = objects
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
@@ -96,22 +97,27 @@ class ArrowEngine:
 
     # ------------------------------------------------------------------ reading
 
-    def _get(self, file: ClaimedFile, **kwargs: Any) -> Any:
-        bucket, key = split_uri(file.file_path)
-        with object_errors(file.file_path):
-            return self.s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{file.etag}"', **kwargs)["Body"]
-
-    def _read_small(self, file: ClaimedFile) -> _Read:
+    def _read_small(self, file: ClaimedFile, target: pa.Schema | None, ingested_at: pa.Scalar) -> _Read:
+        """GET + parse (+ conform, when the table schema is known and covers the file) in a thread."""
         started = time.monotonic()
         nbytes = 0
         for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
             try:
-                with object_errors(file.file_path):
-                    data = self._get(file).read()
+                data = self.objects.read(file.file_path, file.etag)
                 nbytes = len(data)
                 batches = list(record_batches(pa.BufferReader(data), file.file_path, self.options))
                 schema = batches[0].schema if batches else (self.options.schema or pa.schema([]))
-                return _Read(file, pa.Table.from_batches(batches, schema=schema), None, nbytes, started)
+                table = pa.Table.from_batches(batches, schema=schema)
+                if target is not None and set(schema.names) <= set(target.names):
+                    table = conform(
+                        table,
+                        target,
+                        source_file=file.file_path,
+                        ingested_at=ingested_at,
+                        file_uri=file.file_path,
+                    )
+                    return _Read(file, table, None, nbytes, started, conformed=True)
+                return _Read(file, table, None, nbytes, started)
             except TransientFileError as exc:
                 if attempt == IN_PLACE_ATTEMPTS:
                     return _Read(file, None, exc, nbytes, started)
@@ -128,7 +134,13 @@ class ArrowEngine:
                 )
         raise AssertionError("unreachable")
 
-    def _prefetched(self, files: list[ClaimedFile], pool: ThreadPoolExecutor) -> Iterator[_Read]:
+    def _prefetched(
+        self,
+        files: list[ClaimedFile],
+        pool: ThreadPoolExecutor,
+        target: Callable[[], pa.Schema | None],
+        ingested_at: pa.Scalar,
+    ) -> Iterator[_Read]:
         """Small files read in parallel, yielded in order, at most PREFETCH_BYTES in flight."""
         pending: deque[tuple[ClaimedFile, Future[_Read]]] = deque()
         in_flight = 0
@@ -136,7 +148,7 @@ class ArrowEngine:
         nxt = next(todo, None)
         while nxt is not None or pending:
             while nxt is not None and (not pending or in_flight + nxt.size <= PREFETCH_BYTES):
-                pending.append((nxt, pool.submit(self._read_small, nxt)))
+                pending.append((nxt, pool.submit(self._read_small, nxt, target(), ingested_at)))
                 in_flight += nxt.size
                 nxt = next(todo, None)
             file, future = pending.popleft()
@@ -150,48 +162,12 @@ class ArrowEngine:
         ingested_at = pa.scalar(dt.datetime.now(dt.UTC), pa.timestamp("us", tz="UTC"))
         small = [f for f in batch.files if f.size <= SMALL_FILE_BYTES]
         large = [f for f in batch.files if f.size > SMALL_FILE_BYTES]
-        buffer: list[pa.Table] = []
-        buffered_outcomes: list[FileOutcome] = []
-
-        def flush() -> None:
-            if not buffer:
-                return
-            assert staged.table is not None
-            combined = pa.concat_tables(buffer)
-            staged.data_files.extend(tables.write_data_files(staged.table, combined, combined.schema))
-            staged.succeeded.extend(buffered_outcomes)
-            buffer.clear()
-            buffered_outcomes.clear()
-
         try:
-            with ThreadPoolExecutor(self.threads, thread_name_prefix="icefloe-read") as pool:
-                for read in self._prefetched(small, pool):
-                    if cancelled.is_set():
-                        raise LeaseLostError(f"lease on batch {batch.batch_id} lost")
-                    ms = int((time.monotonic() - read.started) * 1000)
-                    if read.error is not None or read.table is None:
-                        self._record_failure(staged, read.file, read.error, read.bytes_read, ms)
-                        continue
-                    try:
-                        table = self._table_for(staged.table, read.table.schema)
-                        if staged.table is not None and table.schema() != staged.table.schema():
-                            flush()  # buffered rows were conformed to the old schema: write them first
-                        staged.table = table
-                        conformed = conform(
-                            read.table,
-                            table.schema().as_arrow(),
-                            source_file=read.file.file_path,
-                            ingested_at=ingested_at,
-                            file_uri=read.file.file_path,
-                        )
-                    except FileError as exc:
-                        self._record_failure(staged, read.file, exc, read.bytes_read, ms)
-                        continue
-                    buffer.append(conformed)
-                    buffered_outcomes.append(FileOutcome(read.file, conformed.num_rows, read.bytes_read, ms))
-                    if sum(t.nbytes for t in buffer) >= FLUSH_BYTES:
-                        flush()
-                flush()
+            with (
+                ThreadPoolExecutor(self.threads, thread_name_prefix="icefloe-read") as readers,
+                ThreadPoolExecutor(1, thread_name_prefix="icefloe-write") as writer,
+            ):
+                self._stage_small(staged, batch, small, readers, writer, ingested_at, cancelled)
             for file in large:
                 if cancelled.is_set():
                     raise LeaseLostError(f"lease on batch {batch.batch_id} lost")
@@ -203,77 +179,148 @@ class ArrowEngine:
             raise
         return staged
 
+    def _stage_small(
+        self,
+        staged: StagedBatch,
+        batch: Batch,
+        files: list[ClaimedFile],
+        readers: ThreadPoolExecutor,
+        writer: ThreadPoolExecutor,
+        ingested_at: pa.Scalar,
+        cancelled: threading.Event,
+    ) -> None:
+        """Pack small files into shared data files, written on ``writer`` while reading goes on."""
+        buffer: list[pa.Table] = []
+        buffered_bytes = 0
+        buffered_outcomes: list[FileOutcome] = []
+        target: pa.Schema | None = None  # the table's Arrow schema, recomputed when it evolves
+        writing: Future[list[DataFile]] | None = None
+        writing_outcomes: list[FileOutcome] = []
+
+        def settle_write() -> None:
+            nonlocal writing
+            if writing is not None:
+                staged.data_files.extend(writing.result())
+                staged.succeeded.extend(writing_outcomes)
+                writing = None
+
+        def flush() -> None:
+            nonlocal buffered_bytes, writing, writing_outcomes
+            settle_write()  # at most one write in flight: memory stays bounded
+            if not buffer:
+                return
+            assert staged.table is not None
+            table, combined = staged.table, pa.concat_tables(buffer)
+            writing = writer.submit(lambda: list(tables.write_data_files(table, combined, combined.schema)))
+            writing_outcomes = list(buffered_outcomes)
+            buffer.clear()
+            buffered_outcomes.clear()
+            buffered_bytes = 0
+
+        for read in self._prefetched(files, readers, lambda: target, ingested_at):
+            if cancelled.is_set():
+                settle_write()
+                raise LeaseLostError(f"lease on batch {batch.batch_id} lost")
+            ms = int((time.monotonic() - read.started) * 1000)
+            if read.error is not None or read.table is None:
+                self._record_failure(staged, read.file, read.error, read.bytes_read, ms)
+                continue
+            conformed = read.table
+            if not read.conformed or conformed.schema != target:
+                try:
+                    if target is None or not set(read.table.schema.names) <= set(target.names):
+                        table = self._table_for(staged.table, read.table.schema)
+                        if staged.table is not None and table.schema() != staged.table.schema():
+                            flush()  # buffered rows were conformed to the old schema: write them first
+                        staged.table = table
+                        target = arrow_target(table)
+                    conformed = conform(
+                        read.table,
+                        target,
+                        source_file=read.file.file_path,
+                        ingested_at=ingested_at,
+                        file_uri=read.file.file_path,
+                    )
+                except FileError as exc:
+                    self._record_failure(staged, read.file, exc, read.bytes_read, ms)
+                    continue
+            buffer.append(conformed)
+            buffered_bytes += conformed.nbytes
+            buffered_outcomes.append(FileOutcome(read.file, conformed.num_rows, read.bytes_read, ms))
+            if buffered_bytes >= FLUSH_BYTES:
+                flush()
+        flush()
+        settle_write()
+
     def _stage_large(self, staged: StagedBatch, file: ClaimedFile, ingested_at: pa.Scalar) -> None:
-        """Stream one large file into its own data files; a failure discards only those."""
+        """Stream one large file into its own data files; a failure discards only those.
+
+        Transient errors restart the file (up to IN_PLACE_ATTEMPTS); anything else fails it.
+        """
         started = time.monotonic()
         for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
-            counter = _CountingReader(None)
             written: list[DataFile] = []
-            records = 0
+            counter = _CountingReader(None)
             try:
-                body = self._get(file)
-                counter = _CountingReader(body)
-                source: Any = spooled(counter) if self.options.format == "parquet" else counter
-                with object_errors(file.file_path):
-                    batches = record_batches(source, file.file_path, self.options)
-                    first = next(batches, None)
-                    if first is None:
-                        ms = int((time.monotonic() - started) * 1000)
-                        staged.succeeded.append(FileOutcome(file, 0, counter.count, ms))
-                        return
-                    table = self._table_for(staged.table, first.schema)
-                    staged.table = table
-                    target = table.schema().as_arrow()
-
-                    def conformed(
-                        first: pa.RecordBatch = first,
-                        batches: Iterator[pa.RecordBatch] = batches,
-                        target: pa.Schema = target,
-                    ) -> Iterator[pa.RecordBatch]:
-                        nonlocal records
-                        for rb in _chain(first, batches):
-                            t = conform(
-                                rb,
-                                target,
-                                source_file=file.file_path,
-                                ingested_at=ingested_at,
-                                file_uri=file.file_path,
-                            )
-                            records += t.num_rows
-                            yield from t.to_batches()
-
-                    for data_file in tables.write_data_files(table, conformed(), target):
-                        written.append(data_file)
+                records = self._write_large(staged, file, ingested_at, written, counter)
                 staged.data_files.extend(written)
                 ms = int((time.monotonic() - started) * 1000)
                 staged.succeeded.append(FileOutcome(file, records, counter.count, ms))
                 return
-            except TransientFileError as exc:
-                if staged.table is not None:
-                    tables.delete_data_files(staged.table, written)
-                if attempt == IN_PLACE_ATTEMPTS:
-                    self._record_failure(
-                        staged, file, exc, counter.count, int((time.monotonic() - started) * 1000)
-                    )
-                    return
-                self._sleep(0.5 * 2**attempt)
-            except (FileError, ObjectChangedError) as exc:
-                if staged.table is not None:
-                    tables.delete_data_files(staged.table, written)
-                self._record_failure(
-                    staged, file, exc, counter.count, int((time.monotonic() - started) * 1000)
-                )
-                return
             except LeaseLostError:
                 raise
-            except Exception as exc:  # never let one file take the batch down
+            except Exception as exc:
                 if staged.table is not None:
                     tables.delete_data_files(staged.table, written)
-                error = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
-                self._record_failure(
-                    staged, file, error, counter.count, int((time.monotonic() - started) * 1000)
-                )
+                if isinstance(exc, TransientFileError) and attempt < IN_PLACE_ATTEMPTS:
+                    self._sleep(0.5 * 2**attempt)
+                    continue
+                if not isinstance(exc, FileError | ObjectChangedError):
+                    exc = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
+                ms = int((time.monotonic() - started) * 1000)
+                self._record_failure(staged, file, exc, counter.count, ms)
                 return
+
+    def _write_large(
+        self,
+        staged: StagedBatch,
+        file: ClaimedFile,
+        ingested_at: pa.Scalar,
+        written: list[DataFile],
+        counter: _CountingReader,
+    ) -> int:
+        """Write ``file`` streaming; data files are appended to ``written`` as they complete."""
+        body = self.objects.open(file.file_path, file.etag)
+        counter.body = body
+        try:
+            source: Any = spooled(counter) if self.options.format == "parquet" else counter
+            with object_errors(file.file_path):
+                batches = record_batches(source, file.file_path, self.options)
+                first = next(batches, None)
+                if first is None:
+                    return 0
+                table = self._table_for(staged.table, first.schema)
+                staged.table = table
+                target = arrow_target(table)
+                records = 0
+
+                def conformed() -> Iterator[pa.RecordBatch]:
+                    nonlocal records
+                    for rb in _chain(first, batches):
+                        t = conform(
+                            rb,
+                            target,
+                            source_file=file.file_path,
+                            ingested_at=ingested_at,
+                            file_uri=file.file_path,
+                        )
+                        records += t.num_rows
+                        yield from t.to_batches()
+
+                written.extend(tables.write_data_files(table, conformed(), target))
+                return records
+        finally:
+            body.release_conn()
 
     @staticmethod
     def _record_failure(

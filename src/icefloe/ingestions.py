@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from icefloe.discovery import compile_glob
 from icefloe.errors import ConfigurationError, NotFoundError
-from icefloe.models import FORMATS, ON_CHANGE, Ingestion
+from icefloe.models import FORMATS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location
 from icefloe.schema import parse_schema_document
 from icefloe.tables import split_identifier
@@ -121,10 +121,27 @@ def set_status(db: Engine, name: str, status: str) -> Ingestion:
 
 
 def delete(db: Engine, name: str) -> None:
-    """Delete the ingestion and its ledger (runs, files). The Iceberg table is kept."""
+    """Delete the ingestion and its ledger (runs, files). The Iceberg table is kept.
+
+    Refused while a worker holds a live lease on one of its files: deleting the ledger under a
+    worker would lose the record of what it is about to commit.
+    """
     with Session(db) as session:
         ingestion = session.scalars(select(Ingestion).where(Ingestion.name == name)).one_or_none()
         if ingestion is None:
             raise NotFoundError(f"no ingestion named {name!r}")
+        busy = session.scalar(
+            select(func.count())
+            .select_from(File)
+            .where(
+                File.ingestion_id == ingestion.id,
+                File.status == "PROCESSING",
+                File.lease_expires_at > func.now(),
+            )
+        )
+        if busy:
+            raise ConfigurationError(
+                f"ingestion {name!r} is being processed ({busy} file(s) leased); try later"
+            )
         session.delete(ingestion)
         session.commit()

@@ -90,6 +90,14 @@ def _ingestion_dict(i: Ingestion) -> dict[str, Any]:
     }
 
 
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO) to stderr.")] = False,
+) -> None:
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
+
+
 # ----------------------------------------------------------------------------- db
 
 

@@ -217,7 +217,8 @@ class ArrowEngine:
             buffered_outcomes.clear()
             buffered_bytes = 0
 
-        for read in self._prefetched(files, readers, lambda: target, ingested_at):
+        # The lambda reads the latest target on purpose: reads started later conform to it.
+        for read in self._prefetched(files, readers, lambda: target, ingested_at):  # noqa: B023
             if cancelled.is_set():
                 settle_write()
                 raise LeaseLostError(f"lease on batch {batch.batch_id} lost")

@@ -87,7 +87,7 @@ def commit_batch(
                         f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; "
                         "committing nothing"
                     )
-                if not staged.data_files and not replaced:
+                if not staged.data_files and not replaced and staged.commit is None:
                     # No rows to add or remove (empty files): nothing can be duplicated or lost.
                     ledger.mark_succeeded(conn, staged.succeeded, None)
                     return CommitResult(None, committed=False, snapshots=0)
@@ -101,7 +101,10 @@ def commit_batch(
                 if landed:
                     return _already_landed(conn, batch, staged, landed)
                 faults.point("before-commit")
-                snapshot_id, count = _iceberg_commit(table, staged, props, replaced)
+                if staged.commit is not None:
+                    snapshot_id, count = staged.commit(table, props, replaced)
+                else:
+                    snapshot_id, count = _iceberg_commit(table, staged, props, replaced)
                 faults.point("after-commit")
                 ledger.mark_succeeded(conn, staged.succeeded, snapshot_id)
                 return CommitResult(snapshot_id, committed=True, snapshots=count)

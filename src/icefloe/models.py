@@ -31,6 +31,7 @@ RUN_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED")
 INGESTION_STATUSES = ("ACTIVE", "PAUSED")
 FORMATS = ("csv", "jsonl", "parquet")
 ON_CHANGE = ("replace", "append")
+ENGINES = ("arrow", "spark")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -49,6 +50,7 @@ class Ingestion(Base):
         CheckConstraint(_in("status", INGESTION_STATUSES), name="ck_ingestions_status"),
         CheckConstraint(_in("format", FORMATS), name="ck_ingestions_format"),
         CheckConstraint(_in("on_change", ON_CHANGE), name="ck_ingestions_on_change"),
+        CheckConstraint(_in("engine", ENGINES), name="ck_ingestions_engine"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -67,6 +69,15 @@ class Ingestion(Base):
     csv_quote_char: Mapped[str] = mapped_column(String(1), server_default='"')
     csv_header: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     status: Mapped[str] = mapped_column(String(20), server_default="ACTIVE")
+    # Engine that reads and writes batches: "arrow" (in-process) or "spark" (Spark Connect).
+    engine: Mapped[str] = mapped_column(String(20), server_default="arrow")
+    spark_remote: Mapped[str | None] = mapped_column(Text)
+    # Schedule: a cron expression or an interval, evaluated in schedule_timezone.
+    schedule_cron: Mapped[str | None] = mapped_column(Text)
+    schedule_interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    schedule_timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    # Start a scheduled run even when another run of this ingestion is in progress.
+    allow_concurrent_runs: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -78,11 +89,16 @@ class Run(Base):
     __table_args__ = (
         CheckConstraint(_in("status", RUN_STATUSES), name="ck_runs_status"),
         Index("ix_runs_ingestion_started", "ingestion_id", "id"),
+        UniqueConstraint("ingestion_id", "scheduled_for", name="uq_runs_ingestion_scheduled_for"),
+        # Workers pick queued runs.
+        Index("ix_runs_pending", "id", postgresql_where=text("status = 'PENDING'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     ingestion_id: Mapped[int] = mapped_column(ForeignKey("ingestions.id", ondelete="CASCADE"))
     trigger: Mapped[str] = mapped_column(String(20), server_default="cli")
+    # The fire time a scheduled run stands for; unique per ingestion, so N schedulers make one run.
+    scheduled_for: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(20), server_default="PENDING")
     worker_id: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -160,3 +176,21 @@ class File(Base):
     first_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     snapshot_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FileAttempt(Base):
+    """One attempt at one file version: the history `icefloe files --history` shows."""
+
+    __tablename__ = "file_attempts"
+    __table_args__ = (Index("ix_file_attempts_file", "file_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    worker_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,12 +1,14 @@
 """Engines read a claimed batch and stage it as Iceberg data files, ready for the commit protocol.
 
-An engine never commits and never touches the ledger: the worker does both, the same way for
-every engine, so the exactly-once protocol does not depend on the engine.
+An engine never touches the ledger, and commits only when :mod:`icefloe.commit` asks it to,
+under the per-table lock, after the fencing check and the snapshot search: the exactly-once
+protocol does not depend on the engine.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +28,10 @@ class StagedBatch:
     succeeded: list[FileOutcome] = field(default_factory=list)
     failed: list[tuple[ClaimedFile, FileError, int, int]] = field(default_factory=list)  # error, bytes, ms
     changed: list[ClaimedFile] = field(default_factory=list)  # HTTP 412: rediscover
+    # How to commit, for engines whose writer commits itself (Spark's writeTo): called by
+    # commit.py under the lock with (table, snapshot properties, _source_file values to replace)
+    # and returns (snapshot id of the batch, snapshots added). None: append ``data_files``.
+    commit: Callable[[Table, dict[str, str], list[str]], tuple[int, int]] | None = None
 
     @property
     def records(self) -> int:

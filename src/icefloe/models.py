@@ -76,6 +76,8 @@ class Ingestion(Base):
     schedule_cron: Mapped[str | None] = mapped_column(Text)
     schedule_interval_seconds: Mapped[int | None] = mapped_column(Integer)
     schedule_timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    # Alert when no run has succeeded for this long (seconds); None: no staleness alert.
+    alert_stale_after_seconds: Mapped[int | None] = mapped_column(Integer)
     # Start a scheduled run even when another run of this ingestion is in progress.
     allow_concurrent_runs: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -99,6 +101,9 @@ class Run(Base):
     trigger: Mapped[str] = mapped_column(String(20), server_default="cli")
     # The fire time a scheduled run stands for; unique per ingestion, so N schedulers make one run.
     scheduled_for: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Refreshed by the worker executing the run; a RUNNING run whose heartbeat is older than a
+    # lease belongs to a dead worker and is taken over by another.
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(20), server_default="PENDING")
     worker_id: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -194,3 +199,21 @@ class FileAttempt(Base):
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Alert(Base):
+    """One incident worth telling a human about; ``incident_key`` makes it one alert, not one per file."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_unsent", "id", postgresql_where=text("sent_at IS NULL")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_key: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    ingestion_id: Mapped[int | None] = mapped_column(ForeignKey("ingestions.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)

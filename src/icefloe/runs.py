@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
-from icefloe.errors import NotFoundError
-from icefloe.models import Run
+from icefloe.errors import ConfigurationError, NotFoundError
+from icefloe.models import Ingestion, Run
 
 COUNTERS = (
     "files_discovered",
@@ -87,3 +87,95 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "error_message": run.error_message,
     }
+
+
+class RunInProgressError(ConfigurationError):
+    """A run of this ingestion is already queued or running (and concurrent runs are off)."""
+
+    error_type = "RunInProgress"
+
+
+def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:
+    """Queue a PENDING run for the workers (`icefloe run --enqueue`, the API, schedules).
+
+    Refused with :class:`RunInProgressError` when the ingestion has a PENDING or RUNNING run and
+    does not allow concurrent runs.
+    """
+    with db.begin() as conn:
+        # Serialise enqueues of one ingestion so the in-progress check cannot race.
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended('run:' || :i, 0))"), {"i": ingestion.id}
+        )
+        if not ingestion.allow_concurrent_runs:
+            busy = conn.execute(
+                text(
+                    "SELECT id FROM runs WHERE ingestion_id = :i AND status IN ('PENDING', 'RUNNING') LIMIT 1"
+                ),
+                {"i": ingestion.id},
+            ).first()
+            if busy is not None:
+                raise RunInProgressError(
+                    f"ingestion {ingestion.name!r} already has run {busy.id} in progress"
+                )
+        run_id = conn.execute(
+            text("INSERT INTO runs (ingestion_id, trigger, status) VALUES (:i, :t, 'PENDING') RETURNING id"),
+            {"i": ingestion.id, "t": trigger},
+        ).scalar_one()
+    return get(db, run_id)
+
+
+def claim_pending(db: Engine, worker_id: str, lease_seconds: int) -> Run | None:
+    """Take one queued run — or a RUNNING run whose worker stopped heartbeating — to execute it.
+
+    One statement with ``FOR UPDATE SKIP LOCKED``: two workers never take the same run. Runs of
+    PAUSED ingestions stay queued.
+    """
+    with db.begin() as conn:
+        run_id = conn.execute(
+            text(
+                """
+                UPDATE runs SET status = 'RUNNING', worker_id = :worker, heartbeat_at = now(),
+                    started_at = coalesce(started_at, now())
+                WHERE id = (
+                    SELECT r.id FROM runs r JOIN ingestions i ON i.id = r.ingestion_id
+                    WHERE i.status = 'ACTIVE' AND (
+                        r.status = 'PENDING'
+                        OR (r.status = 'RUNNING'
+                            AND r.heartbeat_at < now() - make_interval(secs => :lease))
+                    )
+                    ORDER BY r.id LIMIT 1
+                    FOR UPDATE OF r SKIP LOCKED
+                )
+                RETURNING id
+                """
+            ),
+            {"worker": worker_id, "lease": lease_seconds},
+        ).scalar_one_or_none()
+    return get(db, run_id) if run_id is not None else None
+
+
+def heartbeat(db: Engine, run_id: int, worker_id: str) -> bool:
+    """Refresh the heartbeat of a run this worker executes; False when another worker took it over."""
+    with db.begin() as conn:
+        return (
+            conn.execute(
+                text(
+                    "UPDATE runs SET heartbeat_at = now() "
+                    "WHERE id = :id AND worker_id = :w AND status = 'RUNNING'"
+                ),
+                {"id": run_id, "w": worker_id},
+            ).rowcount
+            == 1
+        )
+
+
+def requeue(db: Engine, run_id: int, worker_id: str) -> None:
+    """Give a run back to the queue (graceful shutdown): another worker resumes it from discovery."""
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE runs SET status = 'PENDING', worker_id = NULL WHERE id = :id AND worker_id = :w "
+                "AND status = 'RUNNING'"
+            ),
+            {"id": run_id, "w": worker_id},
+        )

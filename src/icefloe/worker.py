@@ -244,12 +244,25 @@ def process_batches(
 def run_ingestion(
     rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli", progress: ProgressCallback | None = None
 ) -> Run:
-    """One synchronous run: reconcile, discover, process. Returns the finished run record.
+    """One synchronous run (`icefloe run`): a new run record, executed here and now."""
+    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
+    return execute_run(rt, ingestion, run, progress=progress)
+
+
+def execute_run(
+    rt: Runtime,
+    ingestion: Ingestion,
+    run: Run,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> Run:
+    """Reconcile, discover, process; returns the finished run record.
 
     Errors of single files end the run PARTIAL; an error of the run itself (source unreachable,
-    catalog down) ends it FAILED with the error's one line.
+    catalog down) ends it FAILED with the error's one line. When ``stop`` is set the run is
+    handed back to the queue unfinished (graceful shutdown) and returned as it stands.
     """
-    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
     try:
         reconcile_expired_leases(rt, ingestion)
         location = S3Location.parse(ingestion.source)
@@ -271,7 +284,10 @@ def run_ingestion(
             files_changed=counts.changed,
             files_skipped=counts.skipped,
         )
-        process_batches(rt, ingestion, run, progress)
+        process_batches(rt, ingestion, run, progress, stop=stop)
+        if stop is not None and stop.is_set():
+            runs.requeue(rt.db, run.id, rt.settings.worker_id)
+            return runs.get(rt.db, run.id)
         done = runs.get(rt.db, run.id)
         status = "PARTIAL" if done.files_failed else "SUCCESS"
         return runs.finish(rt.db, run.id, status=status)

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 FILE_STATUSES = ("DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED")
-RUN_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED")
+RUN_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED")
 INGESTION_STATUSES = ("ACTIVE", "PAUSED")
 FORMATS = ("csv", "jsonl", "parquet")
 ON_CHANGE = ("replace", "append")
@@ -107,6 +107,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20), server_default="PENDING")
     worker_id: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Set by a cancel of a RUNNING run (`POST /runs/{id}/cancel`); the worker executing the run
+    # checks it between batches and ends the run CANCELLED. A PENDING run is CANCELLED at once.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -217,3 +220,30 @@ class Alert(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# Keyset pagination of one ingestion's ledger (`GET /ingestions/{id}/files`): id order within it.
+Index("ix_files_ingestion_id", File.ingestion_id, File.id)
+
+TOKEN_ROLES = ("reader", "operator", "admin")
+
+
+class ApiToken(Base):
+    """A bearer token of the REST API. Only the SHA-256 of the secret is stored; the secret is
+    shown once, when the token is created. A revoked token stays listed (with ``revoked_at``)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(_in("role", TOKEN_ROLES), name="ck_api_tokens_role"),
+        # One live token per name; revoked ones keep their name in the history.
+        Index("uq_api_tokens_live_name", "name", unique=True, postgresql_where=text("revoked_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Refreshed at most once a minute, so that busy clients don't write on every request.
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

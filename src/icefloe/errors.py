@@ -6,7 +6,10 @@ raised (``raise ... from exc``), so callers only deal with this tree::
 
     IcefloeError
     ├── ConfigurationError          wrong usage or configuration (exit code 2)
-    │   └── NotFoundError           no such ingestion / run / file
+    │   ├── NotFoundError           no such ingestion / run / file
+    │   └── ConflictError           the request clashes with the current state (duplicate name, busy)
+    ├── AuthenticationError         no valid API token (missing, unknown or revoked)
+    ├── PermissionDeniedError       the API token's role does not allow this
     ├── SourceError                 the source as a whole cannot be listed or reached
     ├── FileError                   one file cannot be ingested (the file is FAILED, the rest goes on)
     │   ├── PermanentFileError      corrupt or non-conforming data: retrying now cannot help
@@ -40,6 +43,25 @@ class NotFoundError(ConfigurationError):
     """A named ingestion, run or file does not exist."""
 
     error_type = "NotFound"
+
+
+class ConflictError(ConfigurationError):
+    """The request clashes with the current state: a duplicate name, an ingestion being processed,
+    a run that already finished."""
+
+    error_type = "Conflict"
+
+
+class AuthenticationError(IcefloeError):
+    """No valid API token: missing, unknown or revoked (HTTP 401)."""
+
+    error_type = "Unauthenticated"
+
+
+class PermissionDeniedError(IcefloeError):
+    """The API token is valid but its role does not allow the operation (HTTP 403)."""
+
+    error_type = "PermissionDenied"
 
 
 class SourceError(IcefloeError):

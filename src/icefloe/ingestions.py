@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from icefloe.discovery import compile_glob
-from icefloe.errors import ConfigurationError, NotFoundError
+from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.models import FORMATS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location
 from icefloe.schema import parse_schema_document
@@ -85,7 +86,7 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
         try:
             session.commit()
         except IntegrityError as exc:
-            raise ConfigurationError(f"an ingestion named {spec.name!r} already exists") from exc
+            raise ConflictError(f"an ingestion named {spec.name!r} already exists") from exc
         session.refresh(ingestion)
         return ingestion
 
@@ -140,8 +141,105 @@ def delete(db: Engine, name: str) -> None:
             )
         )
         if busy:
-            raise ConfigurationError(
+            raise ConflictError(
                 f"ingestion {name!r} is being processed ({busy} file(s) leased); try later"
             )
         session.delete(ingestion)
         session.commit()
+
+
+# ----------------------------------------------------------------------------- API additions
+
+# Options an existing ingestion may change. ``source``, ``format`` and ``table`` may not: the ledger
+# records what was read from that source into that table; define a new ingestion instead.
+UPDATABLE = (
+    "name",
+    "pattern",
+    "since",
+    "schema",
+    "on_change",
+    "max_files_per_commit",
+    "max_bytes_per_commit",
+    "max_retries",
+    "csv_delimiter",
+    "csv_quote_char",
+    "csv_header",
+)
+
+
+def spec_of(ingestion: Ingestion) -> IngestionSpec:
+    """The spec an ingestion was defined with (as changed since)."""
+    return IngestionSpec(
+        name=ingestion.name,
+        source=ingestion.source,
+        format=ingestion.format,
+        table=ingestion.table_identifier,
+        pattern=ingestion.pattern,
+        since=ingestion.since,
+        schema=ingestion.schema,
+        on_change=ingestion.on_change,
+        max_files_per_commit=ingestion.max_files_per_commit,
+        max_bytes_per_commit=ingestion.max_bytes_per_commit,
+        max_retries=ingestion.max_retries,
+        csv_delimiter=ingestion.csv_delimiter,
+        csv_quote_char=ingestion.csv_quote_char,
+        csv_header=ingestion.csv_header,
+    )
+
+
+def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ingestion:
+    """Change some options of an ingestion (`PATCH /api/v1/ingestions/{id}`), checked as :func:`create`
+    checks a new one. The row is locked while it changes, so concurrent updates apply one after the other.
+    """
+    fixed = sorted(set(changes) - set(UPDATABLE))
+    if fixed:
+        raise ConfigurationError(
+            f"cannot change {', '.join(fixed)} of an ingestion (changeable: {', '.join(UPDATABLE)})"
+        )
+    with Session(db, expire_on_commit=False) as session:
+        column = Ingestion.id if isinstance(name_or_id, int) else Ingestion.name
+        ingestion = session.scalars(
+            select(Ingestion).where(column == name_or_id).with_for_update()
+        ).one_or_none()
+        if ingestion is None:
+            raise NotFoundError(f"no ingestion named {name_or_id!r}")
+        replace(spec_of(ingestion), **changes).validate()
+        for field, value in changes.items():
+            setattr(ingestion, field, value)
+        ingestion.updated_at = func.now()
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            raise ConflictError(f"an ingestion named {changes.get('name')!r} already exists") from exc
+        session.refresh(ingestion)
+        return ingestion
+
+
+def search(
+    db: Engine,
+    *,
+    status: str | None = None,
+    format: str | None = None,
+    name_prefix: str | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[Ingestion]:
+    """Ingestions in id order after ``after_id`` (keyset pagination), optionally filtered."""
+    stmt = select(Ingestion).order_by(Ingestion.id).limit(limit)
+    if status is not None:
+        stmt = stmt.where(Ingestion.status == status)
+    if format is not None:
+        stmt = stmt.where(Ingestion.format == format)
+    if name_prefix:
+        stmt = stmt.where(func.starts_with(Ingestion.name, name_prefix))
+    if after_id is not None:
+        stmt = stmt.where(Ingestion.id > after_id)
+    with Session(db, expire_on_commit=False) as session:
+        return list(session.scalars(stmt))
+
+
+def file_uri(ingestion: Ingestion, key_or_uri: str) -> str:
+    """A file's ledger path (``s3://bucket/key``) from a key of the ingestion's bucket or a full URI."""
+    if key_or_uri.startswith("s3://"):
+        return key_or_uri
+    return S3Location.parse(ingestion.source).uri(key_or_uri)

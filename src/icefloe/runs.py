@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
-from icefloe.errors import ConfigurationError, NotFoundError
+from icefloe.errors import ConflictError, NotFoundError
 from icefloe.models import Ingestion, Run
 
 COUNTERS = (
@@ -89,7 +89,7 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
     }
 
 
-class RunInProgressError(ConfigurationError):
+class RunInProgressError(ConflictError):
     """A run of this ingestion is already queued or running (and concurrent runs are off)."""
 
     error_type = "RunInProgress"
@@ -179,3 +179,31 @@ def requeue(db: Engine, run_id: int, worker_id: str) -> None:
             ),
             {"id": run_id, "w": worker_id},
         )
+
+
+def cancel(db: Engine, run_id: int) -> Run:
+    """Cancel a run: a PENDING run is CANCELLED at once; a RUNNING one gets ``cancel_requested``,
+    which the worker executing it checks between batches (the batch in flight still commits).
+
+    One statement, so a cancel racing a worker's claim of the same run resolves either way: the
+    row lock makes the update see the claimed (RUNNING) row and request the cancel instead.
+    Raises :class:`ConflictError` for a run that already finished.
+    """
+    with db.begin() as conn:
+        cancelled = conn.execute(
+            text(
+                """
+                UPDATE runs SET
+                    status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
+                    finished_at = CASE WHEN status = 'PENDING' THEN now() ELSE finished_at END,
+                    cancel_requested = true
+                WHERE id = :id AND status IN ('PENDING', 'RUNNING')
+                RETURNING id
+                """
+            ),
+            {"id": run_id},
+        ).first()
+    run = get(db, run_id)
+    if cancelled is None:
+        raise ConflictError(f"run {run_id} already finished ({run.status})")
+    return run

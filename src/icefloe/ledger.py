@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from icefloe.errors import NotFoundError
 from icefloe.retry import backoff_seconds
 
 
@@ -506,6 +507,14 @@ def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
     return {r.status: r.n for r in rows}
 
 
+_FILE_COLUMNS = """
+    id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
+    processed_at, records_ingested, bytes_read, processing_duration_ms, error_type,
+    error_message, retry_count, next_attempt_at, lease_owner, lease_expires_at,
+    snapshot_id, run_id
+"""
+
+
 def list_files(
     conn: Connection,
     ingestion_id: int,
@@ -513,21 +522,61 @@ def list_files(
     status: str | None = None,
     path: str | None = None,
     limit: int = 1000,
+    path_prefix: str | None = None,
+    after_id: int | None = None,
+    modified_since: dt.datetime | None = None,
+    modified_until: dt.datetime | None = None,
+    processed_since: dt.datetime | None = None,
+    processed_until: dt.datetime | None = None,
 ) -> list[dict[str, object]]:
-    """The ledger of one ingestion, oldest first (`icefloe files`)."""
+    """The ledger of one ingestion in id order (`icefloe files`, `GET /ingestions/{id}/files`).
+
+    ``after_id`` pages through it by keyset: ids only grow, so a page boundary stays correct while
+    discovery adds files (they come after it) and a file listed once is never listed again. Time
+    bounds are half-open: ``since <= t < until``.
+    """
     rows = conn.execute(
         text(
-            """
-            SELECT id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
-                   processed_at, records_ingested, bytes_read, processing_duration_ms, error_type,
-                   error_message, retry_count, next_attempt_at, lease_owner, lease_expires_at,
-                   snapshot_id, run_id
+            f"""
+            SELECT {_FILE_COLUMNS}
             FROM files
             WHERE ingestion_id = :i AND (CAST(:status AS text) IS NULL OR status = :status)
               AND (CAST(:path AS text) IS NULL OR file_path = :path)
+              AND (CAST(:prefix AS text) IS NULL OR starts_with(file_path, :prefix))
+              AND id > coalesce(CAST(:after_id AS bigint), 0)
+              AND (CAST(:m_since AS timestamptz) IS NULL OR modified_at >= :m_since)
+              AND (CAST(:m_until AS timestamptz) IS NULL OR modified_at < :m_until)
+              AND (CAST(:p_since AS timestamptz) IS NULL OR processed_at >= :p_since)
+              AND (CAST(:p_until AS timestamptz) IS NULL OR processed_at < :p_until)
             ORDER BY id LIMIT :limit
             """
         ),
-        {"i": ingestion_id, "status": status, "path": path, "limit": limit},
+        {
+            "i": ingestion_id,
+            "status": status,
+            "path": path,
+            "prefix": path_prefix,
+            "after_id": after_id,
+            "m_since": modified_since,
+            "m_until": modified_until,
+            "p_since": processed_since,
+            "p_until": processed_until,
+            "limit": limit,
+        },
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def get_file(conn: Connection, ingestion_id: int, file_id: int) -> dict[str, object]:
+    """One file of an ingestion's ledger (the columns of :func:`list_files`)."""
+    row = (
+        conn.execute(
+            text(f"SELECT {_FILE_COLUMNS} FROM files WHERE ingestion_id = :i AND id = :id"),
+            {"i": ingestion_id, "id": file_id},
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFoundError(f"no file {file_id} in this ingestion")
+    return dict(row)

@@ -37,6 +37,8 @@ class IngestionSpec:
     csv_delimiter: str = ","
     csv_quote_char: str = '"'
     csv_header: bool = True
+    # Alert when no run has succeeded for this long (seconds); None: never.
+    alert_stale_after_seconds: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field."""
@@ -61,6 +63,8 @@ class IngestionSpec:
             raise ConfigurationError("csv delimiter and quote char must be single characters")
         if self.since is not None and self.since.tzinfo is None:
             raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
+        if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:
+            raise ConfigurationError("alert_stale_after_seconds must be at least 1")
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:
@@ -81,6 +85,7 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             csv_delimiter=spec.csv_delimiter,
             csv_quote_char=spec.csv_quote_char,
             csv_header=spec.csv_header,
+            alert_stale_after_seconds=spec.alert_stale_after_seconds,
         )
         session.add(ingestion)
         try:
@@ -184,6 +189,7 @@ def spec_of(ingestion: Ingestion) -> IngestionSpec:
         csv_delimiter=ingestion.csv_delimiter,
         csv_quote_char=ingestion.csv_quote_char,
         csv_header=ingestion.csv_header,
+        alert_stale_after_seconds=ingestion.alert_stale_after_seconds,
     )
 
 

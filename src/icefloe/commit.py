@@ -84,20 +84,17 @@ def commit_batch(
                 owned = ledger.files_still_owned(conn, files)
                 if len(owned) != len(files):
                     raise LeaseLostError(
-                        f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; "
-                        "committing nothing"
+                        f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; committing nothing"
                     )
                 if not staged.data_files and not replaced and staged.commit is None:
                     # No rows to add or remove (empty files): nothing can be duplicated or lost.
-                    ledger.mark_succeeded(conn, staged.succeeded, None)
+                    ledger.mark_succeeded(conn, staged.succeeded, None, batch.batch_id)
                     return CommitResult(None, committed=False, snapshots=0)
                 table = tables.load_table(catalog, table_identifier)
                 if table is None:
                     raise CommitError(f"table {table_identifier} disappeared before the commit")
                 table = tables.ensure_icefloe_properties(table)
-                landed = tables.snapshots_with_batches(
-                    table, batch.all_batch_ids, _since_ms(batch.first_claimed_at)
-                )
+                landed = tables.snapshots_with_batches(table, batch.all_batch_ids, _since_ms(batch.first_claimed_at))
                 if landed:
                     return _already_landed(conn, batch, staged, landed)
                 faults.point("before-commit")
@@ -106,7 +103,7 @@ def commit_batch(
                 else:
                     snapshot_id, count = _iceberg_commit(table, staged, props, replaced)
                 faults.point("after-commit")
-                ledger.mark_succeeded(conn, staged.succeeded, snapshot_id)
+                ledger.mark_succeeded(conn, staged.succeeded, snapshot_id, batch.batch_id)
                 return CommitResult(snapshot_id, committed=True, snapshots=count)
         except CommitFailedException as exc:
             # The table head moved (another writer); the search must run again on the new head.
@@ -118,15 +115,11 @@ def commit_batch(
             last = exc
         sleep(min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
     if isinstance(last, CommitFailedException):
-        raise CommitConflictError(
-            f"could not commit to {table_identifier}: {MAX_COMMIT_ATTEMPTS} conflicts"
-        ) from last
+        raise CommitConflictError(f"could not commit to {table_identifier}: {MAX_COMMIT_ATTEMPTS} conflicts") from last
     raise CommitError(f"could not commit to {table_identifier}: {last}") from last
 
 
-def _iceberg_commit(
-    table: Table, staged: StagedBatch, props: dict[str, str], replaced: list[str]
-) -> tuple[int, int]:
+def _iceberg_commit(table: Table, staged: StagedBatch, props: dict[str, str], replaced: list[str]) -> tuple[int, int]:
     """One Iceberg transaction: delete the replaced files' old rows, append the new data files."""
     tx = table.transaction()
     snapshots = 0
@@ -145,9 +138,7 @@ def _iceberg_commit(
     return current.snapshot_id, snapshots
 
 
-def _already_landed(
-    conn: Connection, batch: Batch, staged: StagedBatch, landed: dict[uuid.UUID, int]
-) -> CommitResult:
+def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed: dict[uuid.UUID, int]) -> CommitResult:
     """Some batch holding these versions is already in the table: mark those files SUCCESS.
 
     If every file of ours is covered (the usual case: our own commit whose outcome we did not
@@ -157,12 +148,11 @@ def _already_landed(
     covered = [o for o in staged.succeeded if (set(o.file.batch_ids) | {batch.batch_id}) & landed.keys()]
     rest = [o.file for o in staged.succeeded if o not in covered]
     snapshot_by_file = {
-        o.file.id: next(landed[b] for b in (*o.file.batch_ids, batch.batch_id) if b in landed)
-        for o in covered
+        o.file.id: next(landed[b] for b in (*o.file.batch_ids, batch.batch_id) if b in landed) for o in covered
     }
     for snapshot_id in set(snapshot_by_file.values()):
         ledger.mark_succeeded(
-            conn, [o for o in covered if snapshot_by_file[o.file.id] == snapshot_id], snapshot_id
+            conn, [o for o in covered if snapshot_by_file[o.file.id] == snapshot_id], snapshot_id, batch.batch_id
         )
     ledger.release(conn, rest, batch.batch_id)
     log.info("batch %s already in the table (%d files); %d released", batch.batch_id, len(covered), len(rest))

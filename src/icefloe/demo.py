@@ -61,8 +61,7 @@ def run(out: Output) -> None:
     out.message(f"[bold]icefloe demo[/bold] — embedded services under {home}")
     server = embedded.start_seaweedfs(home / "s3")
     saved = {
-        k: os.environ.get(k)
-        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+        k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
     }
     rt: Runtime | None = None
     try:
@@ -76,9 +75,7 @@ def run(out: Output) -> None:
         rt = Runtime(Settings(home=home))
         out.message(f"S3 (SeaweedFS) at {server.endpoint}; PostgreSQL under {home / 'postgres'}")
         rows = write_sample_files(rt.s3)
-        out.message(
-            f"wrote {rows} events in 12 files + 1 corrupt file + _SUCCESS markers to s3://{BUCKET}/events/"
-        )
+        out.message(f"wrote {rows} events in 12 files + 1 corrupt file + _SUCCESS markers to s3://{BUCKET}/events/")
 
         spec = IngestionSpec(
             name="demo-events",
@@ -116,9 +113,7 @@ def run(out: Output) -> None:
             Body=_events(random.Random(1), 10_000, 3, 1),
         )
         second = worker.run_ingestion(rt, ingestion, trigger="demo")
-        out.message(
-            "\nchanged events/dt=2025-01-01/part-0.jsonl (50 → 3 rows) and ran again (on-change=replace):"
-        )
+        out.message("\nchanged events/dt=2025-01-01/part-0.jsonl (50 → 3 rows) and ran again (on-change=replace):")
         out.record(runs.summary(second, ingestion.name), title=f"run {second.id}: {second.status}")
         table = table.refresh()
         out.message(f"table now holds {table.scan().to_arrow().num_rows} rows (old version's rows replaced)")

@@ -48,9 +48,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = pattern.find(
-                "]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[^", i) else i + 1
-            )
+            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[^", i) else i + 1)
             if end == -1:
                 raise ConfigurationError(f"malformed glob {pattern!r}: '[' without ']'")
             body = pattern[i + 1 : end]

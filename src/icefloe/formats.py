@@ -117,9 +117,7 @@ def _json_batches(stream: pa.NativeFile, options: ReadOptions) -> pa.RecordBatch
     )
 
 
-def record_batches(
-    source: IO[bytes] | pa.NativeFile, path: str, options: ReadOptions
-) -> Iterator[pa.RecordBatch]:
+def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOptions) -> Iterator[pa.RecordBatch]:
     """Stream the record batches of one file; raises :class:`PermanentFileError` on bad content.
 
     ``source`` must be seekable for Parquet (see :func:`spooled`); text formats need only read().
@@ -129,23 +127,15 @@ def record_batches(
     with translated_errors(uri):
         if options.format == "parquet":
             parquet = pq.ParquetFile(source)
-            columns = (
-                [n for n in options.schema.names if n in parquet.schema_arrow.names]
-                if options.schema
-                else None
-            )
+            columns = [n for n in options.schema.names if n in parquet.schema_arrow.names] if options.schema else None
             yield from parquet.iter_batches(batch_size=65_536, columns=columns)
             return
-        stream: pa.NativeFile = (
-            source if isinstance(source, pa.NativeFile) else pa.PythonFile(source, mode="r")
-        )
+        stream: pa.NativeFile = source if isinstance(source, pa.NativeFile) else pa.PythonFile(source, mode="r")
         codec = compression_of(path)
         if codec is not None:
             stream = pa.CompressedInputStream(stream, codec)
         try:
-            reader = (
-                _csv_batches(stream, options) if options.format == "csv" else _json_batches(stream, options)
-            )
+            reader = _csv_batches(stream, options) if options.format == "csv" else _json_batches(stream, options)
         except pa.ArrowInvalid as exc:
             # An empty text file (or only blank lines) is a valid file of 0 records.
             if _EMPTY_INPUT in str(exc) or "Empty JSON stream" in str(exc):

@@ -146,9 +146,7 @@ def delete(db: Engine, name: str) -> None:
             )
         )
         if busy:
-            raise ConflictError(
-                f"ingestion {name!r} is being processed ({busy} file(s) leased); try later"
-            )
+            raise ConflictError(f"ingestion {name!r} is being processed ({busy} file(s) leased); try later")
         session.delete(ingestion)
         session.commit()
 
@@ -204,9 +202,7 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
         )
     with Session(db, expire_on_commit=False) as session:
         column = Ingestion.id if isinstance(name_or_id, int) else Ingestion.name
-        ingestion = session.scalars(
-            select(Ingestion).where(column == name_or_id).with_for_update()
-        ).one_or_none()
+        ingestion = session.scalars(select(Ingestion).where(column == name_or_id).with_for_update()).one_or_none()
         if ingestion is None:
             raise NotFoundError(f"no ingestion named {name_or_id!r}")
         replace(spec_of(ingestion), **changes).validate()

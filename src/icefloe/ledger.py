@@ -135,15 +135,22 @@ def upsert_listing_page(conn: Connection, ingestion_id: int, page: Sequence[List
 
 # --------------------------------------------------------------------------- claim
 
+
+def _claimable(f: str, max_retries: str) -> str:
+    """SQL predicate: row ``f`` of files can be claimed now (the one definition of "claimable")."""
+    return (
+        f"(({f}.status = 'DISCOVERED' AND ({f}.next_attempt_at IS NULL OR {f}.next_attempt_at <= now())) "
+        f"OR ({f}.status = 'FAILED' AND {f}.retry_count < {max_retries} AND {f}.next_attempt_at <= now()))"
+    )
+
+
 _CLAIM = text(
     """
     WITH locked AS (
         SELECT id, size FROM files
-        WHERE ingestion_id = :ingestion_id
-          AND (
-                (status = 'DISCOVERED' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
-             OR (status = 'FAILED' AND retry_count < :max_retries AND next_attempt_at <= now())
-          )
+        WHERE ingestion_id = :ingestion_id AND """
+    + _claimable("files", ":max_retries")
+    + """
         ORDER BY id
         LIMIT :max_files
         FOR UPDATE SKIP LOCKED
@@ -275,25 +282,45 @@ def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int
     return {r.id for r in rows}
 
 
-def mark_succeeded(conn: Connection, outcomes: Sequence[FileOutcome], snapshot_id: int | None) -> int:
+# Every UPDATE that ends an attempt records it in file_attempts (the history `icefloe files --history`
+# shows): wrapped as  WITH changed AS (UPDATE … RETURNING …) INSERT INTO file_attempts … .
+_RECORD_ATTEMPTS = """
+    INSERT INTO file_attempts (file_id, version, run_id, batch_id, worker_id, status, error_type, error_message)
+    SELECT id, version, run_id, CAST(:attempt_batch AS uuid), lease_owner, status, error_type, error_message
+    FROM changed
+"""
+_RETURNING = (
+    "RETURNING files.id, files.version, files.run_id, files.lease_owner, files.status, files.error_type, "
+    "files.error_message"
+)
+
+
+def mark_succeeded(
+    conn: Connection, outcomes: Sequence[FileOutcome], snapshot_id: int | None, batch_id: uuid.UUID | None = None
+) -> int:
     """SUCCESS with the snapshot that holds the rows; fenced on ``lease_token``. Returns rows updated."""
     if not outcomes:
         return 0
     result = conn.execute(
         text(
             """
+            WITH changed AS (
             UPDATE files SET status = 'SUCCESS', processed_at = now(), snapshot_id = :snapshot_id,
                 records_ingested = t.records, bytes_read = t.bytes_read,
                 processing_duration_ms = t.duration_ms, error_type = NULL, error_message = NULL,
-                next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                next_attempt_at = NULL, lease_expires_at = NULL,
                 batch_id = NULL, batch_ids = '{}'
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:records AS bigint[]),
                         CAST(:bytes AS bigint[]), CAST(:durations AS integer[]))
                  AS t(id, token, records, bytes_read, duration_ms)
             WHERE files.id = t.id AND files.lease_token = t.token
             """
+            + _RETURNING
+            + ")"
+            + _RECORD_ATTEMPTS
         ),
         {
+            "attempt_batch": batch_id,
             "snapshot_id": snapshot_id,
             "ids": [o.file.id for o in outcomes],
             "tokens": [o.file.lease_token for o in outcomes],
@@ -326,16 +353,21 @@ def mark_failed(
     result = conn.execute(
         text(
             """
+            WITH changed AS (
             UPDATE files SET status = 'FAILED', error_type = :error_type, error_message = :error_message,
                 retry_count = retry_count + 1, processed_at = now(), bytes_read = :bytes_read,
                 processing_duration_ms = :duration_ms,
                 next_attempt_at = now() + make_interval(secs => :backoff),
-                lease_owner = NULL, lease_expires_at = NULL, batch_id = NULL,
+                lease_expires_at = NULL, batch_id = NULL,
                 batch_ids = array_remove(batch_ids, CAST(:batch_id AS uuid))
             WHERE id = :id AND lease_token = :token
             """
+            + _RETURNING
+            + ")"
+            + _RECORD_ATTEMPTS
         ),
         {
+            "attempt_batch": batch_id,
             "id": file.id,
             "token": file.lease_token,
             "error_type": error_type[:100],
@@ -431,14 +463,19 @@ def reconcile_committed(conn: Connection, files: Sequence[ExpiredFile], snapshot
     return conn.execute(
         text(
             """
+            WITH changed AS (
             UPDATE files SET status = 'SUCCESS', processed_at = now(), snapshot_id = t.snapshot_id,
-                lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
-                batch_id = NULL, batch_ids = '{}', error_type = NULL, error_message = NULL
+                lease_expires_at = NULL, lease_token = files.lease_token + 1,
+                batch_id = NULL, batch_ids = '{}', error_type = NULL,
+                error_message = 'committed by a worker that stopped before recording it; found in the snapshots'
             FROM unnest(CAST(:ids AS bigint[]), CAST(:snapshots AS bigint[])) AS t(id, snapshot_id)
             WHERE files.id = t.id
             """
+            + _RETURNING
+            + ")"
+            + _RECORD_ATTEMPTS
         ),
-        {"ids": [f.id for f in files], "snapshots": list(snapshot_ids)},
+        {"ids": [f.id for f in files], "snapshots": list(snapshot_ids), "attempt_batch": None},
     ).rowcount
 
 
@@ -453,16 +490,20 @@ def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: 
     return conn.execute(
         text(
             """
+            WITH changed AS (
             UPDATE files SET
                 status = CASE WHEN retry_count + 1 >= :max_retries THEN 'FAILED' ELSE 'DISCOVERED' END,
-                retry_count = retry_count + 1, lease_owner = NULL, lease_expires_at = NULL,
+                retry_count = retry_count + 1, lease_expires_at = NULL,
                 lease_token = lease_token + 1, batch_id = NULL, next_attempt_at = NULL,
                 error_type = 'WorkerLost',
                 error_message = 'the worker processing this file stopped before committing it'
             WHERE id = ANY(CAST(:ids AS bigint[]))
             """
+            + _RETURNING
+            + ")"
+            + _RECORD_ATTEMPTS
         ),
-        {"ids": [f.id for f in files], "max_retries": max_retries},
+        {"ids": [f.id for f in files], "max_retries": max_retries, "attempt_batch": None},
     ).rowcount
 
 
@@ -488,15 +529,48 @@ def count_claimable(conn: Connection, ingestion_id: int, max_retries: int) -> in
     return int(
         conn.execute(
             text(
-                """
-                SELECT count(*) FROM files WHERE ingestion_id = :ingestion_id AND (
-                    (status = 'DISCOVERED' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
-                 OR (status = 'FAILED' AND retry_count < :max_retries AND next_attempt_at <= now()))
-                """
+                "SELECT count(*) FROM files WHERE ingestion_id = :ingestion_id AND "
+                + _claimable("files", ":max_retries")
             ),
             {"ingestion_id": ingestion_id, "max_retries": max_retries},
         ).scalar_one()
     )
+
+
+def queue_depths(conn: Connection) -> dict[str, int]:
+    """Claimable files per ingestion name (the `icefloe_queue_depth` gauge)."""
+    rows = conn.execute(
+        text(
+            "SELECT i.name, count(f.id) AS n FROM ingestions i "
+            "LEFT JOIN files f ON f.ingestion_id = i.id AND " + _claimable("f", "i.max_retries") + " GROUP BY i.name"
+        )
+    ).all()
+    return {r.name: r.n for r in rows}
+
+
+def run_needing_help(conn: Connection) -> tuple[int, int] | None:
+    """(run id, ingestion id) of the oldest RUNNING run of an active ingestion with claimable files."""
+    row = conn.execute(
+        text(
+            "SELECT r.id, r.ingestion_id FROM runs r "
+            "JOIN ingestions i ON i.id = r.ingestion_id AND i.status = 'ACTIVE' "
+            "WHERE r.status = 'RUNNING' AND EXISTS (SELECT 1 FROM files f WHERE f.ingestion_id = r.ingestion_id AND "
+            + _claimable("f", "i.max_retries")
+            + ") ORDER BY r.id LIMIT 1"
+        )
+    ).first()
+    return (row.id, row.ingestion_id) if row is not None else None
+
+
+def files_by_status(conn: Connection) -> dict[tuple[str, str], int]:
+    """(ingestion name, status) → files, for every ingestion."""
+    rows = conn.execute(
+        text(
+            "SELECT i.name, f.status, count(*) AS n FROM files f JOIN ingestions i ON i.id = f.ingestion_id "
+            "GROUP BY i.name, f.status"
+        )
+    ).all()
+    return {(r.name, r.status): r.n for r in rows}
 
 
 def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
@@ -580,3 +654,15 @@ def get_file(conn: Connection, ingestion_id: int, file_id: int) -> dict[str, obj
     if row is None:
         raise NotFoundError(f"no file {file_id} in this ingestion")
     return dict(row)
+
+
+def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
+    """The attempt history of one file (every version), oldest first."""
+    rows = conn.execute(
+        text(
+            "SELECT version, run_id, batch_id, worker_id, status, error_type, error_message, recorded_at "
+            "FROM file_attempts WHERE file_id = :f ORDER BY id"
+        ),
+        {"f": file_id},
+    ).mappings()
+    return [dict(r) for r in rows]

@@ -174,13 +174,12 @@ class File(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     retry_count: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The worker holding the lease — or, once the attempt ended, the one that made it.
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     lease_token: Mapped[int] = mapped_column(BigInteger, server_default="0")
     batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    batch_ids: Mapped[list[uuid.UUID]] = mapped_column(
-        ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]")
-    )
+    batch_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]"))
     first_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     snapshot_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -76,9 +76,7 @@ def list_for(db: Engine, ingestion_id: int, limit: int = 50) -> list[Run]:
 
 def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
     """The run as `icefloe run --json` prints it (DESIGN.md's public contract)."""
-    duration = (
-        (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
-    )
+    duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
     return {
         "run_id": run.id,
         "ingestion": ingestion_name,
@@ -103,20 +101,14 @@ def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:
     """
     with db.begin() as conn:
         # Serialise enqueues of one ingestion so the in-progress check cannot race.
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended('run:' || :i, 0))"), {"i": ingestion.id}
-        )
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('run:' || :i, 0))"), {"i": ingestion.id})
         if not ingestion.allow_concurrent_runs:
             busy = conn.execute(
-                text(
-                    "SELECT id FROM runs WHERE ingestion_id = :i AND status IN ('PENDING', 'RUNNING') LIMIT 1"
-                ),
+                text("SELECT id FROM runs WHERE ingestion_id = :i AND status IN ('PENDING', 'RUNNING') LIMIT 1"),
                 {"i": ingestion.id},
             ).first()
             if busy is not None:
-                raise RunInProgressError(
-                    f"ingestion {ingestion.name!r} already has run {busy.id} in progress"
-                )
+                raise RunInProgressError(f"ingestion {ingestion.name!r} already has run {busy.id} in progress")
         run_id = conn.execute(
             text("INSERT INTO runs (ingestion_id, trigger, status) VALUES (:i, :t, 'PENDING') RETURNING id"),
             {"i": ingestion.id, "t": trigger},
@@ -159,10 +151,7 @@ def heartbeat(db: Engine, run_id: int, worker_id: str) -> bool:
     with db.begin() as conn:
         return (
             conn.execute(
-                text(
-                    "UPDATE runs SET heartbeat_at = now() "
-                    "WHERE id = :id AND worker_id = :w AND status = 'RUNNING'"
-                ),
+                text("UPDATE runs SET heartbeat_at = now() WHERE id = :id AND worker_id = :w AND status = 'RUNNING'"),
                 {"id": run_id, "w": worker_id},
             ).rowcount
             == 1

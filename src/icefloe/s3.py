@@ -137,9 +137,7 @@ def object_errors(uri: str) -> Iterator[None]:
         if code in _TRANSIENT_CODES:
             raise TransientFileError(f"S3 error {code} reading {uri}") from exc
         if code in _AUTH_CODES:
-            raise PermanentFileError(
-                f"access denied reading {uri} ({code})", error_type="AccessDenied"
-            ) from exc
+            raise PermanentFileError(f"access denied reading {uri} ({code})", error_type="AccessDenied") from exc
         raise TransientFileError(f"S3 error {code} reading {uri}") from exc
     except (
         EndpointConnectionError,

@@ -28,9 +28,7 @@ class Settings:
     database_url: str | None = None
     catalog_name: str | None = None
     lease_seconds: int = DEFAULT_LEASE_SECONDS
-    worker_id: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    )
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     # Parallel GETs + parses per batch (pyarrow releases the GIL while parsing).
     read_threads: int = 8
 
@@ -55,9 +53,7 @@ class Settings:
         try:
             threads = max(1, int(threads_raw))
         except ValueError:
-            raise ConfigurationError(
-                f"ICEFLOE_READ_THREADS must be an integer, got {threads_raw!r}"
-            ) from None
+            raise ConfigurationError(f"ICEFLOE_READ_THREADS must be an integer, got {threads_raw!r}") from None
         url = env.get("ICEFLOE_DATABASE_URL") or None
         if url and url.startswith("postgresql://"):
             # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.

@@ -115,9 +115,7 @@ def add_columns(table: Table, columns: pa.Schema) -> Table:
     raise CommitConflictError(f"could not add columns {columns.names} to {table.name()}: too many conflicts")
 
 
-def write_data_files(
-    table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema
-) -> Iterator[DataFile]:
+def write_data_files(table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
     """Write Parquet data files under the table location without committing them.
 
     A RecordBatchReader input is written streaming, microbatched into target-sized files, so

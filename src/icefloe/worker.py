@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from icefloe import commit, faults, ledger, runs, tables
+from icefloe import commit, faults, ledger, metrics, runs, tables
 from icefloe.discovery import DiscoveryCounts, Filter, discover
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch
@@ -49,10 +49,11 @@ ProgressCallback = Callable[[Progress], None]
 class Heartbeat:
     """Extends the lease of a batch every third of the lease; sets ``lost`` when it cannot."""
 
-    def __init__(self, db: Engine, batch: Batch, lease_seconds: int) -> None:
+    def __init__(self, db: Engine, batch: Batch, lease_seconds: int, abort: threading.Event | None = None) -> None:
         self.db = db
         self.batch = batch
         self.lease_seconds = lease_seconds
+        self.abort = abort
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{batch.batch_id}", daemon=True)
@@ -67,7 +68,13 @@ class Heartbeat:
 
     def _loop(self) -> None:
         last_ok = time.monotonic()
-        while not self._stop.wait(self.lease_seconds / 3):
+        interval = self.lease_seconds / 3
+        while not self._stop.wait(min(interval, 1.0) if self.abort is not None else interval):
+            if self.abort is not None and self.abort.is_set():
+                self.lost.set()  # shutdown grace period over: give the batch up
+                return
+            if time.monotonic() - last_ok < interval:
+                continue
             try:
                 with self.db.begin() as conn:
                     owned = ledger.heartbeat(conn, self.batch, self.lease_seconds)
@@ -130,14 +137,14 @@ def reconcile_expired_leases(rt: Runtime, ingestion: Ingestion) -> tuple[int, in
         if table is not None:
             claimed = [f.first_claimed_at for f in expired if f.first_claimed_at is not None]
             since = commit._since_ms(min(claimed)) if claimed else 0
-            landed = dict(
-                tables.snapshots_with_batches(table, {b for f in expired for b in f.batch_ids}, since)
-            )
+            landed = dict(tables.snapshots_with_batches(table, {b for f in expired for b in f.batch_ids}, since))
         committed = [f for f in expired if any(b in landed for b in f.batch_ids)]
         snapshot_ids = [next(landed[b] for b in f.batch_ids if b in landed) for f in committed]
         lost = [f for f in expired if f not in committed]
         ledger.reconcile_committed(conn, committed, snapshot_ids)
         ledger.reconcile_lost(conn, lost, ingestion.max_retries)
+    metrics.RECONCILIATIONS.labels(ingestion.name, "committed").inc(len(committed))
+    metrics.RECONCILIATIONS.labels(ingestion.name, "requeued").inc(len(lost))
     log.info(
         "reconciled %d expired lease(s) of %s: %d committed, %d requeued",
         len(expired),
@@ -178,8 +185,13 @@ def process_batches(
     run: Run,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    abort: threading.Event | None = None,
 ) -> None:
-    """Claim, stage and commit batches until nothing is claimable (or ``stop`` is set)."""
+    """Claim, stage and commit batches until nothing is claimable.
+
+    ``stop``: claim no new batch (graceful shutdown); ``abort``: give up the current batch too —
+    its files are released unpenalised, nothing of it is committed.
+    """
     engine = make_engine(rt, ingestion)
     lease = rt.settings.lease_seconds
     state = Progress("processing")
@@ -202,17 +214,14 @@ def process_batches(
         if batch is None:
             break
         faults.point("after-claim")
-        log.info(
-            "claimed batch %s: %d file(s)",
-            batch.batch_id,
-            len(batch.files),
-            extra={"run_id": run.id, "batch_id": str(batch.batch_id)},
-        )
+        context = {"run_id": run.id, "batch_id": str(batch.batch_id), "ingestion": ingestion.name}
+        log.info("claimed batch of %d file(s)", len(batch.files), extra=context)
         try:
-            with Heartbeat(rt.db, batch, lease) as heartbeat:
+            with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
                 staged = engine.stage(batch, heartbeat.lost)
                 faults.point("after-write")
                 _settle_failures(rt, batch, staged)
+                started = time.monotonic()
                 result = commit.commit_batch(
                     rt.db,
                     rt.catalog,
@@ -222,23 +231,37 @@ def process_batches(
                     run_id=run.id,
                     replace_changed=ingestion.on_change == "replace",
                 )
+                metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
         except LeaseLostError as exc:
-            log.warning("%s", exc, extra={"run_id": run.id, "batch_id": str(batch.batch_id)})
+            # Lost (fenced: releasing is a no-op) or given up on shutdown (released unpenalised).
+            with rt.db.begin() as conn:
+                released = ledger.release(conn, batch.files, batch.batch_id)
+            log.warning("%s; %d file(s) released", exc, released, extra=context)
             continue
-        runs.add(
-            rt.db,
-            run.id,
-            files_succeeded=len(staged.succeeded),
-            files_failed=len(staged.failed),
-            records_ingested=staged.records,
-            bytes_read=staged.bytes_read,
-            snapshots_committed=result.snapshots,
-        )
-        state.succeeded += len(staged.succeeded)
-        state.failed += len(staged.failed)
-        state.records += staged.records
+        _record(rt, ingestion, run, staged, result.snapshots, state)
         if progress:
             progress(state)
+
+
+def _record(rt: Runtime, ingestion: Ingestion, run: Run, staged: StagedBatch, snapshots: int, state: Progress) -> None:
+    """Run counters, metrics and progress after a committed batch."""
+    runs.add(
+        rt.db,
+        run.id,
+        files_succeeded=len(staged.succeeded),
+        files_failed=len(staged.failed),
+        records_ingested=staged.records,
+        bytes_read=staged.bytes_read,
+        snapshots_committed=snapshots,
+    )
+    metrics.FILES_INGESTED.labels(ingestion.name).inc(len(staged.succeeded))
+    metrics.RECORDS_INGESTED.labels(ingestion.name).inc(staged.records)
+    metrics.BYTES_INGESTED.labels(ingestion.name).inc(staged.bytes_read)
+    for _, error, _, _ in staged.failed:
+        metrics.FILES_FAILED.labels(ingestion.name, error.error_type).inc()
+    state.succeeded += len(staged.succeeded)
+    state.failed += len(staged.failed)
+    state.records += staged.records
 
 
 def run_ingestion(
@@ -256,6 +279,7 @@ def execute_run(
     *,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    abort: threading.Event | None = None,
 ) -> Run:
     """Reconcile, discover, process; returns the finished run record.
 
@@ -263,37 +287,89 @@ def execute_run(
     catalog down) ends it FAILED with the error's one line. When ``stop`` is set the run is
     handed back to the queue unfinished (graceful shutdown) and returned as it stands.
     """
+    stop = stop or threading.Event()
     try:
-        reconcile_expired_leases(rt, ingestion)
-        location = S3Location.parse(ingestion.source)
-        flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
+        with RunHeartbeat(rt, run.id, stop):
+            reconcile_expired_leases(rt, ingestion)
+            location = S3Location.parse(ingestion.source)
+            flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
 
-        def on_page(counts: DiscoveryCounts) -> None:
-            faults.point("during-discovery")
-            if progress:
-                progress(Progress("discovering", discovered=counts.listed))
+            def on_page(counts: DiscoveryCounts) -> None:
+                faults.point("during-discovery")
+                if progress:
+                    progress(Progress("discovering", discovered=counts.listed))
 
-        counts = discover(
-            rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page
-        )
-        runs.add(
-            rt.db,
-            run.id,
-            files_discovered=counts.listed,
-            files_new=counts.new,
-            files_changed=counts.changed,
-            files_skipped=counts.skipped,
-        )
-        process_batches(rt, ingestion, run, progress, stop=stop)
-        if stop is not None and stop.is_set():
-            runs.requeue(rt.db, run.id, rt.settings.worker_id)
-            return runs.get(rt.db, run.id)
+            counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
+            runs.add(
+                rt.db,
+                run.id,
+                files_discovered=counts.listed,
+                files_new=counts.new,
+                files_changed=counts.changed,
+                files_skipped=counts.skipped,
+            )
+            process_batches(rt, ingestion, run, progress, stop=stop, abort=abort)
+            if stop.is_set():
+                runs.requeue(rt.db, run.id, rt.settings.worker_id)
+                return runs.get(rt.db, run.id)
+            _wait_for_helpers(rt, run)
         done = runs.get(rt.db, run.id)
-        status = "PARTIAL" if done.files_failed else "SUCCESS"
-        return runs.finish(rt.db, run.id, status=status)
+        finished = runs.finish(rt.db, run.id, status="PARTIAL" if done.files_failed else "SUCCESS")
     except IcefloeError as exc:
-        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc)
-        return runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc))
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc, extra={"run_id": run.id})
+        finished = runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc))
     except BaseException as exc:
         runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}")
         raise
+    if finished.started_at and finished.finished_at:
+        duration = (finished.finished_at - finished.started_at).total_seconds()
+        metrics.RUN_DURATION.labels(ingestion.name, finished.status).observe(duration)
+    return finished
+
+
+def _wait_for_helpers(rt: Runtime, run: Run) -> None:
+    """Wait until batches other workers claimed for this run are committed or their leases expire,
+    so the run's final counters and status include them."""
+    deadline = time.monotonic() + rt.settings.lease_seconds * 2
+    while time.monotonic() < deadline:
+        with rt.db.connect() as conn:
+            busy = conn.execute(
+                text(
+                    "SELECT 1 FROM files WHERE run_id = :r AND status = 'PROCESSING' AND lease_expires_at > now() "
+                    "LIMIT 1"
+                ),
+                {"r": run.id},
+            ).first()
+        if busy is None:
+            return
+        time.sleep(0.5)
+
+
+class RunHeartbeat:
+    """Keeps a run's heartbeat fresh; sets ``stop`` if another worker took the run over."""
+
+    def __init__(self, rt: Runtime, run_id: int, stop: threading.Event) -> None:
+        self.rt = rt
+        self.run_id = run_id
+        self.stop = stop
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"run-heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> RunHeartbeat:
+        runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.rt.settings.lease_seconds / 3):
+            try:
+                if not runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id):
+                    log.warning("run %s was taken over by another worker", self.run_id)
+                    self.stop.set()
+                    return
+            except Exception as exc:  # database away: the batch heartbeats decide about leases
+                log.warning("run heartbeat failed: %s", exc, extra={"run_id": self.run_id})

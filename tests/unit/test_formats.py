@@ -61,9 +61,7 @@ def test_empty_text_file_is_zero_records_not_an_error(fmt: str) -> None:
         (b'{"name": "\xff\xfe"}\n', "x.jsonl", "jsonl", "EncodingError"),
     ],
 )
-def test_bad_content_is_a_permanent_error_with_a_type(
-    data: bytes, path: str, fmt: str, error_type: str
-) -> None:
+def test_bad_content_is_a_permanent_error_with_a_type(data: bytes, path: str, fmt: str, error_type: str) -> None:
     with pytest.raises(PermanentFileError) as info:
         read(data, path, format=fmt)
     assert info.value.error_type == error_type

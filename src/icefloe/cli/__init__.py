@@ -23,9 +23,7 @@ from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
 from icefloe.settings import Settings
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion."
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion.")
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
 ingestion_app = typer.Typer(no_args_is_help=True, help="Define and manage ingestions.")
 app.add_typer(db_app, name="db")
@@ -221,9 +219,7 @@ def ingestion_check(name: str, as_json: JsonOpt = False) -> None:
                 "source": "ok",
                 "objects_on_first_page": len(page),
                 "catalog": "ok",
-                "table": tables.describe(table)
-                if table is not None
-                else "not created yet (first run creates it)",
+                "table": tables.describe(table) if table is not None else "not created yet (first run creates it)",
             },
             title=f"check {i.name}",
         )
@@ -317,8 +313,7 @@ def run_command(name: str, as_json: JsonOpt = False) -> None:
             out.record(summary, title=f"run {run.id} of {i.name}: {run.status}")
             if run.files_failed:
                 out.message(
-                    f"[yellow]{run.files_failed} file(s) failed:[/yellow] icefloe files {i.name} "
-                    "--status FAILED"
+                    f"[yellow]{run.files_failed} file(s) failed:[/yellow] icefloe files {i.name} --status FAILED"
                 )
         return {"SUCCESS": EXIT_OK, "PARTIAL": EXIT_PARTIAL}.get(run.status, EXIT_RUN_FAILED)
 

@@ -324,17 +324,13 @@ class ArrowEngine:
             body.release_conn()
 
     @staticmethod
-    def _record_failure(
-        staged: StagedBatch, file: ClaimedFile, error: Exception | None, nbytes: int, ms: int
-    ) -> None:
+    def _record_failure(staged: StagedBatch, file: ClaimedFile, error: Exception | None, nbytes: int, ms: int) -> None:
         if isinstance(error, ObjectChangedError):
             staged.changed.append(file)
             return
         if not isinstance(error, FileError):
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
-        log.warning(
-            "file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type}
-        )
+        log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
         staged.failed.append((file, error, nbytes, ms))
 
 

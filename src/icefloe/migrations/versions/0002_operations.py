@@ -35,9 +35,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("incident_key"),
     )
-    op.create_index(
-        "ix_alerts_unsent", "alerts", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL")
-    )
+    op.create_index("ix_alerts_unsent", "alerts", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL"))
     op.create_table(
         "file_attempts",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -55,15 +53,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_file_attempts_file", "file_attempts", ["file_id", "id"], unique=False)
-    op.add_column(
-        "ingestions", sa.Column("engine", sa.String(length=20), server_default="arrow", nullable=False)
-    )
+    op.add_column("ingestions", sa.Column("engine", sa.String(length=20), server_default="arrow", nullable=False))
     op.add_column("ingestions", sa.Column("spark_remote", sa.Text(), nullable=True))
     op.add_column("ingestions", sa.Column("schedule_cron", sa.Text(), nullable=True))
     op.add_column("ingestions", sa.Column("schedule_interval_seconds", sa.Integer(), nullable=True))
-    op.add_column(
-        "ingestions", sa.Column("schedule_timezone", sa.Text(), server_default="UTC", nullable=False)
-    )
+    op.add_column("ingestions", sa.Column("schedule_timezone", sa.Text(), server_default="UTC", nullable=False))
     op.add_column("ingestions", sa.Column("alert_stale_after_seconds", sa.Integer(), nullable=True))
     op.add_column(
         "ingestions",
@@ -72,9 +66,7 @@ def upgrade() -> None:
     op.create_check_constraint("ck_ingestions_engine", "ingestions", "engine IN ('arrow', 'spark')")
     op.add_column("runs", sa.Column("scheduled_for", sa.DateTime(timezone=True), nullable=True))
     op.add_column("runs", sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
-    op.create_index(
-        "ix_runs_pending", "runs", ["id"], unique=False, postgresql_where=sa.text("status = 'PENDING'")
-    )
+    op.create_index("ix_runs_pending", "runs", ["id"], unique=False, postgresql_where=sa.text("status = 'PENDING'"))
     op.create_unique_constraint("uq_runs_ingestion_scheduled_for", "runs", ["ingestion_id", "scheduled_for"])
     # ### end Alembic commands ###
 

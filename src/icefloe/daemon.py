@@ -1,0 +1,129 @@
+"""`icefloe worker`: the long-running process that executes queued runs, keeps schedules, reconciles
+dead workers' leases, helps other workers' runs, and sends alerts.
+
+Any number of these processes, on any number of machines, share one ledger: every decision they
+share is a row lock (``SKIP LOCKED``), an advisory lock or a unique key in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from icefloe import ingestions, ledger, runs, scheduler, worker
+from icefloe.models import Ingestion, Run
+from icefloe.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class WorkerProcess:
+    """``concurrency`` slots that each execute one run (or help one) at a time, plus housekeeping."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        concurrency: int = 1,
+        poll_seconds: float = 2.0,
+        grace_seconds: float = 30.0,
+        housekeeping: Callable[[Runtime], None] | None = None,
+    ) -> None:
+        self.rt = rt
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.grace_seconds = grace_seconds
+        self.extra_housekeeping = housekeeping
+        self.stop = threading.Event()  # claim nothing new
+        self.abort = threading.Event()  # grace period over: give up batches in flight
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.warning("received %s: stopping (grace %ss)", signal.Signals(signum).name, self.grace_seconds)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        """Work until :attr:`stop` is set, then finish or release the batches in flight and return."""
+        log.info("worker %s started with %d slot(s)", self.rt.settings.worker_id, self.concurrency)
+        threads = [threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)]
+        threads += [
+            threading.Thread(target=self._slot_loop, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        while not self.stop.wait(0.5):
+            pass
+        deadline = time.monotonic() + self.grace_seconds
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            log.warning("grace period over: releasing the batches in flight")
+            self.abort.set()
+            for t in threads:
+                t.join(timeout=self.rt.settings.lease_seconds)
+        log.info("worker %s stopped", self.rt.settings.worker_id)
+
+    # ------------------------------------------------------------------ slots
+
+    def _slot_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                worked = self.work_once()
+            except Exception:
+                log.exception("worker slot error (continuing)")
+                worked = False
+            if not worked:
+                self.stop.wait(self.poll_seconds)
+
+    def work_once(self) -> bool:
+        """Execute one queued run, or help a running one; False when there was nothing to do."""
+        run = runs.claim_pending(self.rt.db, self.rt.settings.worker_id, self.rt.settings.lease_seconds)
+        if run is not None:
+            ingestion = ingestions.get(self.rt.db, run.ingestion_id)
+            log.info("executing run %s of %s", run.id, ingestion.name, extra={"run_id": run.id})
+            worker.execute_run(self.rt, ingestion, run, stop=self.stop, abort=self.abort)
+            return True
+        helped = self._run_to_help()
+        if helped is None:
+            return False
+        ingestion, run = helped
+        worker.process_batches(self.rt, ingestion, run, stop=self.stop, abort=self.abort)
+        return True
+
+    def _run_to_help(self) -> tuple[Ingestion, Run] | None:
+        """A RUNNING run of an active ingestion that still has claimable files."""
+        with self.rt.db.connect() as conn:
+            found = ledger.run_needing_help(conn)
+        if found is None:
+            return None
+        run_id, ingestion_id = found
+        return ingestions.get(self.rt.db, ingestion_id), runs.get(self.rt.db, run_id)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def _housekeeping_loop(self) -> None:
+        interval = max(1.0, min(5.0, self.rt.settings.lease_seconds / 3))
+        while not self.stop.is_set():
+            try:
+                self.housekeeping()
+            except Exception:
+                log.exception("housekeeping error (continuing)")
+            self.stop.wait(interval)
+
+    def housekeeping(self) -> None:
+        """Schedules, reconciliation of expired leases, alerts: cheap, idempotent, any worker."""
+        scheduler.enqueue_due_runs(self.rt.db)
+        for ingestion in ingestions.list_all(self.rt.db):
+            if ingestion.status == "ACTIVE":
+                worker.reconcile_expired_leases(self.rt, ingestion)
+        if self.extra_housekeeping is not None:
+            self.extra_housekeeping(self.rt)

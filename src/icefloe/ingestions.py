@@ -15,6 +15,7 @@ from icefloe.discovery import compile_glob
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.models import FORMATS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location
+from icefloe.scheduler import Schedule
 from icefloe.schema import parse_schema_document
 from icefloe.tables import split_identifier
 
@@ -39,6 +40,11 @@ class IngestionSpec:
     csv_header: bool = True
     # Alert when no run has succeeded for this long (seconds); None: never.
     alert_stale_after_seconds: int | None = None
+    # Runs by itself on a cron expression or every N seconds, in schedule_timezone.
+    schedule_cron: str | None = None
+    schedule_interval_seconds: int | None = None
+    schedule_timezone: str = "UTC"
+    allow_concurrent_runs: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field."""
@@ -65,6 +71,7 @@ class IngestionSpec:
             raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
         if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:
             raise ConfigurationError("alert_stale_after_seconds must be at least 1")
+        Schedule(self.schedule_cron, self.schedule_interval_seconds, self.schedule_timezone).validate()
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:
@@ -86,6 +93,10 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             csv_quote_char=spec.csv_quote_char,
             csv_header=spec.csv_header,
             alert_stale_after_seconds=spec.alert_stale_after_seconds,
+            schedule_cron=spec.schedule_cron,
+            schedule_interval_seconds=spec.schedule_interval_seconds,
+            schedule_timezone=spec.schedule_timezone,
+            allow_concurrent_runs=spec.allow_concurrent_runs,
         )
         session.add(ingestion)
         try:
@@ -157,6 +168,10 @@ def delete(db: Engine, name: str) -> None:
 # records what was read from that source into that table; define a new ingestion instead.
 UPDATABLE = (
     "name",
+    "schedule_cron",
+    "schedule_interval_seconds",
+    "schedule_timezone",
+    "allow_concurrent_runs",
     "pattern",
     "since",
     "schema",
@@ -188,6 +203,10 @@ def spec_of(ingestion: Ingestion) -> IngestionSpec:
         csv_quote_char=ingestion.csv_quote_char,
         csv_header=ingestion.csv_header,
         alert_stale_after_seconds=ingestion.alert_stale_after_seconds,
+        schedule_cron=ingestion.schedule_cron,
+        schedule_interval_seconds=ingestion.schedule_interval_seconds,
+        schedule_timezone=ingestion.schedule_timezone,
+        allow_concurrent_runs=ingestion.allow_concurrent_runs,
     )
 
 

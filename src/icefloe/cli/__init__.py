@@ -12,9 +12,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from icefloe import ingestions, ledger, migrations, runs, tables, worker
-from icefloe.cli.output import Output
+from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables, worker
+from icefloe.cli.output import Output as Output
 from icefloe.discovery import Filter, listing_pages
+from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, IcefloeError
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Ingestion
@@ -28,6 +29,8 @@ db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
 ingestion_app = typer.Typer(no_args_is_help=True, help="Define and manage ingestions.")
 app.add_typer(db_app, name="db")
 app.add_typer(ingestion_app, name="ingestion")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alerts: test the channels, list what was detected and sent.")
+app.add_typer(alerts_app, name="alerts")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 T = TypeVar("T")
@@ -79,6 +82,7 @@ def _ingestion_dict(i: Ingestion) -> dict[str, Any]:
         "max_files_per_commit": i.max_files_per_commit,
         "max_bytes_per_commit": i.max_bytes_per_commit,
         "max_retries": i.max_retries,
+        "alert_stale_after_seconds": i.alert_stale_after_seconds,
         "csv_delimiter": i.csv_delimiter,
         "csv_quote_char": i.csv_quote_char,
         "csv_header": i.csv_header,
@@ -141,6 +145,13 @@ def ingestion_create(
     csv_delimiter: Annotated[str, typer.Option()] = ",",
     csv_quote_char: Annotated[str, typer.Option()] = '"',
     csv_no_header: Annotated[bool, typer.Option("--csv-no-header")] = False,
+    alert_stale_after: Annotated[
+        str | None, typer.Option(help="alert when no run has succeeded for this long: 90m, 2h, 1d")
+    ] = None,
+    schedule: Annotated[str | None, typer.Option(help='run on a cron schedule, e.g. "*/5 * * * *"')] = None,
+    every: Annotated[str | None, typer.Option(help="run at an interval, e.g. 10m, 1h")] = None,
+    timezone: Annotated[str, typer.Option(help="time zone of --schedule")] = "UTC",
+    allow_concurrent_runs: Annotated[bool, typer.Option("--allow-concurrent-runs")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion."""
@@ -162,6 +173,10 @@ def ingestion_create(
             csv_delimiter=csv_delimiter,
             csv_quote_char=csv_quote_char,
             csv_header=not csv_no_header,
+            **operations.schedule_options(schedule, every),
+            schedule_timezone=timezone,
+            allow_concurrent_runs=allow_concurrent_runs,
+            alert_stale_after_seconds=parse_duration(alert_stale_after) if alert_stale_after else None,
         )
         spec.validate()
         with _runtime() as rt:
@@ -269,7 +284,11 @@ def ingestion_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")
 
 
 @app.command("run")
-def run_command(name: str, as_json: JsonOpt = False) -> None:
+def run_command(
+    name: str,
+    as_json: JsonOpt = False,
+    enqueue: Annotated[bool, typer.Option("--enqueue", help="queue the run for `icefloe worker` and return")] = False,
+) -> None:
     """Run an ingestion once: discover, process, commit. Exit 0 ok, 3 some files failed, 1 run failed."""
     out = Output(as_json)
 
@@ -278,6 +297,14 @@ def run_command(name: str, as_json: JsonOpt = False) -> None:
             i = ingestions.get(rt.db, name)
             if i.status == "PAUSED":
                 raise ConfigurationError(f"ingestion {name} is paused (icefloe ingestion resume {name})")
+            if enqueue:
+                queued = runs.enqueue(rt.db, i, trigger="cli")
+                data = runs.summary(queued, i.name) | {"trigger": queued.trigger, "created_at": queued.created_at}
+                if as_json:
+                    out.json(data)
+                else:
+                    out.record(data, title=f"queued run {queued.id} of {i.name}")
+                return EXIT_OK
             show_bar = not as_json and out.console.is_terminal
             if show_bar:
                 with Progress(
@@ -325,12 +352,16 @@ def files_command(
     name: str,
     status: Annotated[str | None, typer.Option(help="DISCOVERED|PROCESSING|SUCCESS|FAILED|SKIPPED")] = None,
     limit: Annotated[int, typer.Option()] = 1000,
+    history: Annotated[str | None, typer.Option(help="every attempt at this file (key or s3:// URI)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The ledger of one ingestion."""
     out = Output(as_json)
 
     def body() -> None:
+        if history is not None:
+            operations.history_command(out, name, history)
+            return
         with _runtime() as rt:
             i = ingestions.get(rt.db, name)
             with rt.db.connect() as conn:
@@ -364,6 +395,49 @@ def retry_command(
     _guard(out, body)
 
 
+# ----------------------------------------------------------------------------- alerts
+
+
+@alerts_app.command("test")
+def alerts_test(as_json: JsonOpt = False) -> None:
+    """Send one test alert through every configured channel. Exit 1 if any channel failed."""
+    out = Output(as_json)
+
+    def body() -> int:
+        results = alerts.send_test_alert(alerts.AlertSettings.from_env())
+        if as_json:
+            out.json({name: {"ok": error is None, "error": error} for name, error in results.items()})
+        else:
+            line = "; ".join(
+                f"{name}: ok" if error is None else f"{name}: error: {error}" for name, error in results.items()
+            )
+            out.console.print(line, markup=False, soft_wrap=True)
+        return EXIT_OK if all(error is None for error in results.values()) else EXIT_RUN_FAILED
+
+    raise typer.Exit(_guard(out, body))
+
+
+@alerts_app.command("list")
+def alerts_list(
+    unsent: Annotated[bool, typer.Option("--unsent", help="only alerts not sent yet")] = False,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent alerts, newest first: what was detected, when it was sent, or why not yet."""
+    out = Output(as_json)
+
+    def body() -> None:
+        with _runtime() as rt:
+            rows = alerts.list_recent(rt.db, limit=limit, unsent_only=unsent)
+        out.table(
+            rows,
+            ["id", "kind", "ingestion", "subject", "created_at", "sent_at", "attempts", "last_error"],
+            title="alerts",
+        )
+
+    _guard(out, body)
+
+
 @app.command("demo")
 def demo_command() -> None:
     """The whole flow on embedded services with sample data."""
@@ -374,7 +448,9 @@ def demo_command() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure()
     app()
+
+
+# Commands defined in their own modules register themselves on `app` when imported.
+from icefloe.cli import operations  # noqa: E402

@@ -1,0 +1,180 @@
+"""CLI commands for running icefloe unattended: `worker`, `runs`, `ingestion update`, `files --history`.
+
+Registered on the main app by importing this module (see the end of ``icefloe.cli``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import typer
+
+from icefloe import daemon, ingestions, ledger, runs
+from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _ingestion_dict, _runtime, app, ingestion_app
+from icefloe.durations import parse_duration
+from icefloe.errors import ConfigurationError, NotFoundError
+from icefloe.settings import Settings
+
+
+def schedule_options(schedule: str | None, every: str | None) -> dict[str, Any]:
+    """`--schedule CRON` / `--every DURATION` as ingestion fields (at most one of them)."""
+    if schedule is not None and every is not None:
+        raise ConfigurationError("give --schedule (cron) or --every (interval), not both")
+    return {
+        "schedule_cron": schedule,
+        "schedule_interval_seconds": parse_duration(every) if every is not None else None,
+    }
+
+
+@ingestion_app.command("update")
+def ingestion_update(
+    name: str,
+    schedule: Annotated[str | None, typer.Option(help='cron expression, e.g. "*/5 * * * *"')] = None,
+    every: Annotated[str | None, typer.Option(help="interval, e.g. 10m, 1h")] = None,
+    no_schedule: Annotated[bool, typer.Option("--no-schedule", help="remove the schedule")] = False,
+    timezone: Annotated[str | None, typer.Option(help="time zone of the cron schedule, e.g. Europe/Paris")] = None,
+    allow_concurrent_runs: Annotated[bool | None, typer.Option("--allow-concurrent-runs/--no-concurrent-runs")] = None,
+    pattern: Annotated[str | None, typer.Option()] = None,
+    max_retries: Annotated[int | None, typer.Option()] = None,
+    max_files_per_commit: Annotated[int | None, typer.Option()] = None,
+    max_bytes_per_commit: Annotated[int | None, typer.Option()] = None,
+    on_change: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an ingestion's schedule or options."""
+    out = Output(as_json)
+
+    def body() -> None:
+        changes: dict[str, Any] = {}
+        if no_schedule:
+            changes.update(schedule_cron=None, schedule_interval_seconds=None)
+        elif schedule is not None or every is not None:
+            changes.update(schedule_options(schedule, every))
+        optional = {
+            "schedule_timezone": timezone,
+            "allow_concurrent_runs": allow_concurrent_runs,
+            "pattern": pattern,
+            "max_retries": max_retries,
+            "max_files_per_commit": max_files_per_commit,
+            "max_bytes_per_commit": max_bytes_per_commit,
+            "on_change": on_change,
+        }
+        changes.update({k: v for k, v in optional.items() if v is not None})
+        if not changes:
+            raise ConfigurationError("nothing to change: give at least one option")
+        with _runtime() as rt:
+            updated = ingestions.update(rt.db, name, changes)
+        out.record(_ingestion_dict(updated), title=f"updated ingestion {updated.name}")
+
+    _guard(out, body)
+
+
+@app.command("runs")
+def runs_command(
+    name: str,
+    limit: Annotated[int, typer.Option()] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent runs of an ingestion with their status and counters, newest first."""
+    out = Output(as_json)
+
+    def body() -> None:
+        with _runtime() as rt:
+            i = ingestions.get(rt.db, name)
+            rows = [
+                runs.summary(r, i.name) | {"trigger": r.trigger, "started_at": r.started_at, "worker_id": r.worker_id}
+                for r in runs.list_for(rt.db, i.id, limit=limit)
+            ]
+        out.table(
+            rows,
+            [
+                "run_id",
+                "status",
+                "trigger",
+                "started_at",
+                "files_new",
+                "files_succeeded",
+                "files_failed",
+                "records_ingested",
+                "duration_seconds",
+            ],
+            title=f"runs of {name}",
+        )
+
+    _guard(out, body)
+
+
+def history_command(out: Output, name: str, path: str) -> None:
+    """`icefloe files NAME --history KEY`: every attempt at one file."""
+    with _runtime() as rt:
+        i = ingestions.get(rt.db, name)
+        with rt.db.connect() as conn:
+            rows = ledger.list_files(conn, i.id, path=ingestions.file_uri(i, path), limit=1)
+            if not rows:
+                raise NotFoundError(f"no file {path!r} in ingestion {name!r}")
+            history = ledger.attempts(conn, int(str(rows[0]["id"])))
+    out.table(
+        history,
+        ["recorded_at", "version", "status", "error_type", "error_message", "run_id", "worker_id"],
+        title=f"attempts at {rows[0]['file_path']}",
+    )
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: Annotated[int, typer.Option(help="batches processed at once")] = 1,
+    lease_seconds: Annotated[int | None, typer.Option(help="lease of a claim (default ICEFLOE_LEASE_SECONDS)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics on 127.0.0.1:PORT")] = None,
+    metrics_host: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
+    grace_seconds: Annotated[float, typer.Option(help="on SIGTERM, time to finish batches in flight")] = 30.0,
+    poll_seconds: Annotated[float, typer.Option(help="idle wait between looks at the queue")] = 2.0,
+) -> None:
+    """Run queued and scheduled runs until SIGTERM/SIGINT; then finish or release the batch in flight."""
+    out = Output(False)
+    if concurrency < 1:
+        out.error("--concurrency must be at least 1")
+        raise typer.Exit(2)
+
+    def body() -> int:
+        settings = Settings.from_env()
+        if lease_seconds is not None:
+            if lease_seconds < 3:
+                raise ConfigurationError("--lease-seconds must be at least 3")
+            settings = dataclasses.replace(settings, lease_seconds=lease_seconds)
+        settings = dataclasses.replace(settings, read_threads=max(2, settings.read_threads // concurrency))
+        from icefloe.runtime import Runtime
+
+        rt = Runtime(settings)
+        try:
+            if metrics_port is not None:
+                from icefloe import metrics
+
+                metrics.serve(metrics_port, rt.db, host=metrics_host)
+            process = daemon.WorkerProcess(
+                rt,
+                concurrency=concurrency,
+                grace_seconds=grace_seconds,
+                poll_seconds=poll_seconds,
+                housekeeping=_alerts_housekeeping(),
+            )
+            process.install_signal_handlers()
+            process.run()
+        finally:
+            rt.close()
+        return EXIT_OK
+
+    raise typer.Exit(_guard(out, body))
+
+
+def _alerts_housekeeping() -> Any:
+    """Detect and deliver alerts from the worker's housekeeping loop."""
+    from icefloe import alerts
+
+    settings = alerts.AlertSettings.from_env()
+
+    def tick(rt: Any) -> None:
+        alerts.detect(rt.db)
+        alerts.deliver(rt.db, settings)
+
+    return tick

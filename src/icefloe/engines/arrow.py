@@ -231,10 +231,12 @@ class ArrowEngine:
                 try:
                     if target is None or not set(read.table.schema.names) <= set(target.names):
                         table = self._table_for(staged.table, read.table.schema)
-                        if staged.table is not None and table.schema() != staged.table.schema():
-                            flush()  # buffered rows were conformed to the old schema: write them first
-                        staged.table = table
-                        target = arrow_target(table)
+                        new_target = arrow_target(table)
+                        if target is not None and new_target != target:
+                            # Buffered rows were conformed to the old schema: write them first.
+                            # (pyiceberg evolves the Table object in place, so compare our targets.)
+                            flush()
+                        staged.table, target = table, new_target
                     conformed = conform(
                         read.table,
                         target,

@@ -21,8 +21,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
+    NoSuchNamespaceError,
     NoSuchTableError,
-    TableAlreadyExistsError,
 )
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
@@ -84,14 +84,28 @@ def load_table(catalog: Catalog, identifier: str) -> Table | None:
 
 
 def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> Table:
-    """Create namespace and table if missing; a concurrent creator wins harmlessly."""
+    """Create namespace and table if missing; a concurrent creator wins harmlessly.
+
+    Catalogs do not all report a lost creation race the same way (pyiceberg's SQL catalog lets a
+    unique-key violation through), so after any failure we look: there now → fine; else re-raise.
+    """
     namespace, _ = split_identifier(identifier)
-    with contextlib.suppress(NamespaceAlreadyExistsError):
+    try:
         catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    except Exception:
+        try:
+            catalog.load_namespace_properties(namespace)
+        except NoSuchNamespaceError:
+            raise
     try:
         return catalog.create_table(identifier, schema=arrow_schema, properties=TABLE_PROPERTIES)
-    except TableAlreadyExistsError:
-        return catalog.load_table(identifier)
+    except Exception:
+        existing = load_table(catalog, identifier)
+        if existing is None:
+            raise
+        return existing
 
 
 def ensure_icefloe_properties(table: Table) -> Table:

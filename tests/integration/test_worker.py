@@ -1,0 +1,180 @@
+"""`icefloe worker` and schedules against real PostgreSQL and SeaweedFS."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from icefloe import daemon, ingestions, runs, scheduler
+from icefloe.ingestions import IngestionSpec
+from icefloe.runtime import Runtime
+from icefloe.settings import Settings
+
+
+@pytest.fixture
+def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    for key, value in icefloe_env.items():
+        if key.startswith(("AWS_", "ICEFLOE_")):
+            monkeypatch.setenv(key, value)
+    runtime = Runtime(dataclasses.replace(Settings.from_env(icefloe_env), lease_seconds=6))
+    yield runtime
+    runtime.close()
+
+
+def seed(put_objects, bucket: str, files: int, rows: int = 5) -> set[int]:  # type: ignore[no-untyped-def]
+    ids: set[int] = set()
+    objects = {}
+    for f in range(files):
+        lines = []
+        for r in range(rows):
+            ids.add(f * rows + r)
+            lines.append(json.dumps({"id": f * rows + r, "v": f"f{f}"}))
+        objects[f"in/part-{f:04d}.jsonl"] = ("\n".join(lines) + "\n").encode()
+    put_objects(bucket, objects)
+    return ids
+
+
+def table_ids(rt: Runtime, identifier: str) -> list[int]:
+    table = rt.catalog.load_table(identifier)
+    return sorted(table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
+
+
+def test_schedule_fires_once_per_due_time_whatever_the_number_of_workers(rt: Runtime, bucket: str) -> None:
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(
+            name="every", source=f"s3://{bucket}/in/", format="jsonl", table="t.every", schedule_interval_seconds=60
+        ),
+    )
+    with rt.db.begin() as conn:  # as if created 10 minutes ago: 10 fires were missed
+        conn.execute(sa.text("UPDATE ingestions SET created_at = now() - interval '10 minutes 5 seconds'"))
+
+    # 8 "workers" evaluate the schedules at the same moment, several times each.
+    with ThreadPoolExecutor(8) as pool:
+        queued = sum(pool.map(lambda _: scheduler.enqueue_due_runs(rt.db), range(24)))
+
+    scheduled = [r for r in runs.list_for(rt.db, ingestion.id) if r.trigger == "schedule"]
+    assert queued == 1 and len(scheduled) == 1, "missed fires coalesce into exactly one run"
+    assert scheduled[0].status == "PENDING"
+    assert scheduled[0].scheduled_for is not None
+    age = dt.datetime.now(dt.UTC) - scheduled[0].scheduled_for
+    assert dt.timedelta(0) <= age < dt.timedelta(seconds=65), "the run stands for the latest missed fire"
+
+    # While that run is pending, no other run is queued even when the next fire is due.
+    with rt.db.begin() as conn:
+        conn.execute(sa.text("UPDATE ingestions SET created_at = created_at - interval '1 minute'"))
+    assert scheduler.enqueue_due_runs(rt.db) == 0
+
+
+def test_paused_ingestion_gets_no_scheduled_run(rt: Runtime, bucket: str) -> None:
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(
+            name="paused", source=f"s3://{bucket}/in/", format="jsonl", table="t.paused", schedule_cron="* * * * *"
+        ),
+    )
+    ingestions.set_status(rt.db, "paused", "PAUSED")
+    with rt.db.begin() as conn:
+        conn.execute(sa.text("UPDATE ingestions SET created_at = now() - interval '1 hour'"))
+    assert scheduler.enqueue_due_runs(rt.db) == 0
+    assert runs.list_for(rt.db, ingestion.id) == []
+
+
+def test_enqueue_refuses_a_second_run_in_progress(rt: Runtime, bucket: str) -> None:
+    ingestion = ingestions.create(
+        rt.db, IngestionSpec(name="q", source=f"s3://{bucket}/in/", format="jsonl", table="t.q")
+    )
+    runs.enqueue(rt.db, ingestion, trigger="cli")
+    with pytest.raises(runs.RunInProgressError):
+        runs.enqueue(rt.db, ingestion, trigger="cli")
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_workers_execute_queued_runs_and_share_the_files(rt: Runtime, bucket: str, put_objects, workers: int) -> None:  # type: ignore[no-untyped-def]
+    expected = seed(put_objects, bucket, files=120)
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(name="w", source=f"s3://{bucket}/in/", format="jsonl", table="t.w", max_files_per_commit=10),
+    )
+    run = runs.enqueue(rt.db, ingestion, trigger="api")
+    processes = [daemon.WorkerProcess(rt, concurrency=1, poll_seconds=0.2, grace_seconds=5) for _ in range(workers)]
+    threads = [threading.Thread(target=p.run) for p in processes]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while runs.get(rt.db, run.id).status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        for p in processes:
+            p.stop.set()
+        for t in threads:
+            t.join(30)
+    finished = runs.get(rt.db, run.id)
+    assert finished.status == "SUCCESS"
+    assert finished.files_succeeded == 120
+    assert table_ids(rt, "t.w") == sorted(expected), "every row exactly once"
+    with rt.db.connect() as conn:
+        owners = conn.execute(sa.text("SELECT count(DISTINCT lease_owner) FROM files")).scalar_one()
+    assert owners >= 1
+
+
+def test_sigterm_stops_a_worker_gracefully_without_leaving_leases(
+    icefloe_env: dict[str, str],
+    rt: Runtime,
+    bucket: str,
+    put_objects,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    expected = seed(put_objects, bucket, files=60)
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(name="g", source=f"s3://{bucket}/in/", format="jsonl", table="t.g", max_files_per_commit=5),
+    )
+    run = runs.enqueue(rt.db, ingestion, trigger="cli")
+    # Slow each batch down after its data files are written, so SIGTERM lands mid-batch.
+    env = icefloe_env | {"ICEFLOE_FAULT_POINT": "after-write:sleep=1.5", "ICEFLOE_LEASE_SECONDS": "30"}
+    proc = subprocess.Popen(
+        ["icefloe", "worker", "--poll-seconds", "0.2", "--grace-seconds", "20"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and runs.get(rt.db, run.id).files_succeeded < 5:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+
+    with rt.db.connect() as conn:
+        leased = conn.execute(sa.text("SELECT count(*) FROM files WHERE status = 'PROCESSING'")).scalar_one()
+    assert leased == 0, "no lease left behind"
+    stopped = runs.get(rt.db, run.id)
+    assert stopped.status == "PENDING", "the unfinished run went back to the queue"
+    assert 0 < stopped.files_succeeded < 60
+
+    # Another worker picks the run up and finishes it: nothing lost, nothing twice.
+    finisher = daemon.WorkerProcess(rt, poll_seconds=0.2)
+    thread = threading.Thread(target=finisher.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 90
+        while runs.get(rt.db, run.id).status != "SUCCESS" and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        finisher.stop.set()
+        thread.join(30)
+    assert runs.get(rt.db, run.id).status == "SUCCESS"
+    assert table_ids(rt, "t.g") == sorted(expected)

@@ -38,6 +38,11 @@ PutObjects = Callable[[str, Mapping[str, bytes] | Iterable[tuple[str, bytes]]], 
 """Type of the ``put_objects`` fixture."""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` deselects these (-m "not spark"): they need a Spark Connect server.
+    config.addinivalue_line("markers", "spark: needs Apache Spark (Spark Connect); not run by `make test`")
+
+
 def _psycopg_url(url: str, database: str | None = None) -> str:
     """``url`` with the psycopg 3 driver, and ``database`` if given, as a string."""
     parsed = make_url(url).set(drivername="postgresql+psycopg")

@@ -42,7 +42,7 @@ from icefloe.schema import arrow_target, conform, new_columns, table_arrow_schem
 log = logging.getLogger(__name__)
 
 SMALL_FILE_BYTES = 32 << 20  # fetched whole and parsed in parallel; larger files are streamed
-PREFETCH_BYTES = 256 << 20  # compressed bytes of small files in flight at once
+PREFETCH_BYTES = 64 << 20  # object bytes of small files fetched ahead (enough to keep 2 cores parsing)
 FLUSH_BYTES = 128 << 20  # Arrow bytes buffered before a shared data file is written
 
 

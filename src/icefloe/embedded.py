@@ -87,8 +87,13 @@ class EmbeddedServiceError(RuntimeError):
 
 
 def _port_is_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:``port`` (nor on the wildcard address)."""
+    """True when a server could listen on 127.0.0.1:``port`` now.
+
+    SO_REUSEADDR, as the servers (Go, PostgreSQL) set it: connections of a stopped server still in
+    TIME_WAIT do not count, a listener on this port (or on the wildcard address) does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

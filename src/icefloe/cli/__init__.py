@@ -453,4 +453,4 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import operations  # noqa: E402
+from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)

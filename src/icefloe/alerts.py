@@ -128,7 +128,7 @@ def _smtp_from_env(get: Callable[[str], str | None]) -> SmtpSettings | None:
     recipients = tuple(a.strip() for a in (get("SMTP_TO") or "").split(",") if a.strip())
     if not recipients:
         raise ConfigurationError("ICEFLOE_ALERT_SMTP_TO (comma-separated addresses) is required with SMTP_HOST")
-    sender = get("SMTP_FROM") or f"icefloe@{socket.getfqdn()}"
+    sender = get("SMTP_FROM") or f"icefloe@{socket.gethostname()}"
     return SmtpSettings(host, port, sender, recipients, starttls, user, password)
 
 

@@ -86,6 +86,8 @@ def _ingestion_dict(i: Ingestion) -> dict[str, Any]:
         "csv_delimiter": i.csv_delimiter,
         "csv_quote_char": i.csv_quote_char,
         "csv_header": i.csv_header,
+        "engine": i.engine,
+        "spark_remote": i.spark_remote,
         "status": i.status,
         "created_at": i.created_at,
         "updated_at": i.updated_at,
@@ -152,6 +154,12 @@ def ingestion_create(
     every: Annotated[str | None, typer.Option(help="run at an interval, e.g. 10m, 1h")] = None,
     timezone: Annotated[str, typer.Option(help="time zone of --schedule")] = "UTC",
     allow_concurrent_runs: Annotated[bool, typer.Option("--allow-concurrent-runs")] = False,
+    engine: Annotated[
+        str, typer.Option(help="arrow (in-process) | spark (Spark Connect; needs the spark extra)")
+    ] = "arrow",
+    spark_remote: Annotated[
+        str | None, typer.Option(help="sc://host:15002 for --engine spark (default: $ICEFLOE_SPARK_REMOTE)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion."""
@@ -177,8 +185,14 @@ def ingestion_create(
             schedule_timezone=timezone,
             allow_concurrent_runs=allow_concurrent_runs,
             alert_stale_after_seconds=parse_duration(alert_stale_after) if alert_stale_after else None,
+            engine=engine,
+            spark_remote=spark_remote,
         )
         spec.validate()
+        if spec.engine == "spark":
+            from icefloe.spark import require_client
+
+            require_client()  # one line naming icefloe[spark] when the client is missing
         with _runtime() as rt:
             created = ingestions.create(rt.db, spec)
         out.record(_ingestion_dict(created), title=f"created ingestion {created.name}")
@@ -454,3 +468,8 @@ def main() -> None:
 
 # Commands defined in their own modules register themselves on `app` when imported.
 from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
+
+# `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
+from icefloe.spark.cli import spark_app  # noqa: E402
+
+app.add_typer(spark_app, name="spark-server")

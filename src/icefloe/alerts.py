@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import smtplib
@@ -90,11 +91,13 @@ class AlertSettings:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
-            return env.get(f"ICEFLOE_ALERT_{name}", "").strip() or None
+            value = env.get(f"ICEFLOE_ALERT_{name}", "")
+            # a password is taken as it is; anything else without surrounding blanks
+            return (value if name == "SMTP_PASSWORD" else value.strip()) or None
 
         timeout = _number("ICEFLOE_ALERT_TIMEOUT_SECONDS", get("TIMEOUT_SECONDS") or "10", float)
-        if timeout <= 0:
-            raise ConfigurationError("ICEFLOE_ALERT_TIMEOUT_SECONDS must be positive")
+        if not 0 < timeout < math.inf:
+            raise ConfigurationError("ICEFLOE_ALERT_TIMEOUT_SECONDS must be a positive number of seconds")
         url = get("WEBHOOK_URL")
         if url is not None:
             parsed = urllib.parse.urlsplit(url)
@@ -320,7 +323,7 @@ def send_test_alert(settings: AlertSettings) -> dict[str, str | None]:
         kind="test",
         subject="icefloe test alert",
         ingestion=None,
-        body={"message": "sent by `icefloe alerts test`: this channel works"},
+        body={"message": "sent by `icefloe alerts test`: if you read this, the channel works"},
         created_at=dt.datetime.now(dt.UTC),
     )
     return {channel.name: _send(channel, message) for channel in channels}
@@ -495,7 +498,6 @@ _CLAIM = text(
     LEFT JOIN ingestions i ON i.id = a.ingestion_id
     WHERE a.sent_at IS NULL AND a.attempts < :max_attempts
       AND a.created_at + make_interval(secs => (CAST(:schedule AS double precision[]))[a.attempts + 1]) <= now()
-      AND a.id <> ALL(CAST(:tried AS bigint[]))
     ORDER BY a.id
     LIMIT 1
     FOR UPDATE OF a SKIP LOCKED
@@ -524,9 +526,10 @@ def deliver(
 
     An alert is sent when every channel took it; otherwise the attempt and the error are recorded
     and it is tried again, after :func:`retry_schedule`, up to ``max_attempts`` times, then kept
-    unsent (``icefloe alerts list`` shows it). At most ``limit`` alerts are tried per call, each at
-    most once. ``channels`` defaults to :func:`channels_for` ``settings``; with none, alerts stay
-    recorded and unsent.
+    unsent (``icefloe alerts list`` shows it). A call sends at most ``limit`` alerts and stops at
+    the first that fails, so it is bounded by one failing send (the channels' timeouts) however
+    many alerts are due. ``channels`` defaults to :func:`channels_for` ``settings``; with none,
+    alerts stay recorded and unsent.
     """
     if channels is None:
         if not settings.channel_names:
@@ -535,14 +538,12 @@ def deliver(
     if not channels:
         return 0
     schedule = retry_schedule(max_attempts, base_seconds=backoff_base_seconds)
-    tried: list[int] = []
     sent = 0
-    while len(tried) < limit:
+    for _ in range(limit):
         with db.begin() as conn:
-            row = conn.execute(_CLAIM, {"max_attempts": max_attempts, "schedule": schedule, "tried": tried}).first()
+            row = conn.execute(_CLAIM, {"max_attempts": max_attempts, "schedule": schedule}).first()
             if row is None:
                 break
-            tried.append(row.id)
             message = AlertMessage(
                 incident_key=row.incident_key,
                 kind=row.kind,
@@ -554,12 +555,14 @@ def deliver(
             errors = [e for e in (_send(channel, message) for channel in channels) if e is not None]
             error = "; ".join(errors) if errors else None
             conn.execute(_RECORD, {"id": row.id, "error": error})
-        extra = {"alert_id": row.id, "incident_key": row.incident_key, "attempt": row.attempts + 1}
-        if error is None:
-            sent += 1
-            log.info("alert %s sent", row.incident_key, extra=extra)
-        else:
+        extra = {"ingestion": row.ingestion}
+        if error is not None:
             log.warning("alert %s not sent (attempt %d): %s", row.incident_key, row.attempts + 1, error, extra=extra)
+            # A channel that failed (timeouts: up to a minute) is likely to fail the next alert too:
+            # stop here, so that a dead receiver costs the caller's loop one alert's time per call.
+            break
+        sent += 1
+        log.info("alert %s sent", row.incident_key, extra=extra)
     return sent
 
 

@@ -403,6 +403,21 @@ def test_delivery_is_retried_across_calls_with_backoff_then_given_up(
     assert unsent["ingestion"] == "gone" and unsent["attempts"] == 1 and "HTTP 404" in unsent["last_error"]
 
 
+def test_a_dead_receiver_costs_one_alert_per_call(db: sa.Engine, webhook: Webhook) -> None:
+    for name in ("a", "b", "c"):
+        add_run(db, add_ingestion(db, name), "FAILED", error="boom")
+    assert alerts.detect(db) == 3
+    settings = AlertSettings(webhook_url=webhook.url)
+    webhook.statuses = [400]
+
+    assert alerts.deliver(db, settings) == 0
+    assert len(webhook.requests) == 1  # the call stopped at the first failure
+    assert [r.attempts for r in alert_rows(db)] == [1, 0, 0]
+
+    assert alerts.deliver(db, settings) == 2  # the first waits for its backoff; the others go
+    assert [r.sent_at is not None for r in alert_rows(db)] == [False, True, True]
+
+
 def _wait_until_due(db: sa.Engine, seconds_after_creation: float) -> None:
     with db.connect() as conn:
         age = conn.execute(sa.text("SELECT extract(epoch FROM now() - max(created_at)) FROM alerts")).scalar_one()

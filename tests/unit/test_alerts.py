@@ -71,6 +71,8 @@ def test_starttls_defaults_to_submission_port() -> None:
         ({"ICEFLOE_ALERT_WEBHOOK_URL": "hooks.example.com/x"}, "WEBHOOK_URL"),
         ({"ICEFLOE_ALERT_TIMEOUT_SECONDS": "soon"}, "TIMEOUT_SECONDS"),
         ({"ICEFLOE_ALERT_TIMEOUT_SECONDS": "0"}, "TIMEOUT_SECONDS"),
+        ({"ICEFLOE_ALERT_TIMEOUT_SECONDS": "inf"}, "TIMEOUT_SECONDS"),
+        ({"ICEFLOE_ALERT_TIMEOUT_SECONDS": "nan"}, "TIMEOUT_SECONDS"),
         ({"ICEFLOE_ALERT_SMTP_TO": "a@example.com"}, "SMTP_HOST is not"),
         ({"ICEFLOE_ALERT_SMTP_HOST": "mail"}, "SMTP_TO"),
         (SMTP | {"ICEFLOE_ALERT_SMTP_PORT": "smtp"}, "SMTP_PORT"),
@@ -84,6 +86,12 @@ def test_settings_refused(env: dict[str, str], message: str) -> None:
         AlertSettings.from_env(env)
 
 
+def test_password_is_taken_verbatim() -> None:
+    env = SMTP | {"ICEFLOE_ALERT_SMTP_USER": " me ", "ICEFLOE_ALERT_SMTP_PASSWORD": " pass word "}
+    smtp = AlertSettings.from_env(env).smtp
+    assert smtp is not None and (smtp.user, smtp.password) == ("me", " pass word ")
+
+
 def test_secrets_stay_out_of_reprs() -> None:
     settings = AlertSettings.from_env(
         SMTP
@@ -94,6 +102,7 @@ def test_secrets_stay_out_of_reprs() -> None:
         }
     )
     assert settings.channel_names == ["webhook", "email"]
+    assert settings.smtp is not None and settings.smtp.password == "hunter2"
     assert "hunter2" not in repr(settings)
     assert "s3cr3t" not in repr(settings)
     webhook = alerts.channels_for(settings)[0]

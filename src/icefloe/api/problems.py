@@ -158,6 +158,7 @@ def install(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` of a route's problems (their media type is fixed in ``app.openapi``)."""
     descriptions = {
+        400: "Malformed request body (not JSON, or not UTF-8)",
         401: "No valid API token (missing, unknown or revoked)",
         403: "The token's role does not allow this",
         404: "No such resource",

@@ -63,7 +63,12 @@ def read_file(_: Reader, ingestion: IngestionDep, file_id: FileId, db: DbDep) ->
         return FileOut.model_validate(ledger.get_file(conn, ingestion.id, file_id))
 
 
-@router.post("/retry", response_model=RetryResult, responses=_READ, summary="Retry FAILED files")
+@router.post(
+    "/retry",
+    response_model=RetryResult,
+    responses=responses(400, 401, 403, 404, 422),
+    summary="Retry FAILED files",
+)
 def retry_files(
     _: Operator, ingestion: IngestionDep, db: DbDep, body: Annotated[RetryRequest | None, Body()] = None
 ) -> RetryResult:

@@ -34,7 +34,7 @@ _WRITE = responses(401, 403, 404, 409, 422)
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=IngestionOut,
-    responses=responses(401, 403, 409, 422),
+    responses=responses(400, 401, 403, 409, 422),
     summary="Define an ingestion",
 )
 def create_ingestion(
@@ -84,7 +84,12 @@ def read_ingestion(_: Reader, ingestion: IngestionDep, db: DbDep) -> IngestionDe
     )
 
 
-@router.patch("/{ingestion_id}", response_model=IngestionOut, responses=_WRITE, summary="Change an ingestion")
+@router.patch(
+    "/{ingestion_id}",
+    response_model=IngestionOut,
+    responses=responses(400, 401, 403, 404, 409, 422),
+    summary="Change an ingestion",
+)
 def update_ingestion(_: Admin, ingestion: IngestionDep, db: DbDep, body: IngestionUpdate) -> IngestionOut:
     """Change options; `source`, `format` and `table` are fixed (define a new ingestion instead)."""
     return IngestionOut.of(ingestions.update(db, ingestion.id, body.changes()))

@@ -24,7 +24,7 @@ def list_tokens(_: Admin, db: DbDep) -> TokenList:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenCreated,
-    responses=responses(401, 403, 409, 422),
+    responses=responses(400, 401, 403, 409, 422),
     summary="Create a token",
 )
 def create_token(_: Admin, db: DbDep, body: TokenCreate) -> TokenCreated:

@@ -320,6 +320,23 @@ def test_many_failed_files_make_one_alert_per_finished_run(db: sa.Engine, webhoo
     assert alerts.detect(db) == 0 and alerts.deliver(db, AlertSettings(webhook_url=webhook.url)) == 0
 
 
+def test_files_failed_outside_a_run_are_grouped_per_closed_ten_minutes(db: sa.Engine) -> None:
+    ingestion = add_ingestion(db, "orphans", max_retries=0)
+    add_files(db, ingestion, None, 3, status="FAILED", retry_count=0, prefix="old")
+    add_files(db, ingestion, None, 2, status="FAILED", retry_count=0, prefix="now")
+    with db.begin() as conn:  # the run rows are gone (ON DELETE SET NULL); "old" failed 20 minutes ago
+        conn.execute(
+            sa.text("UPDATE files SET processed_at = now() - interval '20 minutes' WHERE file_path LIKE '%/old/%'")
+        )
+
+    assert alerts.detect(db) == 1  # the current window is still open
+    [row] = alert_rows(db)
+    assert row.incident_key.startswith(f"files-failed:{ingestion}:0:")
+    assert row.subject == "3 file(s) of orphans failed permanently"
+    assert row.body["run_id"] is None and row.body["total"] == 3
+    assert alerts.detect(db) == 0
+
+
 def test_stale_ingestion_alerts_once_and_rearms_after_a_success(db: sa.Engine, webhook: Webhook) -> None:
     stale = add_ingestion(db, "stale", stale_after=3600, age_seconds=7200)
     add_ingestion(db, "paused", stale_after=3600, age_seconds=7200, status="PAUSED")

@@ -31,18 +31,21 @@ IngestionStatus = Literal["ACTIVE", "PAUSED"]
 RunStatus = Literal["PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED"]
 FileStatus = Literal["DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED"]
 Role = Literal["reader", "operator", "admin"]
+EngineName = Literal["arrow", "spark"]
 
 INT32 = 2**31 - 1
 INT64 = 2**63 - 1
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$")]
 Char = Annotated[str, Field(min_length=1, max_length=1, pattern=r"^[^\x00]$")]
 
-_USERINFO = re.compile(r"^(s3://)[^/@]*@")
+_USERINFO = re.compile(r"^([a-z0-9]+://)[^/@]*@", re.IGNORECASE)
+_CONNECT_TOKEN = re.compile(r"(;\s*token\s*=)[^;]*", re.IGNORECASE)
 
 
 def _redact(uri: str) -> str:
-    """Credentials written into a URI (``s3://key:secret@bucket``) are never returned."""
-    return _USERINFO.sub(r"\1***@", uri)
+    """Credentials written into a URI are never returned: ``s3://key:secret@bucket``, or the
+    ``;token=`` of a Spark Connect URL (``sc://host:15002/;token=...``)."""
+    return _CONNECT_TOKEN.sub(r"\1***", _USERINFO.sub(r"\1***@", uri))
 
 
 _INGESTION_EXAMPLE: dict[str, Any] = {
@@ -96,6 +99,12 @@ class IngestionCreate(BaseModel):
     alert_stale_after_seconds: int | None = Field(
         default=None, ge=1, le=INT32, description="alert when no run succeeded for this long"
     )
+    engine: EngineName = "arrow"
+    spark_remote: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Spark Connect URL (engine spark); its token is never returned",
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> Any:
@@ -148,10 +157,19 @@ class IngestionUpdate(BaseModel):
         _not_null({"type": "string", "minLength": 1, "maxLength": 100}),
     ] = None
     allow_concurrent_runs: Annotated[bool | None, _not_null({"type": "boolean"})] = None
+    engine: Annotated[EngineName | None, _not_null({"enum": ["arrow", "spark"], "type": "string"})] = None
+    spark_remote: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
-        clearable = {"pattern", "since", "schema_", "schedule_cron", "schedule_interval_seconds"}
+        clearable = {
+            "pattern",
+            "since",
+            "schema_",
+            "schedule_cron",
+            "schedule_interval_seconds",
+            "spark_remote",
+        }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
                 raise ValueError(f"{field} cannot be null")
@@ -183,6 +201,7 @@ class IngestionOut(BaseModel):
                     "allow_concurrent_runs": False,
                     "alert_stale_after_seconds": 7200,
                     "engine": "arrow",
+                    "spark_remote": None,
                     "status": "ACTIVE",
                     "created_at": "2025-01-02T03:04:05Z",
                     "updated_at": "2025-01-02T03:04:05Z",
@@ -212,13 +231,14 @@ class IngestionOut(BaseModel):
     allow_concurrent_runs: bool
     alert_stale_after_seconds: int | None
     engine: str
+    spark_remote: str | None
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime
 
-    @field_serializer("source")
-    def _source(self, source: str) -> str:
-        return _redact(source)
+    @field_serializer("source", "spark_remote")
+    def _no_credentials(self, uri: str | None) -> str | None:
+        return _redact(uri) if uri is not None else None
 
     @classmethod
     def of(cls, i: Ingestion) -> Self:
@@ -245,6 +265,7 @@ class IngestionOut(BaseModel):
                 "allow_concurrent_runs": i.allow_concurrent_runs,
                 "alert_stale_after_seconds": i.alert_stale_after_seconds,
                 "engine": i.engine,
+                "spark_remote": i.spark_remote,
                 "status": i.status,
                 "created_at": i.created_at,
                 "updated_at": i.updated_at,

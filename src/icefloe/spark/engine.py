@@ -458,7 +458,7 @@ class SparkEngine:
             spark_folder = self.spark_uri(folder)
             try:
                 df = self._final(parts)
-                df.write.mode("errorifexists").option("compression", "zstd").parquet(spark_folder)
+                df.write.mode("error").option("compression", "zstd").parquet(spark_folder)
                 written = self.spark.read.parquet(spark_folder).select(F.col("_metadata.file_path")).distinct()
                 staged_files.extend(sorted(self._ledger_uri(r[0]) for r in written.collect()))
             except Exception as exc:

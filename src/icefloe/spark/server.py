@@ -185,11 +185,15 @@ def install(cache: Path, *, log: bool = True) -> tuple[Path, list[Path]]:
 
 def s3a_conf(environ: dict[str, str]) -> dict[str, str]:
     """S3A settings from the AWS SDK's environment (credentials stay in the environment)."""
+    # Credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set (no instance-metadata
+    # probing), else the SDK's default chain (profiles, instance profile).
+    provider = (
+        "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+        if environ.get("AWS_ACCESS_KEY_ID")
+        else "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+    )
     conf = {
-        # Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the default chain).
-        "spark.hadoop.fs.s3a.aws.credentials.provider": (
-            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
-        ),
+        "spark.hadoop.fs.s3a.aws.credentials.provider": provider,
         "spark.hadoop.fs.s3a.connection.maximum": "64",
         "spark.hadoop.fs.s3a.retry.limit": "3",
         "spark.hadoop.fs.s3a.attempts.maximum": "3",
@@ -249,6 +253,9 @@ def _server_env(java_home: Path, spark: Path, state_dir: Path) -> dict[str, str]
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         env.setdefault("AWS_REGION", region)
+    if env.get("AWS_ACCESS_KEY_ID"):
+        # Explicit credentials: the SDK need not ask the EC2 instance-metadata service for any.
+        env.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     return env
 
 

@@ -1,0 +1,121 @@
+"""Fixtures of the Spark engine tests: one real Spark Connect server per session, S3 warehouse.
+
+The server is started with icefloe's own manager (``icefloe.spark.server``, what ``icefloe
+spark-server start`` runs): pyspark in its own virtualenv and the jars are taken from the cache
+``ICEFLOE_SPARK_CACHE`` (default ``~/.cache/icefloe/spark``), installed there on first use
+(``pip``, ``mvn``). The server reads the session's SeaweedFS; the session's embedded PostgreSQL
+listens on 127.0.0.1 for the JDBC catalog. Each test gets its own database (so its own catalog)
+and its own warehouse prefix; a Spark Connect session is per test database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from icefloe import embedded
+from icefloe.runtime import Runtime
+from icefloe.settings import Settings
+
+if TYPE_CHECKING:
+    from icefloe.spark.server import ServerState
+
+WAREHOUSE_BUCKET = "warehouse"
+_ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_", "SPARK_")
+
+
+def spark_cache() -> Path:
+    return Path(os.environ.get("ICEFLOE_SPARK_CACHE") or Path.home() / ".cache" / "icefloe" / "spark")
+
+
+@pytest.fixture(scope="session")
+def pg_tcp_port(embedded_pg_home: Path | None) -> int | None:
+    """The session PostgreSQL's 127.0.0.1 port (JDBC needs TCP); None with ICEFLOE_TEST_DATABASE_URL."""
+    if embedded_pg_home is None:
+        return None
+    return embedded.ensure_postgres_tcp(embedded_pg_home)[1]
+
+
+@pytest.fixture(scope="session")
+def spark_server(s3: embedded.SeaweedS3, pg_tcp_port: int | None) -> Iterator[ServerState]:
+    pytest.importorskip("pyspark.sql.connect.session", reason="the Spark Connect client (icefloe[spark])")
+    from icefloe.spark import server
+
+    embedded.create_bucket(s3, WAREHOUSE_BUCKET)
+    state_dir = Path(tempfile.mkdtemp(prefix="icefloe-test-spark-"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
+    environ.update(s3.env())
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)  # the server inherits the environment of its starter
+    started = time.monotonic()
+    try:
+        state = server.start(
+            cache=spark_cache(),
+            state_dir=state_dir,
+            port=embedded._free_ports(1)[0],
+            driver_memory="1g",
+            environ=environ,
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        from pyspark.sql import SparkSession
+
+        warm = SparkSession.builder.remote(state.remote).create()
+        warm.range(1).count()
+        warm.stop()
+        print(f"\nSpark Connect server up in {time.monotonic() - started:.1f} s at {state.remote}")
+        yield state
+    finally:
+        from icefloe.spark import session as sessions
+
+        sessions.close_sessions()
+        server.stop(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def spark_env(icefloe_env: dict[str, str], spark_server: ServerState, pg_tcp_port: int | None) -> dict[str, str]:
+    """``icefloe_env`` for the Spark engine: TCP database URL, S3 warehouse, the server's remote."""
+    env = dict(icefloe_env)
+    url = make_url(env["ICEFLOE_DATABASE_URL"])
+    if pg_tcp_port is not None:
+        url = url.set(host="127.0.0.1", port=pg_tcp_port, query={})
+    env["ICEFLOE_DATABASE_URL"] = url.render_as_string(hide_password=False)
+    env["ICEFLOE_WAREHOUSE"] = f"s3://{WAREHOUSE_BUCKET}/{uuid.uuid4().hex[:12]}"
+    env["ICEFLOE_SPARK_REMOTE"] = spark_server.remote
+    return env
+
+
+@pytest.fixture
+def srt(spark_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A Runtime on the test's services, this process's environment matching ``spark_env``."""
+    for key in list(os.environ):
+        if key.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(key)
+    for key, value in spark_env.items():
+        if key.startswith(_ENV_PREFIXES):
+            monkeypatch.setenv(key, value)
+    runtime = Runtime(Settings.from_env(spark_env))
+    try:
+        yield runtime
+    finally:
+        from icefloe.spark import session as sessions
+
+        sessions.close_sessions()
+        runtime.close()
+        if "catalog" in runtime.__dict__:
+            engine = getattr(runtime.catalog, "engine", None)
+            if engine is not None:
+                engine.dispose()

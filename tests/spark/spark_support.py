@@ -1,0 +1,20 @@
+"""Helpers of the Spark engine tests (imported by name: tests/spark is on sys.path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from icefloe import ingestions, worker
+from icefloe.ingestions import IngestionSpec
+from icefloe.models import Ingestion, Run
+from icefloe.runtime import Runtime
+
+
+def define(rt: Runtime, name: str, source: str, table: str, **options: Any) -> Ingestion:
+    fmt = options.pop("format", "jsonl")
+    options.setdefault("engine", "spark")
+    return ingestions.create(rt.db, IngestionSpec(name=name, source=source, format=fmt, table=table, **options))
+
+
+def run(rt: Runtime, name: str) -> Run:
+    return worker.run_ingestion(rt, ingestions.get(rt.db, name), trigger="test")

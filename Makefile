@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icefloe-installed
 
-.PHONY: venv test lint demo
+.PHONY: venv test test-spark lint demo
 
 venv: $(STAMP)
 
@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 
 test: venv
 	$(BIN)/pytest -p no:cacheprovider -q -m "not spark"
+
+# The Spark engine's tests: the Spark Connect client in .venv (extra `spark`), and a real local
+# Spark Connect server whose pyspark venv and jars are cached in ICEFLOE_SPARK_CACHE (installed
+# there with pip and mvn on first use; kept between runs on the same machine).
+ICEFLOE_SPARK_CACHE ?= $(HOME)/.cache/icefloe/spark
+test-spark: venv
+	$(BIN)/python -m pip install -q -e '.[dev,spark]'
+	ICEFLOE_SPARK_CACHE=$(ICEFLOE_SPARK_CACHE) $(BIN)/icefloe spark-server install
+	ICEFLOE_SPARK_CACHE=$(ICEFLOE_SPARK_CACHE) $(BIN)/pytest -p no:cacheprovider -q -m spark tests/spark --durations=10
 
 lint: venv
 	$(BIN)/ruff check .

@@ -54,7 +54,13 @@ class WorkerProcess:
     def run(self) -> None:
         """Work until :attr:`stop` is set, then finish or release the batches in flight and return."""
         log.info("worker %s started with %d slot(s)", self.rt.settings.worker_id, self.concurrency)
-        threads = [threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)]
+        threads = [threading.Thread(target=self._every, args=(self.housekeeping,), name="housekeeping", daemon=True)]
+        if self.extra_housekeeping is not None:
+            # Its own thread: a slow alert receiver must not delay schedules and lease cleanup.
+            extra = self.extra_housekeeping
+            threads.append(
+                threading.Thread(target=self._every, args=(lambda: extra(self.rt),), name="alerts", daemon=True)
+            )
         threads += [
             threading.Thread(target=self._slot_loop, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)
         ]
@@ -110,20 +116,19 @@ class WorkerProcess:
 
     # ------------------------------------------------------------------ housekeeping
 
-    def _housekeeping_loop(self) -> None:
+    def _every(self, task: Callable[[], None]) -> None:
+        """Call ``task`` every few seconds (a third of the lease, 1 to 5 s) until stopped."""
         interval = max(1.0, min(5.0, self.rt.settings.lease_seconds / 3))
         while not self.stop.is_set():
             try:
-                self.housekeeping()
+                task()
             except Exception:
                 log.exception("housekeeping error (continuing)")
             self.stop.wait(interval)
 
     def housekeeping(self) -> None:
-        """Schedules, reconciliation of expired leases, alerts: cheap, idempotent, any worker."""
+        """Schedules and reconciliation of expired leases: cheap, idempotent, any worker."""
         scheduler.enqueue_due_runs(self.rt.db)
         for ingestion in ingestions.list_all(self.rt.db):
             if ingestion.status == "ACTIVE":
                 worker.reconcile_expired_leases(self.rt, ingestion)
-        if self.extra_housekeeping is not None:
-            self.extra_housekeeping(self.rt)

@@ -177,6 +177,7 @@ def delete(db: Engine, name: str) -> None:
 # records what was read from that source into that table; define a new ingestion instead.
 UPDATABLE = (
     "name",
+    "alert_stale_after_seconds",
     "schedule_cron",
     "schedule_interval_seconds",
     "schedule_timezone",

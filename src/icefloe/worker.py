@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 from sqlalchemy import Engine, text
 
@@ -46,52 +47,68 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-class Heartbeat:
-    """Extends the lease of a batch every third of the lease; sets ``lost`` when it cannot."""
+class _Beat:
+    """A daemon thread calling :meth:`beat` every ``interval`` seconds while the ``with`` block runs;
+    :meth:`beat` returns False to stop beating."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        self.interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.interval):
+            if not self.beat():
+                return
+
+    def beat(self) -> bool:
+        raise NotImplementedError
+
+
+class Heartbeat(_Beat):
+    """Extends the lease of a batch every third of the lease; sets ``lost`` when it cannot.
+
+    With ``abort`` it wakes every second to notice a shutdown whose grace period is over.
+    """
 
     def __init__(self, db: Engine, batch: Batch, lease_seconds: int, abort: threading.Event | None = None) -> None:
+        super().__init__(f"heartbeat-{batch.batch_id}", min(lease_seconds / 3, 1.0) if abort else lease_seconds / 3)
         self.db = db
         self.batch = batch
         self.lease_seconds = lease_seconds
         self.abort = abort
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{batch.batch_id}", daemon=True)
+        self._last_ok = time.monotonic()
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        last_ok = time.monotonic()
-        interval = self.lease_seconds / 3
-        while not self._stop.wait(min(interval, 1.0) if self.abort is not None else interval):
-            if self.abort is not None and self.abort.is_set():
-                self.lost.set()  # shutdown grace period over: give the batch up
-                return
-            if time.monotonic() - last_ok < interval:
-                continue
-            try:
-                with self.db.begin() as conn:
-                    owned = ledger.heartbeat(conn, self.batch, self.lease_seconds)
-                last_ok = time.monotonic()
-                if owned < len(self.batch.files):
-                    log.warning(
-                        "lease lost on %d file(s) of batch %s",
-                        len(self.batch.files) - owned,
-                        self.batch.batch_id,
-                    )
-                    self.lost.set()
-                    return
-            except Exception as exc:  # database away: keep trying until the lease would be gone
-                log.warning("heartbeat failed for batch %s: %s", self.batch.batch_id, exc)
-                if time.monotonic() - last_ok > self.lease_seconds:
-                    self.lost.set()
-                    return
+    def beat(self) -> bool:
+        if self.abort is not None and self.abort.is_set():
+            self.lost.set()  # shutdown grace period over: give the batch up
+            return False
+        if time.monotonic() - self._last_ok < self.lease_seconds / 3:
+            return True
+        try:
+            with self.db.begin() as conn:
+                owned = ledger.heartbeat(conn, self.batch, self.lease_seconds)
+        except Exception as exc:  # database away: keep trying until the lease would be gone
+            log.warning("heartbeat failed for batch %s: %s", self.batch.batch_id, exc)
+            if time.monotonic() - self._last_ok > self.lease_seconds:
+                self.lost.set()
+                return False
+            return True
+        self._last_ok = time.monotonic()
+        if owned < len(self.batch.files):
+            log.warning("lease lost on %d file(s) of batch %s", len(self.batch.files) - owned, self.batch.batch_id)
+            self.lost.set()
+            return False
+        return True
 
 
 def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
@@ -350,31 +367,25 @@ def _wait_for_helpers(rt: Runtime, run: Run) -> None:
         time.sleep(0.5)
 
 
-class RunHeartbeat:
+class RunHeartbeat(_Beat):
     """Keeps a run's heartbeat fresh; sets ``stop`` if another worker took the run over."""
 
     def __init__(self, rt: Runtime, run_id: int, stop: threading.Event) -> None:
+        super().__init__(f"run-heartbeat-{run_id}", rt.settings.lease_seconds / 3)
         self.rt = rt
         self.run_id = run_id
         self.stop = stop
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"run-heartbeat-{run_id}", daemon=True)
 
-    def __enter__(self) -> RunHeartbeat:
+    def __enter__(self) -> Self:
         runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id)
-        self._thread.start()
-        return self
+        return super().__enter__()
 
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.rt.settings.lease_seconds / 3):
-            try:
-                if not runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id):
-                    log.warning("run %s was taken over by another worker", self.run_id)
-                    self.stop.set()
-                    return
-            except Exception as exc:  # database away: the batch heartbeats decide about leases
-                log.warning("run heartbeat failed: %s", exc, extra={"run_id": self.run_id})
+    def beat(self) -> bool:
+        try:
+            if not runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id):
+                log.warning("run %s was taken over by another worker", self.run_id)
+                self.stop.set()
+                return False
+        except Exception as exc:  # database away: the batch heartbeats decide about leases
+            log.warning("run heartbeat failed: %s", exc, extra={"run_id": self.run_id})
+        return True

@@ -141,9 +141,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="per client")
     parser.add_argument("--rows", type=int, default=100_000)
@@ -203,12 +201,7 @@ def main() -> int:
             "load_average_before": round(load_before, 2),
         }
         print(json.dumps(result, indent=2))
-        out = (
-            ROOT
-            / "benchmarks"
-            / "results"
-            / f"api_load-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        )
+        out = ROOT / "benchmarks" / "results" / f"api_load-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"written {out}")

@@ -85,17 +85,12 @@ def authenticate(db: Engine, secret: str | None) -> ApiToken:
         raise AuthenticationError("a valid API token is required (Authorization: Bearer <token>)")
     with Session(db, expire_on_commit=False) as session:
         row = session.execute(
-            select(ApiToken, func.now()).where(
-                ApiToken.token_hash == digest(secret), ApiToken.revoked_at.is_(None)
-            )
+            select(ApiToken, func.now()).where(ApiToken.token_hash == digest(secret), ApiToken.revoked_at.is_(None))
         ).one_or_none()
         if row is None:
             raise AuthenticationError("the API token is unknown or revoked")
         token, now = row
-        if (
-            token.last_used_at is None
-            or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS
-        ):
+        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
             session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
             session.commit()
             token.last_used_at = now

@@ -28,9 +28,7 @@ def db_engine(database_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def start_api(
-    icefloe_env: dict[str, str], database_url: str, tmp_path: Path
-) -> Iterator[Callable[..., ApiServer]]:
+def start_api(icefloe_env: dict[str, str], database_url: str, tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
     """``start_api(with_worker=False, **env)``: a server on this test's database; stopped after it."""
     servers: list[ApiServer] = []
 

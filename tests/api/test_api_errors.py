@@ -95,9 +95,7 @@ def test_unknown_path_and_method_are_problems(module_api: ApiServer, admin: http
 
 def test_patch_pause_resume(admin: httpx.Client, ingestion: dict[str, Any]) -> None:
     path = f"/api/v1/ingestions/{ingestion['id']}"
-    patched = admin.patch(
-        path, json={"max_files_per_commit": 7, "pattern": "**/*.jsonl", "schedule_cron": "0 * * * *"}
-    )
+    patched = admin.patch(path, json={"max_files_per_commit": 7, "pattern": "**/*.jsonl", "schedule_cron": "0 * * * *"})
     assert patched.status_code == 200, patched.text
     assert (patched.json()["max_files_per_commit"], patched.json()["pattern"]) == (7, "**/*.jsonl")
     assert patched.json()["updated_at"] > ingestion["updated_at"]
@@ -148,9 +146,7 @@ def test_delete_refused_while_a_worker_holds_a_lease(
     assert_problem(admin.delete(path), 409, "conflict", "being processed")
     with db.begin() as conn:
         conn.execute(
-            sa.text(
-                "UPDATE files SET lease_expires_at = now() - interval '1 second' WHERE ingestion_id = :i"
-            ),
+            sa.text("UPDATE files SET lease_expires_at = now() - interval '1 second' WHERE ingestion_id = :i"),
             {"i": ingestion["id"]},
         )
     deleted = admin.delete(path)
@@ -195,9 +191,7 @@ def test_file_pages_stay_correct_while_files_arrive(
     rest = admin.get(path, params={"status": "FAILED", "limit": 2, "cursor": failed["next_cursor"]}).json()
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
     prefixed = admin.get(path, params={"path_prefix": "s3://landing/orders/0001"}).json()["items"]
-    assert [f["file_path"] for f in prefixed] == [
-        f"s3://landing/orders/{n:06d}.jsonl" for n in range(100, 120)
-    ]
+    assert [f["file_path"] for f in prefixed] == [f"s3://landing/orders/{n:06d}.jsonl" for n in range(100, 120)]
     assert_problem(admin.get(path, params={"cursor": "bm9wZQ"}), 422, "invalid-request", "cursor")
     assert_problem(admin.get(path, params={"status": "DONE"}), 422, "invalid-request", "status")
     assert_problem(admin.get(path, params={"modified_since": "yesterday"}), 422, "invalid-request")

@@ -110,9 +110,7 @@ def test_create_trigger_poll_list_retry_and_read_the_table(
     # The ledger, a page of two at a time: every file once, in id order.
     files = all_files(reader, f"{base}/files", limit=2)
     assert len(files) == 6 and [f["id"] for f in files] == sorted(f["id"] for f in files)
-    assert {f["file_path"] for f in files} == {
-        f"s3://{bucket}/{k}" for k in [*good, "events/2025/01/bad.jsonl"]
-    }
+    assert {f["file_path"] for f in files} == {f"s3://{bucket}/{k}" for k in [*good, "events/2025/01/bad.jsonl"]}
     failed = reader.get(f"{base}/files", params={"status": "FAILED"}).json()["items"]
     assert [f["file_path"] for f in failed] == [f"s3://{bucket}/events/2025/01/bad.jsonl"]
     assert failed[0]["error_type"] and failed[0]["retry_count"] == 1
@@ -122,9 +120,7 @@ def test_create_trigger_poll_list_retry_and_read_the_table(
     assert len(by_prefix) == 5 and all(f["status"] == "SUCCESS" for f in by_prefix)
     processed = reader.get(f"{base}/files", params={"processed_since": "2000-01-01T00:00:00Z"}).json()
     assert len(processed["items"]) == 6
-    assert (
-        reader.get(f"{base}/files", params={"modified_until": "2000-01-01T00:00:00Z"}).json()["items"] == []
-    )
+    assert reader.get(f"{base}/files", params={"modified_until": "2000-01-01T00:00:00Z"}).json()["items"] == []
     assert reader.get(base).json()["files"] == {"SUCCESS": 5, "FAILED": 1}
 
     # Retry: readers may not, operators may; the file is claimable again with a fresh budget.
@@ -153,9 +149,8 @@ def test_create_trigger_poll_list_retry_and_read_the_table(
     # Metrics: the API's own, the ledger gauges.
     metrics = reader.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    assert (
-        'icefloe_api_requests_total{method="POST",route="/api/v1/ingestions/{ingestion_id}/run",status="202"}'
-        in (metrics.text)
+    assert 'icefloe_api_requests_total{method="POST",route="/api/v1/ingestions/{ingestion_id}/run",status="202"}' in (
+        metrics.text
     )
     assert 'icefloe_files{ingestion="story",status="SUCCESS"} 5.0' in metrics.text
 

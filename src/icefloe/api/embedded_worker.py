@@ -39,9 +39,7 @@ class EmbeddedWorker:
         self.stop_event.set()
         self._thread.join(grace_seconds)
         if self._thread.is_alive():
-            log.warning(
-                "in-process worker still busy after %.0fs; leaving its leases to expire", grace_seconds
-            )
+            log.warning("in-process worker still busy after %.0fs; leaving its leases to expire", grace_seconds)
         self.rt.close()
 
     def _loop(self) -> None:

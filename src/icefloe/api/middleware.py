@@ -23,9 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("icefloe.api.access")
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "icefloe_request_id", default=None
-)
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("icefloe_request_id", default=None)
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

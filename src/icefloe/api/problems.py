@@ -77,9 +77,7 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-def problem(
-    request: Request, status: int, detail: str, kind: str | None = None, **extra: Any
-) -> JSONResponse:
+def problem(request: Request, status: int, detail: str, kind: str | None = None, **extra: Any) -> JSONResponse:
     """A problem+json response; ``kind`` None means ``about:blank`` (the status says it all)."""
     body: dict[str, Any] = {
         "type": _TYPE_BASE + kind if kind else "about:blank",
@@ -105,10 +103,7 @@ async def _icefloe_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # The submitted values are not echoed back (``input``): they may hold a secret.
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
     return problem(request, 422, f"{where}: {first['msg']}", "invalid-request", errors=errors)

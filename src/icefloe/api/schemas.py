@@ -89,12 +89,8 @@ class IngestionCreate(BaseModel):
     schedule_cron: str | None = Field(
         default=None, max_length=200, description='run on this cron expression, e.g. "*/5 * * * *"'
     )
-    schedule_interval_seconds: int | None = Field(
-        default=None, ge=1, le=INT32, description="or every N seconds"
-    )
-    schedule_timezone: str = Field(
-        default="UTC", min_length=1, max_length=100, description="of the cron schedule"
-    )
+    schedule_interval_seconds: int | None = Field(default=None, ge=1, le=INT32, description="or every N seconds")
+    schedule_timezone: str = Field(default="UTC", min_length=1, max_length=100, description="of the cron schedule")
     allow_concurrent_runs: bool = False
     alert_stale_after_seconds: int | None = Field(
         default=None, ge=1, le=INT32, description="alert when no run succeeded for this long"
@@ -425,9 +421,7 @@ class FilePage(BaseModel):
 class RetryRequest(BaseModel):
     """Which FAILED files to make eligible again now: one (``path``: key or s3:// URI) or all."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"path": "2025/01/02/part-0001.jsonl"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"path": "2025/01/02/part-0001.jsonl"}]})
 
     path: str | None = Field(default=None, min_length=1, max_length=2000)
 
@@ -437,9 +431,7 @@ class RetryResult(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"name": "grafana", "role": "reader"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "grafana", "role": "reader"}]})
 
     name: Name
     role: Role

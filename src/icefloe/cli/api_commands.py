@@ -95,4 +95,3 @@ def token_revoke(name: str) -> None:
         out.message(f"revoked token {name}")
 
     _guard(out, body)
-

@@ -34,9 +34,7 @@ def list_files(
     processed_since: Time = None,
     processed_until: Time = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=100, description="next_cursor of the previous page")
-    ] = None,
+    cursor: Annotated[str | None, Query(max_length=100, description="next_cursor of the previous page")] = None,
 ) -> FilePage:
     """In id order, a page at a time. The cursor is a keyset position: pages stay correct while
     discovery adds files (new files come after every cursor). Time bounds are `since <= t < until`."""

@@ -37,9 +37,7 @@ _WRITE = responses(401, 403, 404, 409, 422)
     responses=responses(400, 401, 403, 409, 422),
     summary="Define an ingestion",
 )
-def create_ingestion(
-    _: Admin, db: DbDep, body: IngestionCreate, request: Request, response: Response
-) -> IngestionOut:
+def create_ingestion(_: Admin, db: DbDep, body: IngestionCreate, request: Request, response: Response) -> IngestionOut:
     """The same as `icefloe ingestion create`: the same checks, the same record."""
     created = ingestions.create(db, IngestionSpec(**body.model_dump(by_alias=True)))
     response.headers["Location"] = str(request.url_for("read_ingestion", ingestion_id=str(created.id)).path)
@@ -54,9 +52,7 @@ def list_ingestions(
     format: Annotated[Format | None, Query()] = None,
     name_prefix: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=100, description="next_cursor of the previous page")
-    ] = None,
+    cursor: Annotated[str | None, Query(max_length=100, description="next_cursor of the previous page")] = None,
 ) -> IngestionPage:
     """In id order, a page at a time (keyset: pages stay correct while ingestions are added)."""
     found = ingestions.search(
@@ -126,9 +122,7 @@ def delete_ingestion(_: Admin, ingestion: IngestionDep, db: DbDep) -> None:
     responses=_WRITE,
     summary="Trigger a run",
 )
-def trigger_run(
-    _: Operator, ingestion: IngestionDep, db: DbDep, request: Request, response: Response
-) -> RunOut:
+def trigger_run(_: Operator, ingestion: IngestionDep, db: DbDep, request: Request, response: Response) -> RunOut:
     """Queue a run (PENDING) for the workers; `Location` is the run to poll. 409 when a run of
     this ingestion is already queued or running. A paused ingestion's run waits for its resume."""
     run = runs.enqueue(db, ingestion, trigger="api")

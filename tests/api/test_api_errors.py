@@ -4,6 +4,7 @@ cancellation; PATCH; deleting a busy ingestion; CORS off by default; request ids
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -257,3 +258,35 @@ def test_metrics_public_and_cors_when_configured(start_api: Callable[..., ApiSer
     # Everything else still needs a token.
     assert httpx.get(api.url + "/api/v1/ingestions").status_code == 401
     assert api.stop() == 0
+
+
+def test_an_ingestion_made_by_the_cli_is_the_same_as_one_made_by_the_api(
+    module_api: ApiServer, admin: httpx.Client
+) -> None:
+    options = {
+        "source": "s3://landing/twins/",
+        "format": "csv",
+        "table": "shop.twins",
+        "pattern": "**/*.csv",
+        "since": "2025-01-01T00:00:00+00:00",
+        "max_files_per_commit": 9,
+        "max_retries": 5,
+        "csv_delimiter": ";",
+        "schedule_cron": "*/5 * * * *",
+    }
+    cli_args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items() if k != "schedule_cron"]
+    cli = subprocess.run(
+        ["icefloe", "ingestion", "create", "cli-twin", *cli_args, "--schedule", options["schedule_cron"], "--json"],
+        env=module_api.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert admin.post("/api/v1/ingestions", json={"name": "api-twin", **options}).status_code == 201
+    by_cli = admin.get("/api/v1/ingestions/cli-twin").json()
+    by_api = admin.get("/api/v1/ingestions/api-twin").json()
+    different = {"id", "name", "created_at", "updated_at"}
+    assert {k: v for k, v in by_cli.items() if k not in different} == {
+        k: v for k, v in by_api.items() if k not in different
+    }

@@ -1,0 +1,61 @@
+"""Fixtures of the integration tests: icefloe in this process against the session's services.
+
+``rt`` is an :class:`icefloe.runtime.Runtime` built from ``icefloe_env`` exactly as the CLI builds
+one from its environment; :func:`ingest` defines an ingestion and :func:`run` runs it once
+(``icefloe.worker.run_ingestion``). Results are read back from the Iceberg table through the
+runtime's catalog, and from the ledger through ``icefloe.ledger``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from botocore.exceptions import BotoCoreError, ClientError
+
+from icefloe import embedded
+from icefloe.runtime import Runtime
+from icefloe.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_")
+
+
+@pytest.fixture
+def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A Runtime on the test's database, S3 server and warehouse (``ICEFLOE_HOME`` of icefloe_env).
+
+    The AWS SDK and the catalog read this process's environment, so it is made to match
+    ``icefloe_env`` for the ICEFLOE_/AWS_/PYICEBERG_ variables for the duration of the test.
+    """
+    for key in list(os.environ):
+        if key.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(key)
+    for key, value in icefloe_env.items():
+        if key.startswith(_ENV_PREFIXES):
+            monkeypatch.setenv(key, value)
+    runtime = Runtime(Settings.from_env(icefloe_env))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+        if "catalog" in runtime.__dict__:
+            engine = getattr(runtime.catalog, "engine", None)
+            if engine is not None:
+                engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_bucket(s3: embedded.SeaweedS3, s3_client: S3Client) -> Iterator[str]:
+    """A bucket shared by the tests of one module that only read it (seeded once)."""
+    name = f"mod-{uuid.uuid4().hex[:24]}"
+    embedded.create_bucket(s3, name)
+    yield name
+    with contextlib.suppress(BotoCoreError, ClientError):
+        s3_client.delete_bucket(Bucket=name)

@@ -623,9 +623,11 @@ class Bench:
         return res
 
     # icefloe -----------------------------------------------------------------
-    def icefloe(self, ds: Dataset, rep: int) -> Result:
+    def icefloe(self, ds: Dataset, rep: int, engine: str = "arrow") -> Result:
         info = self.dataset_info[ds.name]
         suffix = f"_r{rep}" if rep > 1 else ""
+        if engine == "spark":
+            suffix = f"_spark{suffix}"
         database, name = f"bench_{ds.name}{suffix}", f"icefloe_{ds.name}{suffix}"
         ident = f"{NAMESPACE}.{name}"
         self.svc.create_database(database)
@@ -633,6 +635,13 @@ class Bench:
         home.mkdir(parents=True, exist_ok=True)
         env = self.icefloe_env(database, home)
         icefloe = str(self.args.icefloe)
+        engine_args: list[str] = []
+        loader = "icefloe"
+        if engine == "spark":
+            # The Spark engine: JDBC needs the ledger over TCP; the server is started once (spark_server).
+            env["ICEFLOE_DATABASE_URL"] = self.spark_db_url(database)
+            env["ICEFLOE_SPARK_REMOTE"] = self.spark_remote
+            engine_args, loader = ["--engine", "spark"], "icefloe-spark"
         run_quiet(
             [
                 icefloe,
@@ -645,13 +654,19 @@ class Bench:
                 ds.fmt,
                 "--table",
                 ident,
+                *engine_args,
             ],
             env,
             "icefloe ingestion create",
         )
         argv = [icefloe, "run", name, "--json"]
-        m = measure(argv, env, self.logs / f"icefloe-{ds.name}-r{rep}", self.args.timeout)
-        res = self._result("icefloe", ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
+        m = measure(argv, env, self.logs / f"{loader}-{ds.name}-r{rep}", self.args.timeout)
+        res = self._result(loader, ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
+        if engine == "spark":
+            res.note = (
+                f"Spark Connect server local[2] (driver 1g) started once before: {self.spark_startup:.1f} s, "
+                "not included; peak RSS is icefloe's process only. " + res.note
+            )
         summary: dict[str, Any] | None = None
         with contextlib.suppress(ValueError):
             summary = json.loads(m.stdout.strip().splitlines()[-1]) if m.stdout.strip() else None
@@ -780,8 +795,53 @@ class Bench:
             res.note = f"exit {m.exit_code}: " + (m.stderr.strip() or m.stdout.strip())[-600:]
         return res
 
+    # icefloe --engine spark (optional) -----------------------------------------
+    spark_remote = ""
+    spark_startup = 0.0
+
+    def spark_env(self) -> dict[str, str]:
+        env = self.icefloe_env("postgres", self.workdir / "spark-home")
+        env.pop("ICEFLOE_DATABASE_URL")
+        return env
+
+    def spark_db_url(self, database: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        from icefloe import embedded
+
+        _, port = embedded.ensure_postgres_tcp(self.workdir / "pg")
+        url = make_url(self.svc.db_url(database)).set(host="127.0.0.1", port=port, query={})
+        return url.render_as_string(hide_password=False)
+
+    def start_spark_server(self) -> None:
+        """`icefloe spark-server start` (pyspark venv and jars cached in ~/.cache/icefloe/spark)."""
+        from icefloe import embedded
+
+        env = self.spark_env()
+        env.setdefault("ICEFLOE_SPARK_CACHE", str(Path.home() / ".cache" / "icefloe" / "spark"))
+        run_quiet([str(self.args.icefloe), "spark-server", "install"], env, "icefloe spark-server install")
+        port = embedded._free_ports(1)[0]
+        started = time.monotonic()
+        out = run_quiet(
+            [str(self.args.icefloe), "spark-server", "start", "--port", str(port), "--json"],
+            env,
+            "icefloe spark-server start",
+        )
+        status = next(line for line in reversed(out.splitlines()) if line.startswith("{"))
+        self.spark_remote = json.loads(status)["remote"]
+        self.spark_startup = time.monotonic() - started
+        log(f"Spark Connect server {self.spark_remote} up in {self.spark_startup:.1f} s")
+
+    def stop_spark_server(self) -> None:
+        if self.spark_remote:
+            with contextlib.suppress(Exception):
+                run_quiet([str(self.args.icefloe), "spark-server", "stop"], self.spark_env(), "spark-server stop")
+
     def run_all(self) -> None:
         loaders = ["batched", "perfile"] + (["dlt"] if self.args.with_dlt else []) + ["icefloe"]
+        if self.args.with_spark:
+            loaders.append("icefloe-spark")
+            self.start_spark_server()
         for name in self.args.datasets:
             ds = DATASETS[name]
             for loader in loaders:
@@ -795,6 +855,8 @@ class Bench:
                     try:
                         if loader == "icefloe":
                             r = self.icefloe(ds, rep)
+                        elif loader == "icefloe-spark":
+                            r = self.icefloe(ds, rep, engine="spark")
                         elif loader == "dlt":
                             r = self.dlt(ds, rep)
                         else:
@@ -951,6 +1013,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
             continue
         if batched is not None:
             out.append(_ratio_row(ds, "icefloe/batched", ice, batched, ice.seconds, batched.seconds, ""))
+        if batched is not None and ice.status == batched.status == "OK":
             out.append(
                 _ratio_row(
                     ds,
@@ -1089,6 +1152,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"{SUBSET_PREFIX}/<ds>/) and extrapolate; 0 = all files; -1 = skip perfile (default 100)",
     )
     p.add_argument("--with-dlt", action="store_true", help="also run dlt → Iceberg (benchmarks/.venv-dlt)")
+    p.add_argument(
+        "--with-spark",
+        action="store_true",
+        help="also run icefloe --engine spark on a local Spark Connect server (needs icefloe[spark], Java 17)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs of batched/dlt/icefloe per dataset; median kept")
     p.add_argument("--refbench", type=Path, default=DEFAULT_REFBENCH, help=f"default {DEFAULT_REFBENCH}")
     p.add_argument(
@@ -1160,12 +1228,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with services(workdir, args.embedded_wait) as svc:
             bench = Bench(args, svc, workdir)
-            bench.setup()
-            bench.run_all()
+            try:
+                bench.setup()
+                bench.run_all()
+            finally:
+                bench.stop_spark_server()
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = True
         log(f"interrupted ({exc or 'Ctrl-C'}); services stopped")
     finally:
+        logs = workdir / "logs"
+        if logs.is_dir():  # the loaders' stdout/stderr outlive the temp dir (results/ is gitignored)
+            saved = args.results_dir / f"{meta['timestamp'].replace(':', '')}-logs"
+            shutil.copytree(logs, saved, dirs_exist_ok=True)
+            log(f"loader logs saved in {saved}")
         if args.keep_workdir or args.workdir:
             log(f"kept {workdir} (loader logs in {workdir / 'logs'})")
         else:

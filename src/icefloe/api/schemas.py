@@ -155,6 +155,7 @@ class IngestionUpdate(BaseModel):
     allow_concurrent_runs: Annotated[bool | None, _not_null({"type": "boolean"})] = None
     engine: Annotated[EngineName | None, _not_null({"enum": ["arrow", "spark"], "type": "string"})] = None
     spark_remote: str | None = Field(default=None, max_length=2000)
+    alert_stale_after_seconds: int | None = Field(default=None, ge=1, le=INT32)
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -165,6 +166,7 @@ class IngestionUpdate(BaseModel):
             "schedule_cron",
             "schedule_interval_seconds",
             "spark_remote",
+            "alert_stale_after_seconds",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:

@@ -10,24 +10,24 @@ and its own warehouse prefix; a Spark Connect session is per test database.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from spark_support import SparkServer
 from sqlalchemy.engine import make_url
 
 from icefloe import embedded
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
-
-if TYPE_CHECKING:
-    from icefloe.spark.server import ServerState
 
 WAREHOUSE_BUCKET = "warehouse"
 _ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_", "SPARK_")
@@ -45,48 +45,43 @@ def pg_tcp_port(embedded_pg_home: Path | None) -> int | None:
     return embedded.ensure_postgres_tcp(embedded_pg_home)[1]
 
 
-@pytest.fixture(scope="session")
-def spark_server(s3: embedded.SeaweedS3, pg_tcp_port: int | None) -> Iterator[ServerState]:
-    pytest.importorskip("pyspark.sql.connect.session", reason="the Spark Connect client (icefloe[spark])")
-    from icefloe.spark import server
+def _spark_cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    icefloe = str(Path(sys.executable).parent / "icefloe")
+    return subprocess.run([icefloe, "spark-server", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
+
+@pytest.fixture(scope="session")
+def spark_server(s3: embedded.SeaweedS3, pg_tcp_port: int | None) -> Iterator[SparkServer]:
+    """One server per session, started and stopped with the real `icefloe spark-server` commands."""
+    pytest.importorskip("pyspark.sql.connect.session", reason="the Spark Connect client (icefloe[spark])")
     embedded.create_bucket(s3, WAREHOUSE_BUCKET)
-    state_dir = Path(tempfile.mkdtemp(prefix="icefloe-test-spark-"))
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
-    environ.update(s3.env())
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(environ)  # the server inherits the environment of its starter
+    home = Path(tempfile.mkdtemp(prefix="icefloe-test-spark-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
+    env.update(s3.env(), ICEFLOE_HOME=str(home), ICEFLOE_SPARK_CACHE=str(spark_cache()))
+    port = embedded._free_ports(1)[0]
     started = time.monotonic()
+    proc = _spark_cli(env, "start", "--port", str(port), "--driver-memory", "1g", "--json")
     try:
-        state = server.start(
-            cache=spark_cache(),
-            state_dir=state_dir,
-            port=embedded._free_ports(1)[0],
-            driver_memory="1g",
-            environ=environ,
-        )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        status = json.loads(proc.stdout.strip().splitlines()[-1])
         from pyspark.sql import SparkSession
 
-        warm = SparkSession.builder.remote(state.remote).create()
+        warm = SparkSession.builder.remote(status["remote"]).create()
         warm.range(1).count()
-        warm.stop()
-        print(f"\nSpark Connect server up in {time.monotonic() - started:.1f} s at {state.remote}")
-        yield state
+        server = SparkServer(status["remote"], env, time.monotonic() - started)
+        print(f"\nSpark Connect server up and warm in {server.startup_seconds:.1f} s at {server.remote}")
+        yield server
     finally:
         from icefloe.spark import session as sessions
 
         sessions.close_sessions()
-        server.stop(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        stopped = _spark_cli(env, "stop", timeout=120)
+        print(stopped.stdout.strip())
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
-def spark_env(icefloe_env: dict[str, str], spark_server: ServerState, pg_tcp_port: int | None) -> dict[str, str]:
+def spark_env(icefloe_env: dict[str, str], spark_server: SparkServer, pg_tcp_port: int | None) -> dict[str, str]:
     """``icefloe_env`` for the Spark engine: TCP database URL, S3 warehouse, the server's remote."""
     env = dict(icefloe_env)
     url = make_url(env["ICEFLOE_DATABASE_URL"])

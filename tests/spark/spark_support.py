@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from icefloe import ingestions, worker
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class SparkServer:
+    remote: str
+    env: dict[str, str]  # the environment `icefloe spark-server` commands of this server need
+    startup_seconds: float
 
 
 def define(rt: Runtime, name: str, source: str, table: str, **options: Any) -> Ingestion:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
-from spark_support import define, run
+from spark_support import SparkServer, define, run
 
 from icefloe import ingestions, ledger
 from icefloe.runtime import Runtime
@@ -168,9 +168,21 @@ def test_exactly_once_after_sigkill(
 ) -> None:
     seeded = list(range(60))
     put_objects(bucket, {f"in/f{i:02d}.jsonl": jsonl([{"id": i * 3 + j} for j in range(3)]) for i in range(20)})
-    define(srt, "kill", f"s3://{bucket}/in/", "sp.kill", max_files_per_commit=8)
     env = {**spark_env, "ICEFLOE_LEASE_SECONDS": "3"}
     icefloe = str(Path(sys.executable).parent / "icefloe")
+    created = subprocess.run(
+        [
+            *(icefloe, "ingestion", "create", "kill", "--source", f"s3://{bucket}/in/", "--format", "jsonl"),
+            *("--table", "sp.kill", "--max-files-per-commit", "8", "--engine", "spark"),
+            *("--spark-remote", spark_env["ICEFLOE_SPARK_REMOTE"], "--json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["engine"] == "spark"
 
     killed = subprocess.run(
         [icefloe, "run", "kill", "--json"],
@@ -191,3 +203,15 @@ def test_exactly_once_after_sigkill(
     assert {r["status"] for r in statuses(srt, "kill").values()} == {"SUCCESS"}
     batch_ids = [s["icefloe.batch-id"] for s in icefloe_summaries(srt, "sp.kill")]
     assert len(batch_ids) == len(set(batch_ids))  # no batch committed twice
+
+
+def test_spark_server_status(spark_server: SparkServer) -> None:
+    icefloe = str(Path(sys.executable).parent / "icefloe")
+    proc = subprocess.run(
+        [icefloe, "spark-server", "status", "--json"], env=spark_server.env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["running"] and status["listening"] and status["remote"] == spark_server.remote
+    assert status["master"] == "local[2]" and status["driver_memory"] == "1g"
+    print(f"server RSS {status['rss_mb']} MB after the tests before it")

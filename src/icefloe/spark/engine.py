@@ -312,9 +312,9 @@ class SparkEngine:
         started = time.monotonic()
         try:
             return [self._try(files, staged, ingested_at, exact)]
-        except (ConfigurationError, LeaseLostError):
-            raise
         except Exception as exc:
+            if not type(exc).__module__.startswith("pyspark"):
+                raise  # the catalog, the ledger, icefloe itself: not the fault of a file
             if _is_infrastructure(exc):
                 raise SparkInfrastructureError(f"Spark failed on batch {batch.batch_id}: {one_line(exc)}") from exc
             if len(files) == 1:

@@ -215,3 +215,49 @@ def test_spark_server_status(spark_server: SparkServer) -> None:
     assert status["running"] and status["listening"] and status["remote"] == spark_server.remote
     assert status["master"] == "local[2]" and status["driver_memory"] == "1g"
     print(f"server RSS {status['rss_mb']} MB after the tests before it")
+
+
+_CONFLICT_TRIGGER = """
+CREATE TABLE icefloe_test_conflicts (fail_next int NOT NULL, calls int NOT NULL);
+INSERT INTO icefloe_test_conflicts VALUES (1, 0);
+CREATE FUNCTION icefloe_test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE icefloe_test_conflicts SET calls = calls + 1;
+  IF (SELECT fail_next FROM icefloe_test_conflicts) > 0 THEN
+    UPDATE icefloe_test_conflicts SET fail_next = fail_next - 1;
+    RETURN NULL;  -- the catalog's compare-and-swap updates no row: a commit conflict
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER icefloe_test_conflict BEFORE UPDATE ON iceberg_tables
+  FOR EACH ROW EXECUTE FUNCTION icefloe_test_conflict();
+"""
+
+
+def test_spark_does_not_retry_a_conflicting_commit_blindly(
+    srt: Runtime, bucket: str, put_objects: PutObjects, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Java Iceberg honours commit.retry.num-retries=0: a conflict comes back to icefloe, whose loop
+    searches the snapshots before committing again (a blind library retry would skip the search)."""
+    import logging
+
+    from sqlalchemy import text
+
+    put_objects(bucket, {f"in/a{i}.jsonl": jsonl([{"id": i}]) for i in range(3)})
+    define(srt, "cas", f"s3://{bucket}/in/", "sp.cas")
+    assert run(srt, "cas").status == "SUCCESS"
+    assert srt.catalog.load_table("sp.cas").properties["commit.retry.num-retries"] == "0"
+    with srt.db.begin() as conn:
+        conn.execute(text(_CONFLICT_TRIGGER))
+    put_objects(bucket, {f"in/b{i}.jsonl": jsonl([{"id": 10 + i}]) for i in range(3)})
+
+    with caplog.at_level(logging.INFO, logger="icefloe.commit"):
+        second = run(srt, "cas")
+
+    assert second.status == "SUCCESS"
+    assert any("commit conflict on sp.cas" in r.getMessage() for r in caplog.records)
+    with srt.db.connect() as conn:
+        calls = conn.execute(text("SELECT calls FROM icefloe_test_conflicts")).scalar_one()
+    assert calls == 2  # Spark's failed attempt, then icefloe's retry after the search: no third
+    assert ids(srt, "sp.cas") == [0, 1, 2, 10, 11, 12]
+    assert len(icefloe_summaries(srt, "sp.cas")) == 2

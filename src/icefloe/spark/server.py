@@ -232,6 +232,9 @@ def server_conf(port: int, state_dir: Path, jar_files: list[Path], environ: dict
         # Idle client sessions (a worker that died) give their catalog connections back.
         "spark.connect.session.manager.defaultSessionTimeout": "15min",
         "spark.sql.files.maxPartitionBytes": str(64 << 20),
+        # A batch names up to 1,000 objects: Spark lists them with a job of min(paths, 10,000) tasks
+        # by default, one task per object on local[2]. A few tasks do the same HEADs.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
     }
     conf.update(s3a_conf(environ))
     return conf

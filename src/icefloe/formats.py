@@ -22,6 +22,7 @@ from icefloe.errors import PermanentFileError
 
 BLOCK_SIZE = 4 << 20  # bytes of text parsed per record batch
 _CORRUPTION_HINTS = (
+    "truncated",
     "zlib",
     "gzip",
     "zstd",
@@ -57,7 +58,7 @@ def compression_of(path: str) -> str | None:
     return None
 
 
-def _classify(exc: Exception, uri: str) -> PermanentFileError:
+def _classify(exc: Exception, uri: str, *, declared_schema: bool = False) -> PermanentFileError:
     """One readable line and an error type for a pyarrow failure on ``uri``."""
     message = " ".join(str(exc).split())
     lower = message.lower()
@@ -65,6 +66,8 @@ def _classify(exc: Exception, uri: str) -> PermanentFileError:
         kind = "EncodingError"
     elif any(s in lower for s in _CORRUPTION_HINTS):
         kind = "CorruptFile"
+    elif "changed from" in lower and declared_schema:
+        kind = "SchemaMismatch"  # JSON: "Column(/id) changed from number to string" against the declared type
     elif "csv" in lower and ("columns" in lower or "parse" in lower):
         kind = "MalformedCSV"
     elif "json" in lower:
@@ -79,14 +82,14 @@ def _classify(exc: Exception, uri: str) -> PermanentFileError:
 
 
 @contextmanager
-def translated_errors(uri: str) -> Iterator[None]:
+def translated_errors(uri: str, *, declared_schema: bool = False) -> Iterator[None]:
     """Turn pyarrow's parse and decompression errors into :class:`PermanentFileError`."""
     try:
         yield
     except PermanentFileError:
         raise
     except (pa.ArrowException, OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
-        raise _classify(exc, uri) from exc
+        raise _classify(exc, uri, declared_schema=declared_schema) from exc
 
 
 def _csv_batches(stream: pa.NativeFile, options: ReadOptions) -> pa.RecordBatchReader:
@@ -124,7 +127,7 @@ def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOp
     An empty text file yields nothing (0 records is a success, not an error).
     """
     uri = path
-    with translated_errors(uri):
+    with translated_errors(uri, declared_schema=options.schema is not None):
         if options.format == "parquet":
             parquet = pq.ParquetFile(source)
             columns = [n for n in options.schema.names if n in parquet.schema_arrow.names] if options.schema else None

@@ -16,7 +16,7 @@ from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
-from icefloe.schema import parse_schema_document
+from icefloe.schema import canonical_schema_document, parse_schema_document
 from icefloe.tables import split_identifier
 
 
@@ -91,7 +91,7 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             table_identifier=spec.table,
             pattern=spec.pattern,
             since=spec.since,
-            schema=spec.schema,
+            schema=canonical_schema_document(spec.schema) if spec.schema is not None else None,
             on_change=spec.on_change,
             max_files_per_commit=spec.max_files_per_commit,
             max_bytes_per_commit=spec.max_bytes_per_commit,
@@ -240,6 +240,8 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
             raise NotFoundError(f"no ingestion named {name_or_id!r}")
         replace(spec_of(ingestion), **changes).validate()
         for field, value in changes.items():
+            if field == "schema" and value is not None:
+                value = canonical_schema_document(value)
             setattr(ingestion, field, value)
         ingestion.updated_at = func.now()
         try:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyiceberg.catalog import Catalog
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
@@ -17,6 +16,9 @@ from icefloe import migrations, tables
 from icefloe.errors import ConfigurationError
 from icefloe.s3 import ObjectReader, make_client
 from icefloe.settings import Settings
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,17 @@ Pure functions over pyarrow/pyiceberg objects; no I/O.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
 from pyiceberg.types import IcebergType, NestedField
 
 from icefloe.errors import ConfigurationError, PermanentFileError
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 SOURCE_FILE_COLUMN = "_source_file"
 INGESTED_AT_COLUMN = "_ingested_at"
@@ -45,6 +46,16 @@ def parse_schema_document(doc: Any) -> Schema:
         raise ConfigurationError(f"invalid schema: {first[-1] if first else exc}") from exc
 
 
+def canonical_schema_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """The schema in Iceberg's JSON form, as stored with an ingestion.
+
+    The short form is a JSON object whose key order is the column order; PostgreSQL's JSONB does
+    not keep key order, so it is stored as Iceberg's form (an ordered list of fields) instead.
+    """
+    canonical: dict[str, Any] = json.loads(parse_schema_document(doc).model_dump_json(by_alias=True))
+    return canonical
+
+
 def load_schema_file(path: str) -> dict[str, Any]:
     """Read and validate a ``--schema`` file; returns the JSON document stored with the ingestion."""
     try:
@@ -62,6 +73,8 @@ def load_schema_file(path: str) -> dict[str, Any]:
 
 def user_arrow_schema(doc: dict[str, Any]) -> pa.Schema:
     """The Arrow schema files are parsed with when the ingestion has a schema."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow  # heavy import: only when reading
+
     schema: pa.Schema = schema_to_pyarrow(parse_schema_document(doc), include_field_ids=False)
     return schema
 

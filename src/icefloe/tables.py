@@ -13,23 +13,23 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
     NoSuchNamespaceError,
     NoSuchTableError,
 )
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table
 
 from icefloe.errors import CommitConflictError, ConfigurationError
 from icefloe.settings import Settings
+
+if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table
 
 DEFAULT_CATALOG_NAME = "icefloe"
 # Properties icefloe sets on the tables it writes (and enforces before each commit).
@@ -45,6 +45,9 @@ def load(settings: Settings, database_url: str) -> Catalog:
     """The catalog named by ``ICEFLOE_CATALOG`` (configured the pyiceberg way), else the default:
     a SQL catalog in the ledger database, warehouse under ``ICEFLOE_HOME`` (or ``ICEFLOE_WAREHOUSE``).
     """
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.catalog.sql import SqlCatalog
+
     try:
         if settings.catalog_name:
             return load_catalog(settings.catalog_name)
@@ -132,15 +135,38 @@ def add_columns(table: Table, columns: pa.Schema) -> Table:
 def write_data_files(table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
     """Write Parquet data files under the table location without committing them.
 
-    A RecordBatchReader input is written streaming, microbatched into target-sized files, so
-    memory stays bounded whatever the input size.
+    Batches are written one target-sized chunk at a time, so memory stays bounded whatever the
+    input size. (pyiceberg's own streaming path hands every chunk to an executor at once, which
+    reads the whole input before the first file is written.)
     """
-    df: pa.Table | pa.RecordBatchReader = (
-        data if isinstance(data, pa.Table) else pa.RecordBatchReader.from_batches(schema, data)
-    )
-    yield from _dataframe_to_data_files(
-        table_metadata=table.metadata, df=df, io=table.io, write_uuid=uuid.uuid4(), counter=itertools.count(0)
-    )
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files  # heavy import: only when writing
+
+    if isinstance(data, pa.Table):
+        data = data.to_batches()
+    target = int(table.properties.get("write.target-file-size-bytes", TABLE_PROPERTIES["write.target-file-size-bytes"]))
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    chunk: list[pa.RecordBatch] = []
+    size = 0
+
+    def write(batches: list[pa.RecordBatch]) -> Iterator[DataFile]:
+        yield from _dataframe_to_data_files(
+            table_metadata=table.metadata,
+            df=pa.Table.from_batches(batches, schema=schema),
+            io=table.io,
+            write_uuid=write_uuid,
+            counter=counter,
+        )
+
+    for batch in data:
+        if batch.num_rows == 0:
+            continue
+        chunk.append(batch)
+        size += batch.nbytes
+        if size >= target:
+            yield from write(chunk)
+            chunk, size = [], 0
+    if chunk:
+        yield from write(chunk)
 
 
 def delete_data_files(table: Table, files: Iterable[DataFile]) -> None:

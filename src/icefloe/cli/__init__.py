@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables, worker
+from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables
 from icefloe.cli.output import Output as Output
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
@@ -319,6 +319,8 @@ def run_command(
                 else:
                     out.record(data, title=f"queued run {queued.id} of {i.name}")
                 return EXIT_OK
+            from icefloe import worker  # the engine stack imports in seconds: only commands that run it
+
             show_bar = not as_json and out.console.is_terminal
             if show_bar:
                 with Progress(
@@ -332,7 +334,7 @@ def run_command(
                 ) as bar:
                     task = bar.add_task("discovering", total=None, records=0)
 
-                    def progress(p: worker.Progress) -> None:
+                    def progress(p: Any) -> None:
                         if p.phase == "discovering":
                             bar.update(task, description=f"discovering ({p.discovered} listed)")
                         else:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from icefloe import daemon, ingestions, ledger, runs
+from icefloe import ingestions, ledger, runs
 from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _ingestion_dict, _runtime, app, ingestion_app
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, NotFoundError
@@ -151,6 +151,8 @@ def worker_command(
                 from icefloe import metrics
 
                 metrics.serve(metrics_port, rt.db, host=metrics_host)
+            from icefloe import daemon
+
             process = daemon.WorkerProcess(
                 rt,
                 concurrency=concurrency,

@@ -226,6 +226,10 @@ class ArrowEngine:
             if read.error is not None or read.table is None:
                 self._record_failure(staged, read.file, read.error, read.bytes_read, ms)
                 continue
+            if read.table.num_rows == 0:
+                # An empty file succeeds with 0 records; its (empty) schema must not shape the table.
+                staged.succeeded.append(FileOutcome(read.file, 0, read.bytes_read, ms))
+                continue
             conformed = read.table
             if not read.conformed or conformed.schema != target:
                 try:

@@ -554,7 +554,8 @@ def run_needing_help(conn: Connection) -> tuple[int, int] | None:
         text(
             "SELECT r.id, r.ingestion_id FROM runs r "
             "JOIN ingestions i ON i.id = r.ingestion_id AND i.status = 'ACTIVE' "
-            "WHERE r.status = 'RUNNING' AND EXISTS (SELECT 1 FROM files f WHERE f.ingestion_id = r.ingestion_id AND "
+            "WHERE r.status = 'RUNNING' AND NOT r.cancel_requested "
+            "AND EXISTS (SELECT 1 FROM files f WHERE f.ingestion_id = r.ingestion_id AND "
             + _claimable("f", "i.max_retries")
             + ") ORDER BY r.id LIMIT 1"
         )

@@ -146,16 +146,29 @@ def claim_pending(db: Engine, worker_id: str, lease_seconds: int) -> Run | None:
     return get(db, run_id) if run_id is not None else None
 
 
-def heartbeat(db: Engine, run_id: int, worker_id: str) -> bool:
-    """Refresh the heartbeat of a run this worker executes; False when another worker took it over."""
+def heartbeat(db: Engine, run_id: int, worker_id: str) -> str:
+    """Refresh the heartbeat of a run this worker executes.
+
+    Returns "ok", "lost" (another worker took it over) or "cancel" (a cancel was requested).
+    """
     with db.begin() as conn:
-        return (
-            conn.execute(
-                text("UPDATE runs SET heartbeat_at = now() WHERE id = :id AND worker_id = :w AND status = 'RUNNING'"),
-                {"id": run_id, "w": worker_id},
-            ).rowcount
-            == 1
-        )
+        row = conn.execute(
+            text(
+                "UPDATE runs SET heartbeat_at = now() WHERE id = :id AND worker_id = :w AND status = 'RUNNING' "
+                "RETURNING cancel_requested"
+            ),
+            {"id": run_id, "w": worker_id},
+        ).first()
+    if row is None:
+        return "lost"
+    return "cancel" if row.cancel_requested else "ok"
+
+
+def accepting_batches(db: Engine, run_id: int) -> bool:
+    """True while a run is RUNNING and no cancel was requested: workers check it before each claim."""
+    with db.connect() as conn:
+        row = conn.execute(text("SELECT status, cancel_requested FROM runs WHERE id = :id"), {"id": run_id}).first()
+    return row is not None and row.status == "RUNNING" and not row.cancel_requested
 
 
 def requeue(db: Engine, run_id: int, worker_id: str) -> None:

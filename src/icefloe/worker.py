@@ -221,7 +221,7 @@ def process_batches(
         state.claimable = ledger.count_claimable(conn, ingestion.id, ingestion.max_retries)
     if progress:
         progress(state)
-    while stop is None or not stop.is_set():
+    while (stop is None or not stop.is_set()) and runs.accepting_batches(rt.db, run.id):
         with rt.db.begin() as conn:
             batch = ledger.claim_batch(
                 conn,
@@ -309,9 +309,11 @@ def execute_run(
     catalog down) ends it FAILED with the error's one line. When ``stop`` is set the run is
     handed back to the queue unfinished (graceful shutdown) and returned as it stands.
     """
-    stop = stop or threading.Event()
+    # The caller's stop (shutdown) and this run's own (takeover, cancel) both end the batch loop;
+    # the run heartbeat relays the former into the latter.
+    run_stop = threading.Event()
     try:
-        with RunHeartbeat(rt, run.id, stop):
+        with RunHeartbeat(rt, run.id, run_stop, shutdown=stop) as run_heartbeat:
             reconcile_expired_leases(rt, ingestion)
             location = S3Location.parse(ingestion.source)
             flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
@@ -330,8 +332,11 @@ def execute_run(
                 files_changed=counts.changed,
                 files_skipped=counts.skipped,
             )
-            process_batches(rt, ingestion, run, progress, stop=stop, abort=abort)
-            if stop.is_set():
+            if not run_stop.is_set():
+                process_batches(rt, ingestion, run, progress, stop=run_stop, abort=abort)
+            if run_heartbeat.cancelled.is_set() or runs.get(rt.db, run.id).cancel_requested:
+                return runs.finish(rt.db, run.id, status="CANCELLED", error_message="cancelled on request")
+            if run_stop.is_set():
                 runs.requeue(rt.db, run.id, rt.settings.worker_id)
                 return runs.get(rt.db, run.id)
             _wait_for_helpers(rt, run)
@@ -368,24 +373,39 @@ def _wait_for_helpers(rt: Runtime, run: Run) -> None:
 
 
 class RunHeartbeat(_Beat):
-    """Keeps a run's heartbeat fresh; sets ``stop`` if another worker took the run over."""
+    """Keeps a run's heartbeat fresh; sets ``stop`` if another worker took the run over, or
+    ``cancelled`` (and ``stop``) when a cancel was requested (`POST /runs/{id}/cancel`)."""
 
-    def __init__(self, rt: Runtime, run_id: int, stop: threading.Event) -> None:
-        super().__init__(f"run-heartbeat-{run_id}", rt.settings.lease_seconds / 3)
+    def __init__(
+        self, rt: Runtime, run_id: int, stop: threading.Event, shutdown: threading.Event | None = None
+    ) -> None:
+        # Beat at least every 2 s, so a cancel or shutdown takes effect between batches.
+        super().__init__(f"run-heartbeat-{run_id}", min(2.0, rt.settings.lease_seconds / 3))
         self.rt = rt
         self.run_id = run_id
         self.stop = stop
+        self.shutdown = shutdown
+        self.cancelled = threading.Event()
 
     def __enter__(self) -> Self:
-        runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id)
+        self.beat()
         return super().__enter__()
 
     def beat(self) -> bool:
+        if self.shutdown is not None and self.shutdown.is_set():
+            self.stop.set()
+            return False
         try:
-            if not runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id):
-                log.warning("run %s was taken over by another worker", self.run_id)
-                self.stop.set()
-                return False
+            state = runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id)
         except Exception as exc:  # database away: the batch heartbeats decide about leases
             log.warning("run heartbeat failed: %s", exc, extra={"run_id": self.run_id})
-        return True
+            return True
+        if state == "ok":
+            return True
+        if state == "cancel":
+            log.info("run %s: cancel requested; stopping after the batch in flight", self.run_id)
+            self.cancelled.set()
+        else:
+            log.warning("run %s was taken over by another worker", self.run_id)
+        self.stop.set()
+        return False

@@ -178,3 +178,33 @@ def test_sigterm_stops_a_worker_gracefully_without_leaving_leases(
         thread.join(30)
     assert runs.get(rt.db, run.id).status == "SUCCESS"
     assert table_ids(rt, "t.g") == sorted(expected)
+
+
+def test_cancel_of_a_running_run_stops_it_between_batches(rt: Runtime, bucket: str, put_objects) -> None:  # type: ignore[no-untyped-def]
+    seed(put_objects, bucket, files=40)
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(name="c", source=f"s3://{bucket}/in/", format="jsonl", table="t.c", max_files_per_commit=2),
+    )
+    run = runs.enqueue(rt.db, ingestion, trigger="api")
+    process = daemon.WorkerProcess(rt, poll_seconds=0.2)
+    thread = threading.Thread(target=process.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while runs.get(rt.db, run.id).files_succeeded < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runs.cancel(rt.db, run.id)
+        while runs.get(rt.db, run.id).status == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        process.stop.set()
+        thread.join(30)
+    cancelled = runs.get(rt.db, run.id)
+    assert cancelled.status == "CANCELLED"
+    assert 0 < cancelled.files_succeeded < 40, "stopped between batches, not before or after all"
+    with rt.db.connect() as conn:
+        leased = conn.execute(sa.text("SELECT count(*) FROM files WHERE status = 'PROCESSING'")).scalar_one()
+    assert leased == 0
+    # What was committed is in the table exactly once; the rest waits for the next run.
+    assert len(table_ids(rt, "t.c")) == cancelled.records_ingested

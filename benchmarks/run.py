@@ -146,11 +146,6 @@ class Result:
     def mb_per_s(self) -> float | None:
         return self.bytes / MB / self.seconds if self.seconds else None
 
-    @property
-    def comparable_seconds(self) -> float | None:
-        """Seconds for the full dataset: measured, or the labelled extrapolation for a subset."""
-        return self.extrapolated_full_seconds if self.subset else self.seconds
-
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(files_per_s=self.files_per_s, rows_per_s=self.rows_per_s, mb_per_s=self.mb_per_s)
@@ -1066,7 +1061,7 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
             else ""
         ),
         "",
-        "| loader | dataset | status | seconds | files/s | rows/s | MB/s | peak RSS MB | snapshots"
+        "| loader | dataset | status | seconds | files/s | rows/s | MB/s | peak RSS MiB | snapshots"
         " | loader-reported s | load avg |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]

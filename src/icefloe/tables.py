@@ -62,6 +62,9 @@ def load(settings: Settings, database_url: str) -> Catalog:
                 "s3.region": "AWS_REGION",
             }
             props.update({k: os.environ[v] for k, v in env_props.items() if os.environ.get(v)})
+            # pyarrow's S3 client gives up after 3 s without progress; a busy store stalls longer.
+            props.setdefault("s3.connect-timeout", "10")
+            props.setdefault("s3.request-timeout", "60")
         else:
             os.makedirs(settings.home / "warehouse", exist_ok=True)
         return SqlCatalog(DEFAULT_CATALOG_NAME, **props)
@@ -132,18 +135,23 @@ def add_columns(table: Table, columns: pa.Schema) -> Table:
     raise CommitConflictError(f"could not add columns {columns.names} to {table.name()}: too many conflicts")
 
 
-def write_data_files(table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
+def write_data_files(
+    table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema, *, chunk_bytes: int | None = None
+) -> Iterator[DataFile]:
     """Write Parquet data files under the table location without committing them.
 
     Batches are written one target-sized chunk at a time, so memory stays bounded whatever the
     input size. (pyiceberg's own streaming path hands every chunk to an executor at once, which
-    reads the whole input before the first file is written.)
+    reads the whole input before the first file is written.) ``chunk_bytes`` (default: the table's
+    target file size) bounds the Arrow bytes held; writing needs about twice that.
     """
     from pyiceberg.io.pyarrow import _dataframe_to_data_files  # heavy import: only when writing
 
     if isinstance(data, pa.Table):
         data = data.to_batches()
-    target = int(table.properties.get("write.target-file-size-bytes", TABLE_PROPERTIES["write.target-file-size-bytes"]))
+    target = chunk_bytes or int(
+        table.properties.get("write.target-file-size-bytes", TABLE_PROPERTIES["write.target-file-size-bytes"])
+    )
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     chunk: list[pa.RecordBatch] = []
     size = 0

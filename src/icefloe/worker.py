@@ -21,7 +21,7 @@ from icefloe.discovery import DiscoveryCounts, Filter, discover
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch
 from icefloe.engines.arrow import ArrowEngine
-from icefloe.errors import IcefloeError, LeaseLostError
+from icefloe.errors import CommitError, IcefloeError, LeaseLostError
 from icefloe.formats import ReadOptions
 from icefloe.ledger import Batch
 from icefloe.models import Ingestion, Run
@@ -260,6 +260,14 @@ def process_batches(
                 released = ledger.release(conn, batch.files, batch.batch_id)
             log.warning("%s; %d file(s) released", exc, released, extra=context)
             continue
+        except (IcefloeError, OSError) as exc:
+            if isinstance(exc, CommitError):
+                raise  # maybe committed: the files stay leased; reconciliation decides
+            # Staging failed for a reason outside the files (warehouse or catalog unreachable):
+            # nothing was committed, so give the files back unpenalised and fail the run.
+            with rt.db.begin() as conn:
+                ledger.release(conn, batch.files, batch.batch_id)
+            raise
         _record(rt, ingestion, run, staged, result.snapshots, state)
         if progress:
             progress(state)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 SMALL_FILE_BYTES = 32 << 20  # fetched whole and parsed in parallel; larger files are streamed
 PREFETCH_BYTES = 64 << 20  # object bytes of small files fetched ahead (enough to keep 2 cores parsing)
 FLUSH_BYTES = 128 << 20  # Arrow bytes buffered before a shared data file is written
+STREAM_CHUNK_BYTES = 64 << 20  # Arrow bytes of a streamed large file held per data file written
 
 
 @dataclass
@@ -282,6 +283,12 @@ class ArrowEngine:
                 if isinstance(exc, TransientFileError) and attempt < IN_PLACE_ATTEMPTS:
                     self._sleep(0.5 * 2**attempt)
                     continue
+                if isinstance(exc, OSError) and not isinstance(exc, FileError):
+                    # Not the source file's fault: writing to the warehouse failed (network, store).
+                    exc = TransientFileError(f"{file.file_path}: writing its data files failed: {exc}")
+                    if attempt < IN_PLACE_ATTEMPTS:
+                        self._sleep(0.5 * 2**attempt)
+                        continue
                 if not isinstance(exc, FileError | ObjectChangedError):
                     exc = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
                 ms = int((time.monotonic() - started) * 1000)
@@ -324,7 +331,7 @@ class ArrowEngine:
                         records += t.num_rows
                         yield from t.to_batches()
 
-                written.extend(tables.write_data_files(table, conformed(), target))
+                written.extend(tables.write_data_files(table, conformed(), target, chunk_bytes=STREAM_CHUNK_BYTES))
                 return records
         finally:
             body.release_conn()

@@ -40,6 +40,9 @@ def ingestion_update(
     max_files_per_commit: Annotated[int | None, typer.Option()] = None,
     max_bytes_per_commit: Annotated[int | None, typer.Option()] = None,
     on_change: Annotated[str | None, typer.Option()] = None,
+    engine: Annotated[str | None, typer.Option(help="arrow | spark")] = None,
+    spark_remote: Annotated[str | None, typer.Option(help="Spark Connect URL, e.g. sc://host:15002")] = None,
+    alert_stale_after: Annotated[str | None, typer.Option(help="e.g. 2h; alert when no run succeeded")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -59,6 +62,9 @@ def ingestion_update(
             "max_files_per_commit": max_files_per_commit,
             "max_bytes_per_commit": max_bytes_per_commit,
             "on_change": on_change,
+            "engine": engine,
+            "spark_remote": spark_remote,
+            "alert_stale_after_seconds": parse_duration(alert_stale_after) if alert_stale_after else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if not changes:

@@ -67,7 +67,21 @@ def load(settings: Settings, database_url: str) -> Catalog:
             props.setdefault("s3.request-timeout", "60")
         else:
             os.makedirs(settings.home / "warehouse", exist_ok=True)
-        return SqlCatalog(DEFAULT_CATALOG_NAME, **props)
+        # pyiceberg creates its catalog tables on first use with check-then-create, which races when
+        # several workers start on a fresh database: serialise that moment on an advisory lock.
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        lock_engine = create_engine(database_url, poolclass=NullPool)
+        try:
+            with lock_engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(hashtextextended('icefloe:catalog-init', 0))"))
+                try:
+                    return SqlCatalog(DEFAULT_CATALOG_NAME, **props)
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(hashtextextended('icefloe:catalog-init', 0))"))
+        finally:
+            lock_engine.dispose()
     except ConfigurationError:
         raise
     except Exception as exc:

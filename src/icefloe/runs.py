@@ -164,21 +164,6 @@ def heartbeat(db: Engine, run_id: int, worker_id: str) -> str:
     return "cancel" if row.cancel_requested else "ok"
 
 
-def fail_orphans(db: Engine, ingestion_id: int, lease_seconds: int) -> int:
-    """Runs left RUNNING by a process that died (heartbeat older than two leases, so no worker
-    took them over either) end FAILED; called by a synchronous `icefloe run` before it starts."""
-    with db.begin() as conn:
-        return conn.execute(
-            text(
-                "UPDATE runs SET status = 'FAILED', finished_at = now(), "
-                "error_message = 'the process executing this run stopped (no heartbeat)' "
-                "WHERE ingestion_id = :i AND status = 'RUNNING' "
-                "AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => :grace)"
-            ),
-            {"i": ingestion_id, "grace": 2 * lease_seconds},
-        ).rowcount
-
-
 def accepting_batches(db: Engine, run_id: int) -> bool:
     """True while a run is RUNNING and no cancel was requested: workers check it before each claim."""
     with db.connect() as conn:

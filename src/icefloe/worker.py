@@ -298,7 +298,6 @@ def run_ingestion(
     rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli", progress: ProgressCallback | None = None
 ) -> Run:
     """One synchronous run (`icefloe run`): a new run record, executed here and now."""
-    runs.fail_orphans(rt.db, ingestion.id, rt.settings.lease_seconds)
     run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
     return execute_run(rt, ingestion, run, progress=progress)
 

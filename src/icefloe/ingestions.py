@@ -280,3 +280,34 @@ def file_uri(ingestion: Ingestion, key_or_uri: str) -> str:
     if key_or_uri.startswith("s3://"):
         return key_or_uri
     return S3Location.parse(ingestion.source).uri(key_or_uri)
+
+
+def as_dict(i: Ingestion) -> dict[str, Any]:
+    """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case."""
+    return {
+        "id": i.id,
+        "name": i.name,
+        "source": i.source,
+        "format": i.format,
+        "table": i.table_identifier,
+        "pattern": i.pattern,
+        "since": i.since,
+        "schema": i.schema,
+        "on_change": i.on_change,
+        "max_files_per_commit": i.max_files_per_commit,
+        "max_bytes_per_commit": i.max_bytes_per_commit,
+        "max_retries": i.max_retries,
+        "csv_delimiter": i.csv_delimiter,
+        "csv_quote_char": i.csv_quote_char,
+        "csv_header": i.csv_header,
+        "schedule_cron": i.schedule_cron,
+        "schedule_interval_seconds": i.schedule_interval_seconds,
+        "schedule_timezone": i.schedule_timezone,
+        "allow_concurrent_runs": i.allow_concurrent_runs,
+        "alert_stale_after_seconds": i.alert_stale_after_seconds,
+        "engine": i.engine,
+        "spark_remote": i.spark_remote,
+        "status": i.status,
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,12 +25,15 @@ from pyiceberg.exceptions import (
 )
 
 from icefloe.errors import CommitConflictError, ConfigurationError
+from icefloe.schema import new_columns, table_arrow_schema
 from icefloe.settings import Settings
 
 if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
     from pyiceberg.catalog import Catalog
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG_NAME = "icefloe"
 # Properties icefloe sets on the tables it writes (and enforces before each commit).
@@ -126,6 +130,29 @@ def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> 
         if existing is None:
             raise
         return existing
+
+
+def table_for_data(
+    catalog: Catalog,
+    identifier: str,
+    table: Table | None,
+    data_schema: pa.Schema,
+    *,
+    declared: pa.Schema | None,
+    infer: bool,
+) -> Table:
+    """The table a batch's rows go to: created on first use from the declared schema (or the
+    data's), and evolved with the data's new columns when the ingestion infers its schema."""
+    if table is None:
+        table = load_table(catalog, identifier)
+    if table is None:
+        return create_table(catalog, identifier, table_arrow_schema(declared if declared is not None else data_schema))
+    if infer:
+        extra = new_columns(table.schema().as_arrow(), data_schema)
+        if extra is not None:
+            log.info("adding columns %s to %s", extra.names, identifier)
+            table = add_columns(table, extra)
+    return table
 
 
 def ensure_icefloe_properties(table: Table) -> Table:

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from icefloe import runs
+from icefloe import ingestions, runs
 from icefloe.models import ApiToken, Ingestion, Run
 
 # These mirror icefloe.models (FORMATS, ON_CHANGE, ...); tests/api check they stay equal.
@@ -240,35 +240,7 @@ class IngestionOut(BaseModel):
 
     @classmethod
     def of(cls, i: Ingestion) -> Self:
-        return cls.model_validate(
-            {
-                "id": i.id,
-                "name": i.name,
-                "source": i.source,
-                "format": i.format,
-                "table": i.table_identifier,
-                "pattern": i.pattern,
-                "since": i.since,
-                "schema": i.schema,
-                "on_change": i.on_change,
-                "max_files_per_commit": i.max_files_per_commit,
-                "max_bytes_per_commit": i.max_bytes_per_commit,
-                "max_retries": i.max_retries,
-                "csv_delimiter": i.csv_delimiter,
-                "csv_quote_char": i.csv_quote_char,
-                "csv_header": i.csv_header,
-                "schedule_cron": i.schedule_cron,
-                "schedule_interval_seconds": i.schedule_interval_seconds,
-                "schedule_timezone": i.schedule_timezone,
-                "allow_concurrent_runs": i.allow_concurrent_runs,
-                "alert_stale_after_seconds": i.alert_stale_after_seconds,
-                "engine": i.engine,
-                "spark_remote": i.spark_remote,
-                "status": i.status,
-                "created_at": i.created_at,
-                "updated_at": i.updated_at,
-            }
-        )
+        return cls.model_validate(ingestions.as_dict(i))
 
 
 class RunOut(BaseModel):

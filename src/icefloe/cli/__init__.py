@@ -18,7 +18,6 @@ from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, IcefloeError
 from icefloe.ingestions import IngestionSpec
-from icefloe.models import Ingestion
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
@@ -66,32 +65,6 @@ def _guard(out: Output, fn: Callable[[], T]) -> T:
         logging.getLogger("icefloe").debug("unexpected error", exc_info=True)
         out.error(f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
         raise typer.Exit(EXIT_RUN_FAILED) from None
-
-
-def _ingestion_dict(i: Ingestion) -> dict[str, Any]:
-    return {
-        "id": i.id,
-        "name": i.name,
-        "source": i.source,
-        "format": i.format,
-        "table": i.table_identifier,
-        "pattern": i.pattern,
-        "since": i.since,
-        "schema": i.schema,
-        "on_change": i.on_change,
-        "max_files_per_commit": i.max_files_per_commit,
-        "max_bytes_per_commit": i.max_bytes_per_commit,
-        "max_retries": i.max_retries,
-        "alert_stale_after_seconds": i.alert_stale_after_seconds,
-        "csv_delimiter": i.csv_delimiter,
-        "csv_quote_char": i.csv_quote_char,
-        "csv_header": i.csv_header,
-        "engine": i.engine,
-        "spark_remote": i.spark_remote,
-        "status": i.status,
-        "created_at": i.created_at,
-        "updated_at": i.updated_at,
-    }
 
 
 @app.callback()
@@ -195,7 +168,7 @@ def ingestion_create(
             require_client()  # one line naming icefloe[spark] when the client is missing
         with _runtime() as rt:
             created = ingestions.create(rt.db, spec)
-        out.record(_ingestion_dict(created), title=f"created ingestion {created.name}")
+        out.record(ingestions.as_dict(created), title=f"created ingestion {created.name}")
 
     _guard(out, body)
 
@@ -207,7 +180,7 @@ def ingestion_list(as_json: JsonOpt = False) -> None:
 
     def body() -> None:
         with _runtime() as rt:
-            rows = [_ingestion_dict(i) for i in ingestions.list_all(rt.db)]
+            rows = [ingestions.as_dict(i) for i in ingestions.list_all(rt.db)]
         out.table(rows, ["name", "status", "source", "format", "table", "pattern"], title="ingestions")
 
     _guard(out, body)
@@ -224,7 +197,7 @@ def ingestion_show(name: str, as_json: JsonOpt = False) -> None:
             with rt.db.connect() as conn:
                 counts = ledger.status_counts(conn, i.id)
             last = runs.list_for(rt.db, i.id, limit=1)
-        data = _ingestion_dict(i) | {"files": counts}
+        data = ingestions.as_dict(i) | {"files": counts}
         if last:
             data["last_run"] = runs.summary(last[0], i.name)
         out.record(data, title=f"ingestion {i.name}")

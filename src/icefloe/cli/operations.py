@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from icefloe import ingestions, ledger, runs
-from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _ingestion_dict, _runtime, app, ingestion_app
+from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _runtime, app, ingestion_app
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, NotFoundError
 from icefloe.settings import Settings
@@ -71,7 +71,7 @@ def ingestion_update(
             raise ConfigurationError("nothing to change: give at least one option")
         with _runtime() as rt:
             updated = ingestions.update(rt.db, name, changes)
-        out.record(_ingestion_dict(updated), title=f"updated ingestion {updated.name}")
+        out.record(ingestions.as_dict(updated), title=f"updated ingestion {updated.name}")
 
     _guard(out, body)
 

@@ -37,7 +37,7 @@ from icefloe.formats import ReadOptions, record_batches, spooled
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE_ATTEMPTS
 from icefloe.s3 import ObjectReader, object_errors
-from icefloe.schema import arrow_target, conform, new_columns, table_arrow_schema
+from icefloe.schema import arrow_target, conform
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,14 @@ class ArrowEngine:
     # ------------------------------------------------------------------ table
 
     def _table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
-        """The target table, created from the data (or the ingestion's schema) on first use and
-        evolved with new columns when the ingestion infers its schema."""
-        if table is None:
-            table = tables.load_table(self.catalog, self.table_identifier)
-        if table is None:
-            base = self.options.schema if self.options.schema is not None else data_schema
-            return tables.create_table(self.catalog, self.table_identifier, table_arrow_schema(base))
-        if self.infer_schema:
-            extra = new_columns(table.schema().as_arrow(), data_schema)
-            if extra is not None:
-                log.info("adding columns %s to %s", extra.names, self.table_identifier)
-                table = tables.add_columns(table, extra)
-        return table
+        return tables.table_for_data(
+            self.catalog,
+            self.table_identifier,
+            table,
+            data_schema,
+            declared=self.options.schema,
+            infer=self.infer_schema,
+        )
 
     # ------------------------------------------------------------------ reading
 

@@ -56,8 +56,6 @@ from icefloe.schema import (
     INGESTED_AT_COLUMN,
     SOURCE_FILE_COLUMN,
     arrow_target,
-    new_columns,
-    table_arrow_schema,
 )
 from icefloe.spark.session import SparkTarget, one_line
 
@@ -235,18 +233,14 @@ class SparkEngine:
         return F.regexp_replace(path, f"^{self.target.scheme}://", "s3://")
 
     def _table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
-        """As the arrow engine: create from the data (or the ingestion's schema), evolve on inference."""
-        if table is None:
-            table = tables.load_table(self.catalog, self.table_identifier)
-        if table is None:
-            base = self.options.schema if self.options.schema is not None else data_schema
-            return tables.create_table(self.catalog, self.table_identifier, table_arrow_schema(base))
-        if self.infer_schema:
-            extra = new_columns(table.schema().as_arrow(), data_schema)
-            if extra is not None:
-                log.info("adding columns %s to %s", extra.names, self.table_identifier)
-                table = tables.add_columns(table, extra)
-        return table
+        return tables.table_for_data(
+            self.catalog,
+            self.table_identifier,
+            table,
+            data_schema,
+            declared=self.options.schema,
+            infer=self.infer_schema,
+        )
 
     def _conformed(self, raw: DataFrame, table: Table, ingested_at: dt.datetime, exact: dict[str, str]) -> DataFrame:
         """``raw`` cast to the table's columns, with the metadata columns and the file size."""

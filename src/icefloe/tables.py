@@ -56,7 +56,8 @@ def load(settings: Settings, database_url: str) -> Catalog:
         if settings.catalog_name:
             return load_catalog(settings.catalog_name)
         warehouse = os.environ.get("ICEFLOE_WAREHOUSE") or settings.warehouse
-        props: dict[str, str] = {"uri": database_url, "warehouse": warehouse}
+        # pool_pre_ping: a pooled connection killed by a PostgreSQL restart is replaced, not used.
+        props: dict[str, str] = {"uri": database_url, "warehouse": warehouse, "pool_pre_ping": "true"}
         if warehouse.startswith("s3://"):
             # Let a default catalog with an S3 warehouse reuse the AWS SDK's environment.
             env_props = {

@@ -1257,7 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.stop_spark_server()
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = True
-        log(f"interrupted ({exc or 'Ctrl-C'}); services stopped")
+        log(f"interrupted ({str(exc) or 'Ctrl-C'}); services stopped")
     finally:
         logs = workdir / "logs"
         if logs.is_dir():  # the loaders' stdout/stderr outlive the temp dir (results/ is gitignored)

@@ -232,25 +232,34 @@ def claim_batch(
 
 
 def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
-    """Extend the lease of every file of ``batch`` still owned; returns how many are.
+    """Extend the lease of the files of ``batch`` still PROCESSING; returns how many are still ours.
 
-    Fewer than ``len(batch.files)`` means the lease was lost for some: stop work on the batch.
+    A file is ours while its fencing token is unchanged, whatever this worker already made of it
+    (SUCCESS, FAILED, released): every takeover bumps the token. Fewer than ``len(batch.files)``
+    means the lease was lost for some: stop work on the batch.
     """
-    result = conn.execute(
-        text(
-            """
-            UPDATE files SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
-            WHERE files.id = t.id AND files.lease_token = t.token AND files.status = 'PROCESSING'
-            """
-        ),
-        {
-            "lease_seconds": lease_seconds,
-            "ids": [f.id for f in batch.files],
-            "tokens": [f.lease_token for f in batch.files],
-        },
+    return int(
+        conn.execute(
+            text(
+                """
+                WITH mine AS (
+                    SELECT files.id, files.status FROM files
+                    JOIN unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
+                      ON files.id = t.id AND files.lease_token = t.token
+                ), extended AS (
+                    UPDATE files SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+                    FROM mine WHERE files.id = mine.id AND mine.status = 'PROCESSING'
+                )
+                SELECT count(*) FROM mine
+                """
+            ),
+            {
+                "lease_seconds": lease_seconds,
+                "ids": [f.id for f in batch.files],
+                "tokens": [f.lease_token for f in batch.files],
+            },
+        ).scalar_one()
     )
-    return result.rowcount
 
 
 # --------------------------------------------------------------------------- commit
@@ -561,6 +570,19 @@ def run_needing_help(conn: Connection) -> tuple[int, int] | None:
         )
     ).first()
     return (row.id, row.ingestion_id) if row is not None else None
+
+
+def run_in_flight(conn: Connection, ingestion_id: int, run_id: int) -> tuple[int, int]:
+    """(live, expired): files claimed for ``run_id`` still PROCESSING, by whether their lease lives."""
+    row = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE lease_expires_at >= now()) AS live, "
+            "count(*) FILTER (WHERE lease_expires_at < now()) AS expired "
+            "FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' AND run_id = :r"
+        ),
+        {"i": ingestion_id, "r": run_id},
+    ).one()
+    return int(row.live), int(row.expired)
 
 
 def files_by_status(conn: Connection) -> dict[tuple[str, str], int]:

@@ -47,17 +47,38 @@ def add(db: Engine, run_id: int, **increments: int) -> None:
             conn.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
-def finish(db: Engine, run_id: int, *, status: str, error_message: str | None = None) -> Run:
+def finish(
+    db: Engine, run_id: int, *, status: str, error_message: str | None = None, worker_id: str | None = None
+) -> Run:
+    """End a run. With ``worker_id``, only while that worker still executes it (a run another
+    worker took over is left to that worker); returns the run as it stands."""
+    guard = (Run.worker_id == worker_id, Run.status == "RUNNING") if worker_id is not None else ()
     with Session(db, expire_on_commit=False) as session:
         session.execute(
             update(Run)
-            .where(Run.id == run_id)
+            .where(Run.id == run_id, *guard)
             .values(status=status, error_message=error_message, finished_at=func.now())
         )
         session.commit()
         run = session.get(Run, run_id)
         assert run is not None
         return run
+
+
+def count_failed_files(db: Engine, ingestion_id: int, run_id: int) -> int:
+    """Set the run's ``files_failed`` to the files it leaves FAILED and return it: a file that
+    failed twice in the run counts once, one that failed and then succeeded on retry not at all,
+    one a dead worker left (``WorkerLost``) does."""
+    with db.begin() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "UPDATE runs SET files_failed = (SELECT count(*) FROM files WHERE ingestion_id = :i "
+                    "AND status = 'FAILED' AND run_id = :r) WHERE id = :r RETURNING files_failed"
+                ),
+                {"i": ingestion_id, "r": run_id},
+            ).scalar_one()
+        )
 
 
 def get(db: Engine, run_id: int) -> Run:

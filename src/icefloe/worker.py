@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from icefloe import commit, faults, ledger, metrics, runs, tables
 from icefloe.discovery import DiscoveryCounts, Filter, discover
@@ -30,6 +31,18 @@ from icefloe.s3 import S3Location
 from icefloe.schema import user_arrow_schema
 
 log = logging.getLogger(__name__)
+
+# A lost connection to the ledger's database (restart, network cut): waited out, not a run failure.
+LEDGER_UNAVAILABLE = (OperationalError, InterfaceError)
+# How long a run waits for its ledger to come back before it gives up (FAILED).
+LEDGER_PATIENCE_SECONDS = 600.0
+
+
+def _ledger_error(exc: OperationalError | InterfaceError) -> str:
+    """One line for a log: the driver's error class and its first line."""
+    cause = exc.orig if exc.orig is not None else exc
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__module__}.{type(cause).__name__}: {lines[0]}"
 
 
 @dataclass
@@ -201,6 +214,32 @@ def _settle_failures(rt: Runtime, batch: Batch, staged: StagedBatch) -> None:
         )
 
 
+def _stage(rt: Runtime, engine: StagingEngine, batch: Batch, heartbeat: Heartbeat) -> StagedBatch:
+    """Stage the batch and settle its failed files, waiting out ledger outages.
+
+    The default catalog lives in the ledger's database, so an outage can hit staging anywhere. The
+    files stay ours while the heartbeat holds their lease (it keeps trying through the outage), so
+    staging is simply redone once the database answers; past the lease the batch is given up.
+    """
+    delay = 1.0
+    while True:
+        try:
+            staged = engine.stage(batch, heartbeat.lost)
+            faults.point("after-write")
+            _settle_failures(rt, batch, staged)
+            return staged
+        except LEDGER_UNAVAILABLE as exc:
+            log.warning(
+                "ledger unavailable while staging batch %s, retrying in %.0fs: %s",
+                batch.batch_id,
+                delay,
+                _ledger_error(exc),
+            )
+            if heartbeat.lost.wait(delay):
+                raise LeaseLostError(f"lease on batch {batch.batch_id} lost during a ledger outage") from exc
+            delay = min(delay * 2, 10.0)
+
+
 def process_batches(
     rt: Runtime,
     ingestion: Ingestion,
@@ -240,9 +279,7 @@ def process_batches(
         log.info("claimed batch of %d file(s)", len(batch.files), extra=context)
         try:
             with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
-                staged = engine.stage(batch, heartbeat.lost)
-                faults.point("after-write")
-                _settle_failures(rt, batch, staged)
+                staged = _stage(rt, engine, batch, heartbeat)
                 started = time.monotonic()
                 result = commit.commit_batch(
                     rt.db,
@@ -320,41 +357,41 @@ def execute_run(
     # The caller's stop (shutdown) and this run's own (takeover, cancel) both end the batch loop;
     # the run heartbeat relays the former into the latter.
     run_stop = threading.Event()
+    me = rt.settings.worker_id
     try:
         with RunHeartbeat(rt, run.id, run_stop, shutdown=stop) as run_heartbeat:
-            reconcile_expired_leases(rt, ingestion)
-            location = S3Location.parse(ingestion.source)
-            flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
-
-            def on_page(counts: DiscoveryCounts) -> None:
-                faults.point("during-discovery")
-                if progress:
-                    progress(Progress("discovering", discovered=counts.listed))
-
-            counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
-            runs.add(
-                rt.db,
-                run.id,
-                files_discovered=counts.listed,
-                files_new=counts.new,
-                files_changed=counts.changed,
-                files_skipped=counts.skipped,
-            )
-            if not run_stop.is_set():
-                process_batches(rt, ingestion, run, progress, stop=run_stop, abort=abort)
+            discovered = False
+            patience = time.monotonic() + LEDGER_PATIENCE_SECONDS
+            while True:
+                try:
+                    # Every step is idempotent: after an outage the run simply goes through them again.
+                    reconcile_expired_leases(rt, ingestion)
+                    if not discovered:
+                        _discover(rt, ingestion, run, progress)
+                        discovered = True
+                    _process_until_settled(rt, ingestion, run, progress, run_stop, abort)
+                    break
+                except LEDGER_UNAVAILABLE as exc:
+                    if run_stop.is_set():
+                        break  # shutdown, takeover or cancel: handled below once the ledger answers
+                    if time.monotonic() > patience:
+                        raise
+                    log.warning("ledger unavailable, run %s resumes when it answers: %s", run.id, _ledger_error(exc))
+                    _wait_for_ledger(rt, run_stop, patience)
             if run_heartbeat.cancelled.is_set() or runs.get(rt.db, run.id).cancel_requested:
-                return runs.finish(rt.db, run.id, status="CANCELLED", error_message="cancelled on request")
+                return runs.finish(
+                    rt.db, run.id, status="CANCELLED", error_message="cancelled on request", worker_id=me
+                )
             if run_stop.is_set():
                 runs.requeue(rt.db, run.id, rt.settings.worker_id)
                 return runs.get(rt.db, run.id)
-            _wait_for_helpers(rt, run)
-        done = runs.get(rt.db, run.id)
-        finished = runs.finish(rt.db, run.id, status="PARTIAL" if done.files_failed else "SUCCESS")
+        failed = runs.count_failed_files(rt.db, ingestion.id, run.id)
+        finished = runs.finish(rt.db, run.id, status="PARTIAL" if failed else "SUCCESS", worker_id=me)
     except IcefloeError as exc:
         log.error("run %s of %s failed: %s", run.id, ingestion.name, exc, extra={"run_id": run.id})
-        finished = runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc))
+        finished = runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc), worker_id=me)
     except BaseException as exc:
-        runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}")
+        runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}", worker_id=me)
         raise
     if finished.started_at and finished.finished_at:
         duration = (finished.finished_at - finished.started_at).total_seconds()
@@ -362,22 +399,62 @@ def execute_run(
     return finished
 
 
-def _wait_for_helpers(rt: Runtime, run: Run) -> None:
-    """Wait until batches other workers claimed for this run are committed or their leases expire,
-    so the run's final counters and status include them."""
-    deadline = time.monotonic() + rt.settings.lease_seconds * 2
-    while time.monotonic() < deadline:
-        with rt.db.connect() as conn:
-            busy = conn.execute(
-                text(
-                    "SELECT 1 FROM files WHERE run_id = :r AND status = 'PROCESSING' AND lease_expires_at > now() "
-                    "LIMIT 1"
-                ),
-                {"r": run.id},
-            ).first()
-        if busy is None:
+def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
+    location = S3Location.parse(ingestion.source)
+    flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
+
+    def on_page(counts: DiscoveryCounts) -> None:
+        faults.point("during-discovery")
+        if progress:
+            progress(Progress("discovering", discovered=counts.listed))
+
+    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
+    runs.add(
+        rt.db,
+        run.id,
+        files_discovered=counts.listed,
+        files_new=counts.new,
+        files_changed=counts.changed,
+        files_skipped=counts.skipped,
+    )
+
+
+def _process_until_settled(
+    rt: Runtime,
+    ingestion: Ingestion,
+    run: Run,
+    progress: ProgressCallback | None,
+    stop: threading.Event,
+    abort: threading.Event | None,
+) -> None:
+    """Process batches until no file claimed for this run is in flight anywhere.
+
+    Batches that helping workers claimed for the run are waited for while their leases live, so
+    the run's counters include them; when a helper dies its lease expires, its files are reconciled
+    and processed here — the run never ends SUCCESS with files nobody is ingesting.
+    """
+    while not stop.is_set():
+        process_batches(rt, ingestion, run, progress, stop=stop, abort=abort)
+        while True:
+            with rt.db.connect() as conn:
+                live, expired = ledger.run_in_flight(conn, ingestion.id, run.id)
+            if expired:
+                reconcile_expired_leases(rt, ingestion)
+                break  # what was requeued is claimable: process it
+            if not live or stop.wait(0.5):
+                return
+
+
+def _wait_for_ledger(rt: Runtime, stop: threading.Event, deadline: float) -> None:
+    """Until the ledger's database answers (or ``stop``, or ``deadline``), backing off up to 10 s."""
+    delay = 1.0
+    while not stop.wait(delay) and time.monotonic() < deadline:
+        try:
+            with rt.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
             return
-        time.sleep(0.5)
+        except LEDGER_UNAVAILABLE:
+            delay = min(delay * 2, 10.0)
 
 
 class RunHeartbeat(_Beat):

@@ -10,12 +10,9 @@ holds every seeded id exactly once, every file's rows once, every file SUCCESS, 
 its own batch id (``Ops.assert_exact``). Every process is stopped by pid at the end of its test;
 every wait has a deadline. Helpers: ``ops_support.py``.
 
-The database-outage tests meet a known defect (see ``STALE_CATALOG_BUG``): after the outage the
-catalog's dead pooled connection makes a run end FAILED, or a batch be abandoned, instead of going
-on. They check exactly-once first (finishing the ingestion with plain runs if need be), then raise
-``RunDidNotResume`` only when the workers' logs show that defect's signature; they are marked
-``xfail(raises=RunDidNotResume)``, strict for the one that hits it deterministically. Any other
-failure of theirs is a real failure. Likewise ``HELPER_BUG`` (``RunFinishedEarly``).
+The database-outage tests check exactly-once first (finishing the ingestion with plain runs if a
+run did not resume), then that the run resumed by itself; a failure names the defect when the
+workers' logs show a database error escaping the staging of a batch (``RunDidNotResume``).
 """
 
 from __future__ import annotations
@@ -64,13 +61,6 @@ from icefloe import embedded
 
 pytestmark = pytest.mark.faults
 
-STALE_CATALOG_BUG = (
-    "known bug: a database outage that begins between a batch's claim and its first catalog read "
-    "raises an OperationalError that escapes worker.process_batches: the run ends FAILED (or a helping "
-    "worker abandons its batch, counted as a WorkerLost attempt). A window of milliseconds, so these "
-    "tests pass almost always; the mark absorbs the rare hit"
-)
-
 
 def _db_errors(ops: Ops, proc: Any) -> int:
     """How many of a worker's log lines report a failed database call."""
@@ -91,7 +81,8 @@ def _assert_resumed(ops: Ops, run: Any, procs: list[Any], files: int, rows: int)
     """Liveness after a database outage: the run finished SUCCESS with every file, by itself.
 
     If not: safety first (the workers stopped, plain runs finish the ingestion, the table must be
-    exact), then :class:`RunDidNotResume` when the workers' logs show the known bug, else a failure.
+    exact), then :class:`RunDidNotResume` when the workers' logs show a database error escaping a batch's
+    staging, else a plain failure.
     """
     counters = (run.files_succeeded, run.files_failed, run.records_ingested)
     if run.status == "SUCCESS" and counters == (files, 0, files * rows) and ops.all_succeeded():
@@ -176,7 +167,6 @@ def _db_now(ops: Ops) -> dt.datetime:
 # 1. PostgreSQL restarted while two workers process
 
 
-@pytest.mark.xfail(raises=RunDidNotResume, strict=False, reason=STALE_CATALOG_BUG)
 def test_postgres_restart_while_two_workers_run(
     make_ops: Callable[..., Ops], restartable_pg: RestartablePostgres
 ) -> None:
@@ -236,15 +226,6 @@ def test_postgres_restart_while_a_batch_is_staged(
     ops.assert_exact()
 
 
-HELPER_BUG = (
-    "known bug: execute_run waits for the batches of helping workers only while their leases live "
-    "(worker._wait_for_helpers, at most 2 x its own lease), then finishes the run SUCCESS; the files "
-    "of a helper that died are reconciled back to DISCOVERED after that, and no run is left to "
-    "ingest them"
-)
-
-
-@pytest.mark.xfail(raises=RunFinishedEarly, strict=True, reason=HELPER_BUG)
 def test_a_run_does_not_finish_while_a_dead_helper_holds_its_files(make_ops: Callable[..., Ops]) -> None:
     """Worker A executes a run; worker B helps it and dies (SIGKILL) holding a batch, once A has
     claimed everything else. The run must not end SUCCESS with B's files left for nobody."""
@@ -296,7 +277,6 @@ def test_a_run_does_not_finish_while_a_dead_helper_holds_its_files(make_ops: Cal
 OUTAGE_SECONDS = 30.0
 
 
-@pytest.mark.xfail(raises=RunDidNotResume, strict=False, reason=STALE_CATALOG_BUG)
 def test_worker_resumes_by_itself_after_losing_the_database_for_30s(
     make_ops: Callable[..., Ops], database_url: str
 ) -> None:

@@ -216,6 +216,8 @@ class ArrowEngine:
         # The lambda reads the latest target on purpose: reads started later conform to it.
         for read in self._prefetched(files, readers, lambda: target, ingested_at):  # noqa: B023
             if cancelled.is_set():
+                # Give up at once: reads queued but not started are dropped, not waited for.
+                readers.shutdown(wait=False, cancel_futures=True)
                 settle_write()
                 raise LeaseLostError(f"lease on batch {batch.batch_id} lost")
             ms = int((time.monotonic() - read.started) * 1000)

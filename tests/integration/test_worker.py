@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from icefloe import daemon, ingestions, runs, scheduler
+from icefloe import daemon, ingestions, ledger, runs, scheduler, worker
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
@@ -208,3 +208,68 @@ def test_cancel_of_a_running_run_stops_it_between_batches(rt: Runtime, bucket: s
     assert leased == 0
     # What was committed is in the table exactly once; the rest waits for the next run.
     assert len(table_ids(rt, "t.c")) == cancelled.records_ingested
+
+
+@pytest.mark.parametrize(
+    ("max_retries", "status", "succeeded", "failed"),
+    [(3, "SUCCESS", 30, 0), (1, "PARTIAL", 20, 10)],
+    ids=["retried-by-the-run", "out-of-attempts"],
+)
+def test_a_run_ends_only_once_a_dead_helpers_batch_is_resolved(  # type: ignore[no-untyped-def]
+    rt: Runtime, bucket: str, put_objects, max_retries: int, status: str, succeeded: int, failed: int
+) -> None:
+    """A helping worker claims a batch of the run and dies. The run's executor waits for its lease
+    to expire, reconciles it, and ingests those files itself (or, out of attempts, counts them
+    failed once) before finishing: never SUCCESS with files nobody will ingest."""
+    expected = seed(put_objects, bucket, files=30)
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(
+            name="h",
+            source=f"s3://{bucket}/in/",
+            format="jsonl",
+            table="t.h",
+            max_files_per_commit=10,
+            max_retries=max_retries,
+        ),
+    )
+    run = runs.start(rt.db, ingestion.id, trigger="cli", worker_id=rt.settings.worker_id)
+    helper_batch: list[ledger.Batch] = []
+
+    def helper_claims_then_dies(progress: worker.Progress) -> None:
+        # Called once discovery is done, before the executor's first claim.
+        if progress.phase == "processing" and not helper_batch:
+            with rt.db.begin() as conn:
+                batch = ledger.claim_batch(
+                    conn,
+                    ingestion_id=ingestion.id,
+                    run_id=run.id,
+                    owner="other-host:4242:dead",
+                    lease_seconds=3,
+                    max_files=10,
+                    max_bytes=1 << 30,
+                    max_retries=max_retries,
+                )
+            assert batch is not None
+            helper_batch.append(batch)
+
+    finished = worker.execute_run(rt, ingestion, run, progress=helper_claims_then_dies)
+
+    assert (finished.status, finished.files_succeeded, finished.files_failed) == (status, succeeded, failed)
+    helper_ids = [f.id for f in helper_batch[0].files]
+    with rt.db.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT status, error_type FROM files WHERE id = ANY(:ids)"), {"ids": helper_ids}
+        ).all()
+        lost_attempts = conn.execute(
+            sa.text("SELECT count(*) FROM file_attempts WHERE file_id = ANY(:ids) AND error_type = 'WorkerLost'"),
+            {"ids": helper_ids},
+        ).scalar_one()
+    assert lost_attempts == 10, "the dead helper's attempt is in each file's history"
+    if failed:
+        assert {(r.status, r.error_type) for r in left} == {("FAILED", "WorkerLost")}
+        helper_rows = {int(f.file_path.rsplit("-", 1)[1].split(".")[0]) for f in helper_batch[0].files}
+        expected = {i for i in expected if i // 5 not in helper_rows}
+    else:
+        assert {r.status for r in left} == {"SUCCESS"}
+    assert table_ids(rt, "t.h") == sorted(expected), "every other row exactly once"

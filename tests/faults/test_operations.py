@@ -68,7 +68,7 @@ def _db_errors(ops: Ops, proc: Any) -> int:
 
 
 def _stale_catalog_seen(ops: Ops, procs: list[Any]) -> bool:
-    """The known bug's signature in the workers' logs: a database error out of the catalog while a
+    """A resumption defect's signature in the workers' logs: a database error out of the catalog while a
     batch is staged (a traceback through the engine's ``stage`` and ``tables.load_table``)."""
     return any(
         "OperationalError" in exc and "load_table" in exc and ("in stage" in exc or "_table_for" in exc)

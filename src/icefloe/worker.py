@@ -38,6 +38,15 @@ LEDGER_UNAVAILABLE = (OperationalError, InterfaceError)
 LEDGER_PATIENCE_SECONDS = 600.0
 
 
+def _ledger_outage(exc: BaseException) -> OperationalError | InterfaceError | None:
+    """The lost ledger connection behind ``exc``: itself, or what made a commit give up."""
+    if isinstance(exc, LEDGER_UNAVAILABLE):
+        return exc
+    if isinstance(exc, CommitError) and isinstance(exc.__cause__, LEDGER_UNAVAILABLE):
+        return exc.__cause__
+    return None
+
+
 def _ledger_error(exc: OperationalError | InterfaceError) -> str:
     """One line for a log: the driver's error class and its first line."""
     cause = exc.orig if exc.orig is not None else exc
@@ -371,12 +380,15 @@ def execute_run(
                         discovered = True
                     _process_until_settled(rt, ingestion, run, progress, run_stop, abort)
                     break
-                except LEDGER_UNAVAILABLE as exc:
+                except (*LEDGER_UNAVAILABLE, CommitError) as exc:
+                    # A commit that gave up on the ledger leaves its batch leased: once the lease
+                    # expires, the resumed run reconciles it (landed or not) like any other.
+                    outage = _ledger_outage(exc)
+                    if outage is None or time.monotonic() > patience:
+                        raise
                     if run_stop.is_set():
                         break  # shutdown, takeover or cancel: handled below once the ledger answers
-                    if time.monotonic() > patience:
-                        raise
-                    log.warning("ledger unavailable, run %s resumes when it answers: %s", run.id, _ledger_error(exc))
+                    log.warning("ledger unavailable, run %s resumes when it answers: %s", run.id, _ledger_error(outage))
                     _wait_for_ledger(rt, run_stop, patience)
             if run_heartbeat.cancelled.is_set() or runs.get(rt.db, run.id).cancel_requested:
                 return runs.finish(

@@ -320,6 +320,54 @@ def test_worker_resumes_by_itself_after_losing_the_database_for_30s(
         proxy.close()
 
 
+# Longer than the commit step's own retries of a lost ledger (20 attempts, ~75 s).
+COMMIT_OUTAGE_SECONDS = 100.0
+
+
+def test_a_run_resumes_after_losing_the_database_inside_a_commit_for_longer_than_its_retries(
+    make_ops: Callable[..., Ops], database_url: str
+) -> None:
+    """The database goes away while a batch's commit holds the per-table lock, for longer than the
+    commit step retries: the commit gives up with its outcome unknown, the run waits for the ledger
+    instead of failing, reconciles that batch once its lease expires, and finishes by itself."""
+    proxy = DbProxy(db_target(database_url))
+    try:
+        ops = make_ops(env={"ICEFLOE_DATABASE_URL": via_proxy(database_url, proxy.port)})
+        files, rows = 30, 3
+        ops.seed(files, rows)
+        ops.create_ingestion(max_files_per_commit=10, max_retries=3)
+        # Each commit pauses 2 s inside its critical section: the cut lands there.
+        worker = ops.start_worker(lease=20, extra_env={"ICEFLOE_FAULT_POINT": "before-commit:sleep=2"})
+        run_id = ops.enqueue()
+        wait_for(
+            lambda: ops.ledger(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(:t, 0)",
+                t=ops.table_identifier,
+            ),
+            timeout=180,
+            interval=0.05,
+            what="a commit holding the per-table lock",
+        )
+        assert proxy.cut() > 0
+        cut_at = time.monotonic()
+        while time.monotonic() - cut_at < COMMIT_OUTAGE_SECONDS:
+            assert worker.popen.poll() is None, f"the worker exited during the outage:\n{worker.describe()}"
+            time.sleep(1)
+        proxy.restore()
+
+        run = ops.wait_run(run_id, timeout=300, procs=[worker])
+        messages = [str(e.get("message")) for e in ops.events(worker)]
+        assert any(m.startswith("ledger unavailable, run") for m in messages), "the run never waited for the ledger"
+        gave_up = [m for m in messages if m.startswith("commit outcome unknown")]
+        assert len(gave_up) >= 20, f"the commit did not exhaust its retries ({len(gave_up)} attempts logged)"
+        _assert_resumed(ops, run, [worker], files, rows)
+        ops.assert_exact()
+        assert ops.stop_worker(worker) == 0, worker.describe()
+    finally:
+        proxy.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. S3 answering 503 SlowDown / 500 / hanging for a while
 

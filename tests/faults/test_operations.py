@@ -158,6 +158,23 @@ def s3_proxy(s3: embedded.SeaweedS3) -> Iterator[S3FaultProxy]:
         proxy.close()
 
 
+@dataclass
+class ProxiedOps:
+    """An :class:`Ops` whose processes reach PostgreSQL only through ``proxy`` (which tests cut)."""
+
+    ops: Ops
+    proxy: DbProxy
+
+
+@pytest.fixture
+def proxied_ops(make_ops: Callable[..., Ops], database_url: str) -> Iterator[ProxiedOps]:
+    proxy = DbProxy(db_target(database_url))
+    try:
+        yield ProxiedOps(make_ops(env={"ICEFLOE_DATABASE_URL": via_proxy(database_url, proxy.port)}), proxy)
+    finally:
+        proxy.close()
+
+
 def _db_now(ops: Ops) -> dt.datetime:
     ((now,),) = ops.ledger("SELECT now()")
     return now  # type: ignore[no-any-return]
@@ -277,47 +294,41 @@ def test_a_run_does_not_finish_while_a_dead_helper_holds_its_files(make_ops: Cal
 OUTAGE_SECONDS = 30.0
 
 
-def test_worker_resumes_by_itself_after_losing_the_database_for_30s(
-    make_ops: Callable[..., Ops], database_url: str
-) -> None:
-    proxy = DbProxy(db_target(database_url))
-    try:
-        ops = make_ops(env={"ICEFLOE_DATABASE_URL": via_proxy(database_url, proxy.port)})
-        files, rows = 150, 3
-        ops.seed(files, rows)
-        ops.create_ingestion(max_files_per_commit=10, max_retries=3)
-        # The default lease (60 s: longer than the outage); batches slowed so the run spans the cut.
-        worker = ops.start_worker(lease=60, extra_env={"ICEFLOE_FAULT_POINT": "after-write:sleep=0.5"})
-        run_id = ops.enqueue()
-        wait_for(lambda: ops.statuses()["SUCCESS"] >= 30, timeout=180, what="30 files committed before the cut")
+def test_worker_resumes_by_itself_after_losing_the_database_for_30s(proxied_ops: ProxiedOps) -> None:
+    ops, proxy = proxied_ops.ops, proxied_ops.proxy
+    files, rows = 150, 3
+    ops.seed(files, rows)
+    ops.create_ingestion(max_files_per_commit=10, max_retries=3)
+    # The default lease (60 s: longer than the outage); batches slowed so the run spans the cut.
+    worker = ops.start_worker(lease=60, extra_env={"ICEFLOE_FAULT_POINT": "after-write:sleep=0.5"})
+    run_id = ops.enqueue()
+    wait_for(lambda: ops.statuses()["SUCCESS"] >= 30, timeout=180, what="30 files committed before the cut")
 
-        cut = proxy.cut()
-        assert cut > 0, "the worker held no database connection to lose"
-        cut_at = time.monotonic()
-        committed_at_cut = ops.statuses()["SUCCESS"]
-        while time.monotonic() - cut_at < OUTAGE_SECONDS:
-            assert worker.popen.poll() is None, f"the worker exited during the outage:\n{worker.describe()}"
-            time.sleep(1)
-        # Nothing can have been committed without the ledger (its updates are in the commit's transaction).
-        assert ops.statuses()["SUCCESS"] == committed_at_cut
-        connections_before = proxy.connections
-        proxy.restore()
+    cut = proxy.cut()
+    assert cut > 0, "the worker held no database connection to lose"
+    cut_at = time.monotonic()
+    committed_at_cut = ops.statuses()["SUCCESS"]
+    while time.monotonic() - cut_at < OUTAGE_SECONDS:
+        assert worker.popen.poll() is None, f"the worker exited during the outage:\n{worker.describe()}"
+        time.sleep(1)
+    # Nothing can have been committed without the ledger (its updates are in the commit's transaction).
+    assert ops.statuses()["SUCCESS"] == committed_at_cut
+    connections_before = proxy.connections
+    proxy.restore()
 
-        run = ops.wait_run(run_id, timeout=300, procs=[worker])
-        assert proxy.connections > connections_before, "the worker never reconnected"
-        assert _db_errors(ops, worker) > 0, "the worker never noticed the outage"
-        print(f"\nrun {run_id} finished {time.monotonic() - cut_at - OUTAGE_SECONDS:.1f}s after the database came back")
-        _assert_resumed(ops, run, [worker], files, rows)
-        ops.assert_exact()
+    run = ops.wait_run(run_id, timeout=300, procs=[worker])
+    assert proxy.connections > connections_before, "the worker never reconnected"
+    assert _db_errors(ops, worker) > 0, "the worker never noticed the outage"
+    print(f"\nrun {run_id} finished {time.monotonic() - cut_at - OUTAGE_SECONDS:.1f}s after the database came back")
+    _assert_resumed(ops, run, [worker], files, rows)
+    ops.assert_exact()
 
-        # The same worker process goes on with new work: nothing restarted it.
-        ops.seed(30, rows)
-        second = ops.wait_run(ops.enqueue(), timeout=180, procs=[worker])
-        assert (second.status, second.files_succeeded) == ("SUCCESS", 30)
-        ops.assert_exact()
-        assert ops.stop_worker(worker) == 0, worker.describe()
-    finally:
-        proxy.close()
+    # The same worker process goes on with new work: nothing restarted it.
+    ops.seed(30, rows)
+    second = ops.wait_run(ops.enqueue(), timeout=180, procs=[worker])
+    assert (second.status, second.files_succeeded) == ("SUCCESS", 30)
+    ops.assert_exact()
+    assert ops.stop_worker(worker) == 0, worker.describe()
 
 
 # Longer than the commit step's own retries of a lost ledger (20 attempts, ~75 s).
@@ -325,47 +336,43 @@ COMMIT_OUTAGE_SECONDS = 100.0
 
 
 def test_a_run_resumes_after_losing_the_database_inside_a_commit_for_longer_than_its_retries(
-    make_ops: Callable[..., Ops], database_url: str
+    proxied_ops: ProxiedOps,
 ) -> None:
     """The database goes away while a batch's commit holds the per-table lock, for longer than the
     commit step retries: the commit gives up with its outcome unknown, the run waits for the ledger
     instead of failing, reconciles that batch once its lease expires, and finishes by itself."""
-    proxy = DbProxy(db_target(database_url))
-    try:
-        ops = make_ops(env={"ICEFLOE_DATABASE_URL": via_proxy(database_url, proxy.port)})
-        files, rows = 30, 3
-        ops.seed(files, rows)
-        ops.create_ingestion(max_files_per_commit=10, max_retries=3)
-        # Each commit pauses 2 s inside its critical section: the cut lands there.
-        worker = ops.start_worker(lease=20, extra_env={"ICEFLOE_FAULT_POINT": "before-commit:sleep=2"})
-        run_id = ops.enqueue()
-        wait_for(
-            lambda: ops.ledger(
-                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(:t, 0)",
-                t=ops.table_identifier,
-            ),
-            timeout=180,
-            interval=0.05,
-            what="a commit holding the per-table lock",
-        )
-        assert proxy.cut() > 0
-        cut_at = time.monotonic()
-        while time.monotonic() - cut_at < COMMIT_OUTAGE_SECONDS:
-            assert worker.popen.poll() is None, f"the worker exited during the outage:\n{worker.describe()}"
-            time.sleep(1)
-        proxy.restore()
+    ops, proxy = proxied_ops.ops, proxied_ops.proxy
+    files, rows = 30, 3
+    ops.seed(files, rows)
+    ops.create_ingestion(max_files_per_commit=10, max_retries=3)
+    # Each commit pauses 2 s inside its critical section: the cut lands there.
+    worker = ops.start_worker(lease=20, extra_env={"ICEFLOE_FAULT_POINT": "before-commit:sleep=2"})
+    run_id = ops.enqueue()
+    wait_for(
+        lambda: ops.ledger(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(:t, 0)",
+            t=ops.table_identifier,
+        ),
+        timeout=180,
+        interval=0.05,
+        what="a commit holding the per-table lock",
+    )
+    assert proxy.cut() > 0
+    cut_at = time.monotonic()
+    while time.monotonic() - cut_at < COMMIT_OUTAGE_SECONDS:
+        assert worker.popen.poll() is None, f"the worker exited during the outage:\n{worker.describe()}"
+        time.sleep(1)
+    proxy.restore()
 
-        run = ops.wait_run(run_id, timeout=300, procs=[worker])
-        messages = [str(e.get("message")) for e in ops.events(worker)]
-        assert any(m.startswith("ledger unavailable, run") for m in messages), "the run never waited for the ledger"
-        gave_up = [m for m in messages if m.startswith("commit outcome unknown")]
-        assert len(gave_up) >= 20, f"the commit did not exhaust its retries ({len(gave_up)} attempts logged)"
-        _assert_resumed(ops, run, [worker], files, rows)
-        ops.assert_exact()
-        assert ops.stop_worker(worker) == 0, worker.describe()
-    finally:
-        proxy.close()
+    run = ops.wait_run(run_id, timeout=300, procs=[worker])
+    messages = [str(e.get("message")) for e in ops.events(worker)]
+    assert any(m.startswith("ledger unavailable, run") for m in messages), "the run never waited for the ledger"
+    gave_up = [m for m in messages if m.startswith("commit outcome unknown")]
+    assert len(gave_up) >= 20, f"the commit did not exhaust its retries ({len(gave_up)} attempts logged)"
+    _assert_resumed(ops, run, [worker], files, rows)
+    ops.assert_exact()
+    assert ops.stop_worker(worker) == 0, worker.describe()
 
 
 # --------------------------------------------------------------------------------------------------

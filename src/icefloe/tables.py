@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -133,27 +134,30 @@ def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> 
         return existing
 
 
-def table_for_data(
-    catalog: Catalog,
-    identifier: str,
-    table: Table | None,
-    data_schema: pa.Schema,
-    *,
-    declared: pa.Schema | None,
-    infer: bool,
-) -> Table:
-    """The table a batch's rows go to: created on first use from the declared schema (or the
-    data's), and evolved with the data's new columns when the ingestion infers its schema."""
-    if table is None:
-        table = load_table(catalog, identifier)
-    if table is None:
-        return create_table(catalog, identifier, table_arrow_schema(declared if declared is not None else data_schema))
-    if infer:
-        extra = new_columns(table.schema().as_arrow(), data_schema)
-        if extra is not None:
-            log.info("adding columns %s to %s", extra.names, identifier)
-            table = add_columns(table, extra)
-    return table
+@dataclass(frozen=True)
+class TableDestination:
+    """Where an ingestion's rows go, for every engine: the table is created on first use from the
+    declared schema (or the data's), and evolved with the data's new columns when the ingestion
+    infers its schema."""
+
+    catalog: Catalog
+    identifier: str
+    declared: pa.Schema | None
+    infer: bool
+
+    def table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
+        """The table ``data_schema``'s rows go to (``table``: the one loaded so far, if any)."""
+        if table is None:
+            table = load_table(self.catalog, self.identifier)
+        if table is None:
+            schema = self.declared if self.declared is not None else data_schema
+            return create_table(self.catalog, self.identifier, table_arrow_schema(schema))
+        if self.infer:
+            extra = new_columns(table.schema().as_arrow(), data_schema)
+            if extra is not None:
+                log.info("adding columns %s to %s", extra.names, self.identifier)
+                table = add_columns(table, extra)
+        return table
 
 
 def ensure_icefloe_properties(table: Table) -> Table:

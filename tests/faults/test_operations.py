@@ -71,7 +71,7 @@ def _stale_catalog_seen(ops: Ops, procs: list[Any]) -> bool:
     """A resumption defect's signature in the workers' logs: a database error out of the catalog while a
     batch is staged (a traceback through the engine's ``stage`` and ``tables.load_table``)."""
     return any(
-        "OperationalError" in exc and "load_table" in exc and ("in stage" in exc or "_table_for" in exc)
+        "OperationalError" in exc and "load_table" in exc and ("in stage" in exc or "table_for" in exc)
         for p in procs
         for exc in (str(e.get("exception") or "") for e in ops.events(p))
     )

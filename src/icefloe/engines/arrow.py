@@ -22,7 +22,6 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table
 
 from icefloe import tables
 from icefloe.engines import StagedBatch
@@ -75,21 +74,9 @@ class ArrowEngine:
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
-        self.infer_schema = infer_schema
+        self.destination = tables.TableDestination(catalog, table_identifier, options.schema, infer_schema)
         self.threads = threads
         self._sleep = sleep
-
-    # ------------------------------------------------------------------ table
-
-    def _table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
-        return tables.table_for_data(
-            self.catalog,
-            self.table_identifier,
-            table,
-            data_schema,
-            declared=self.options.schema,
-            infer=self.infer_schema,
-        )
 
     # ------------------------------------------------------------------ reading
 
@@ -232,7 +219,7 @@ class ArrowEngine:
             if not read.conformed or conformed.schema != target:
                 try:
                     if target is None or not set(read.table.schema.names) <= set(target.names):
-                        table = self._table_for(staged.table, read.table.schema)
+                        table = self.destination.table_for(staged.table, read.table.schema)
                         new_target = arrow_target(table)
                         if target is not None and new_target != target:
                             # Buffered rows were conformed to the old schema: write them first.
@@ -310,7 +297,7 @@ class ArrowEngine:
                 first = next(batches, None)
                 if first is None:
                     return 0
-                table = self._table_for(staged.table, first.schema)
+                table = self.destination.table_for(staged.table, first.schema)
                 staged.table = table
                 target = arrow_target(table)
                 records = 0

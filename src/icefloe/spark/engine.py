@@ -153,7 +153,7 @@ class SparkEngine:
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
-        self.infer_schema = infer_schema
+        self.destination = tables.TableDestination(catalog, table_identifier, options.schema, infer_schema)
         self.replace_changed = replace_changed
         self._spark_factory = spark_factory or sessions.session
         self._spark: SparkSession | None = None
@@ -232,16 +232,6 @@ class SparkEngine:
         path = F.col("_metadata.file_path")
         return F.regexp_replace(path, f"^{self.target.scheme}://", "s3://")
 
-    def _table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
-        return tables.table_for_data(
-            self.catalog,
-            self.table_identifier,
-            table,
-            data_schema,
-            declared=self.options.schema,
-            infer=self.infer_schema,
-        )
-
     def _conformed(self, raw: DataFrame, table: Table, ingested_at: dt.datetime, exact: dict[str, str]) -> DataFrame:
         """``raw`` cast to the table's columns, with the metadata columns and the file size."""
         from pyspark.sql import functions as F
@@ -281,7 +271,7 @@ class SparkEngine:
 
         raw = self._reader(files)
         data_schema = to_arrow_schema(raw.schema, timestamp_utc=True)
-        table = self._table_for(staged.table, data_schema)
+        table = self.destination.table_for(staged.table, data_schema)
         staged.table = table
         df = self._conformed(raw, table, ingested_at, exact).cache()
         self._cached.append(df)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from ops_support import LedgerQueries
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 from sqlalchemy.pool import NullPool
@@ -79,7 +80,7 @@ class RunResult:
 
 
 @dataclass
-class FaultIngestion:
+class FaultIngestion(LedgerQueries):
     """A seeded S3 prefix, an ingestion of it, and the tools to run, break and check icefloe."""
 
     env: dict[str, str]
@@ -168,19 +169,6 @@ class FaultIngestion:
             self.kill(proc)
 
     # ------------------------------------------------------------------ ledger
-
-    def ledger(self, sql: str, **params: Any) -> list[sa.Row[Any]]:
-        with self.db.connect() as conn:
-            return list(conn.execute(sa.text(sql), params).all())
-
-    def statuses(self) -> Counter[str]:
-        return Counter({r.status: r.n for r in self.ledger("SELECT status, count(*) AS n FROM files GROUP BY status")})
-
-    def files(self) -> list[sa.Row[Any]]:
-        return self.ledger(
-            "SELECT id, file_path, status, retry_count, batch_id, batch_ids, lease_owner, lease_token,"
-            " lease_expires_at, snapshot_id, records_ingested, error_type FROM files ORDER BY id"
-        )
 
     def processing(self) -> list[sa.Row[Any]]:
         return [f for f in self.files() if f.status == "PROCESSING"]

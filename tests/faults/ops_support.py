@@ -109,8 +109,29 @@ class Proc:
         )
 
 
+class LedgerQueries:
+    """The ledger read straight with SQL, for both fault harnesses (``Ops`` here and the
+    ``FaultIngestion`` of conftest.py); the class provides ``db``."""
+
+    db: sa.Engine
+
+    def ledger(self, sql: str, **params: Any) -> list[sa.Row[Any]]:
+        with self.db.connect() as conn:
+            return list(conn.execute(sa.text(sql), params).all())
+
+    def statuses(self) -> Counter[str]:
+        return Counter({r.status: r.n for r in self.ledger("SELECT status, count(*) AS n FROM files GROUP BY status")})
+
+    def files(self) -> list[sa.Row[Any]]:
+        return self.ledger(
+            "SELECT id, file_path, status, retry_count, batch_id, batch_ids, lease_owner, lease_token,"
+            " lease_expires_at, snapshot_id, records_ingested, error_type, error_message, run_id"
+            " FROM files ORDER BY id"
+        )
+
+
 @dataclass
-class Ops:
+class Ops(LedgerQueries):
     """A seeded prefix of a bucket, one ingestion of it, and the ``icefloe`` processes of a test.
 
     ``env`` is the environment of the processes (their ``ICEFLOE_DATABASE_URL`` may go through a
@@ -314,19 +335,6 @@ class Ops:
         return "\n\n".join(p.describe() for p in (self.procs if procs is None else procs))
 
     # ------------------------------------------------------------------ ledger
-
-    def ledger(self, sql: str, **params: Any) -> list[sa.Row[Any]]:
-        with self.db.connect() as conn:
-            return list(conn.execute(sa.text(sql), params).all())
-
-    def statuses(self) -> Counter[str]:
-        return Counter({r.status: r.n for r in self.ledger("SELECT status, count(*) AS n FROM files GROUP BY status")})
-
-    def files(self) -> list[sa.Row[Any]]:
-        return self.ledger(
-            "SELECT id, file_path, status, retry_count, batch_id, batch_ids, lease_owner, lease_token,"
-            " lease_expires_at, snapshot_id, error_type, error_message, run_id FROM files ORDER BY id"
-        )
 
     def run_row(self, run_id: int) -> sa.Row[Any]:
         (row,) = self.ledger("SELECT * FROM runs WHERE id = :id", id=run_id)

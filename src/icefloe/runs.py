@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Any, overload
 
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
@@ -114,14 +115,21 @@ class RunInProgressError(ConflictError):
     error_type = "RunInProgress"
 
 
-def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:
+@overload
+def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: None = None) -> Run: ...
+@overload
+def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: dt.datetime) -> Run | None: ...
+def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: dt.datetime | None = None) -> Run | None:
     """Queue a PENDING run for the workers (`icefloe run --enqueue`, the API, schedules).
 
-    Refused with :class:`RunInProgressError` when the ingestion has a PENDING or RUNNING run and
-    does not allow concurrent runs.
+    The one place a run is created for the queue: a per-ingestion advisory lock serialises the
+    in-progress check with the insert, so two enqueues (or two workers' schedulers) cannot both
+    see "not busy". Refused with :class:`RunInProgressError` when the ingestion has a PENDING or
+    RUNNING run and does not allow concurrent runs. With ``scheduled_for`` (a schedule's fire
+    time) the unique key (ingestion, scheduled_for) makes it one run per fire: None when that fire
+    was queued already.
     """
     with db.begin() as conn:
-        # Serialise enqueues of one ingestion so the in-progress check cannot race.
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('run:' || :i, 0))"), {"i": ingestion.id})
         if not ingestion.allow_concurrent_runs:
             busy = conn.execute(
@@ -131,10 +139,13 @@ def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:
             if busy is not None:
                 raise RunInProgressError(f"ingestion {ingestion.name!r} already has run {busy.id} in progress")
         run_id = conn.execute(
-            text("INSERT INTO runs (ingestion_id, trigger, status) VALUES (:i, :t, 'PENDING') RETURNING id"),
-            {"i": ingestion.id, "t": trigger},
-        ).scalar_one()
-    return get(db, run_id)
+            text(
+                "INSERT INTO runs (ingestion_id, trigger, status, scheduled_for) VALUES (:i, :t, 'PENDING', :due) "
+                "ON CONFLICT (ingestion_id, scheduled_for) DO NOTHING RETURNING id"
+            ),
+            {"i": ingestion.id, "t": trigger, "due": scheduled_for},
+        ).scalar_one_or_none()
+    return get(db, run_id) if run_id is not None else None
 
 
 def claim_pending(db: Engine, worker_id: str, lease_seconds: int) -> Run | None:

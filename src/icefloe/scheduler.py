@@ -1,9 +1,9 @@
 """Schedules: cron expressions or intervals, turned into queued runs exactly once per fire time.
 
 :func:`latest_due` is pure schedule maths; :func:`enqueue_due_runs` applies it. Any number of
-workers call the latter; the unique key (ingestion, scheduled_for) on runs, plus a per-ingestion
-advisory lock around the in-progress check, make each fire time one run. Missed fires after
-downtime are coalesced into one run for the latest of them.
+workers call the latter; it queues through :func:`icefloe.runs.enqueue`, whose per-ingestion
+advisory lock and the unique key (ingestion, scheduled_for) on runs make each fire time one run.
+Missed fires after downtime are coalesced into one run for the latest of them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from dataclasses import dataclass
 
 from croniter import croniter
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
+from icefloe import runs
 from icefloe.errors import ConfigurationError
+from icefloe.models import Ingestion
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def enqueue_due_runs(db: Engine) -> int:
             text(
                 """
                 SELECT i.id, i.name, i.schedule_cron, i.schedule_interval_seconds, i.schedule_timezone,
-                       i.allow_concurrent_runs, i.created_at, now() AS now,
+                       i.created_at, now() AS now,
                        (SELECT max(r.scheduled_for) FROM runs r WHERE r.ingestion_id = i.id) AS last_fire
                 FROM ingestions i
                 WHERE i.status = 'ACTIVE'
@@ -96,28 +99,17 @@ def enqueue_due_runs(db: Engine) -> int:
             continue
         if due is None:
             continue
-        with db.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('run:' || :i, 0))"), {"i": row.id})
-            if not row.allow_concurrent_runs:
-                busy = conn.execute(
-                    text("SELECT 1 FROM runs WHERE ingestion_id = :i AND status IN ('PENDING', 'RUNNING') LIMIT 1"),
-                    {"i": row.id},
-                ).first()
-                if busy is not None:
-                    # Not started while a run is in progress; the fire stays due and is taken
-                    # (coalesced with later ones) once that run finishes.
-                    continue
-            inserted = conn.execute(
-                text(
-                    """
-                    INSERT INTO runs (ingestion_id, trigger, status, scheduled_for)
-                    VALUES (:i, 'schedule', 'PENDING', :due)
-                    ON CONFLICT (ingestion_id, scheduled_for) DO NOTHING
-                    """
-                ),
-                {"i": row.id, "due": due},
-            ).rowcount
-        if inserted:
+        with Session(db, expire_on_commit=False) as session:
+            ingestion = session.get(Ingestion, row.id)
+        if ingestion is None:  # deleted since the query
+            continue
+        try:
+            inserted = runs.enqueue(db, ingestion, trigger="schedule", scheduled_for=due)
+        except runs.RunInProgressError:
+            # Not started while a run is in progress; the fire stays due and is taken (coalesced
+            # with later ones) once that run finishes.
+            continue
+        if inserted is not None:
             log.info("scheduled run of %s for %s", row.name, due.isoformat())
             queued += 1
     return queued

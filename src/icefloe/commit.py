@@ -104,6 +104,7 @@ def commit_batch(
                     snapshot_id, count = _iceberg_commit(table, staged, props, replaced)
                 faults.point("after-commit")
                 ledger.mark_succeeded(conn, staged.succeeded, snapshot_id, batch.batch_id)
+                log.info("committed %d file(s) to %s: snapshot %s", len(files), table_identifier, snapshot_id)
                 return CommitResult(snapshot_id, committed=True, snapshots=count)
         except CommitFailedException as exc:
             # The table head moved (another writer); the search must run again on the new head.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from icefloe import ingestions, ledger, runs, scheduler, worker
+from icefloe import ingestions, ledger, logs, runs, scheduler, worker
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
 
@@ -95,8 +95,9 @@ class WorkerProcess:
         run = runs.claim_pending(self.rt.db, self.rt.settings.worker_id, self.rt.settings.lease_seconds)
         if run is not None:
             ingestion = ingestions.get(self.rt.db, run.ingestion_id)
-            log.info("executing run %s of %s", run.id, ingestion.name, extra={"run_id": run.id})
-            worker.execute_run(self.rt, ingestion, run, stop=self.stop, abort=self.abort)
+            with logs.run_context(run_id=run.id, ingestion=ingestion.name):
+                log.info("executing run %s of %s", run.id, ingestion.name)
+                worker.execute_run(self.rt, ingestion, run, stop=self.stop, abort=self.abort)
             return True
         helped = self._run_to_help()
         if helped is None:
@@ -131,4 +132,5 @@ class WorkerProcess:
         scheduler.enqueue_due_runs(self.rt.db)
         for ingestion in ingestions.list_all(self.rt.db):
             if ingestion.status == "ACTIVE":
-                worker.reconcile_expired_leases(self.rt, ingestion)
+                with logs.run_context(ingestion=ingestion.name):
+                    worker.reconcile_expired_leases(self.rt, ingestion)

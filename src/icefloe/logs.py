@@ -1,15 +1,57 @@
-"""Logging: human lines on a terminal, JSON lines otherwise, with run/batch/file context as fields."""
+"""Logging: human lines on a terminal, JSON lines otherwise, with run/batch/file context as fields.
+
+The context comes from :func:`run_context` (a context variable), added to every record by
+:class:`RunContextFilter` on icefloe's handler: code logs plain messages, not ``extra=`` dicts.
+Context variables do not follow work into thread-pool threads by themselves: submit with
+``contextvars.copy_context().run`` where records from those threads must carry it.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
-import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Literal
 
-# Fields passed with ``extra=`` that belong in every structured record that has them.
+# Fields of the run context (or passed with ``extra=``) that belong in every structured record.
 CONTEXT_FIELDS = ("run_id", "batch_id", "file_path", "ingestion", "worker_id", "error_type", "request_id")
+
+# An immutable mapping, replaced (never changed) by each run_context block.
+_run_context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
+    "icefloe_run_context", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def run_context(**fields: object) -> Iterator[None]:
+    """Within the block, records carry ``fields`` (run_id, batch_id, ingestion, file_path…)
+    on top of the enclosing context; a field given None is left out."""
+    merged = {**_run_context.get(), **{k: v for k, v in fields.items() if v is not None}}
+    token = _run_context.set(MappingProxyType(merged))
+    try:
+        yield
+    finally:
+        _run_context.reset(token)
+
+
+def current_context() -> Mapping[str, object]:
+    """The fields :func:`run_context` set in this thread's context."""
+    return _run_context.get()
+
+
+class RunContextFilter(logging.Filter):
+    """Copies the run context onto each record (a field passed with ``extra=`` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _run_context.get().items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,11 +85,12 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{' '.join(context)}]" if context else line
 
 
-def configure(level: int = logging.WARNING) -> None:
-    """Log to stderr; ``ICEFLOE_LOG_FORMAT=json|text`` overrides the terminal-based choice."""
-    fmt = os.environ.get("ICEFLOE_LOG_FORMAT") or ("text" if sys.stderr.isatty() else "json")
+def configure(level: int = logging.WARNING, fmt: Literal["json", "text"] | None = None) -> None:
+    """Log to stderr, as ``fmt`` (``Settings.log_format``; None: text on a terminal, else JSON)."""
+    fmt = fmt or ("text" if sys.stderr.isatty() else "json")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RunContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

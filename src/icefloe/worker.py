@@ -6,6 +6,7 @@ ingestion at once: claims, fencing and the commit protocol keep every file exact
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Self
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from icefloe import commit, faults, ledger, metrics, runs, tables
+from icefloe import commit, faults, ledger, logs, metrics, runs, tables
 from icefloe.discovery import DiscoveryCounts, Filter, discover
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch
@@ -76,7 +77,9 @@ class _Beat:
     def __init__(self, name: str, interval: float) -> None:
         self.interval = interval
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        # The thread logs with the run context of whoever made the beat (threads start without it).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name=name, daemon=True)
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -284,37 +287,37 @@ def process_batches(
         if batch is None:
             break
         faults.point("after-claim")
-        context = {"run_id": run.id, "batch_id": str(batch.batch_id), "ingestion": ingestion.name}
-        log.info("claimed batch of %d file(s)", len(batch.files), extra=context)
-        try:
-            with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
-                staged = _stage(rt, engine, batch, heartbeat)
-                started = time.monotonic()
-                result = commit.commit_batch(
-                    rt.db,
-                    rt.catalog,
-                    table_identifier=ingestion.table_identifier,
-                    batch=batch,
-                    staged=staged,
-                    run_id=run.id,
-                    replace_changed=ingestion.on_change == "replace",
-                )
-                metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
-        except LeaseLostError as exc:
-            # Lost (fenced: releasing is a no-op) or given up on shutdown (released unpenalised).
-            with rt.db.begin() as conn:
-                released = ledger.release(conn, batch.files, batch.batch_id)
-            log.warning("%s; %d file(s) released", exc, released, extra=context)
-            continue
-        except (IcefloeError, OSError) as exc:
-            if isinstance(exc, CommitError):
-                raise  # maybe committed: the files stay leased; reconciliation decides
-            # Staging failed for a reason outside the files (warehouse or catalog unreachable):
-            # nothing was committed, so give the files back unpenalised and fail the run.
-            with rt.db.begin() as conn:
-                ledger.release(conn, batch.files, batch.batch_id)
-            raise
-        _record(rt, ingestion, run, staged, result.snapshots, state)
+        with logs.run_context(run_id=run.id, ingestion=ingestion.name, batch_id=str(batch.batch_id)):
+            log.info("claimed batch of %d file(s)", len(batch.files))
+            try:
+                with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
+                    staged = _stage(rt, engine, batch, heartbeat)
+                    started = time.monotonic()
+                    result = commit.commit_batch(
+                        rt.db,
+                        rt.catalog,
+                        table_identifier=ingestion.table_identifier,
+                        batch=batch,
+                        staged=staged,
+                        run_id=run.id,
+                        replace_changed=ingestion.on_change == "replace",
+                    )
+                    metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
+            except LeaseLostError as exc:
+                # Lost (fenced: releasing is a no-op) or given up on shutdown (released unpenalised).
+                with rt.db.begin() as conn:
+                    released = ledger.release(conn, batch.files, batch.batch_id)
+                log.warning("%s; %d file(s) released", exc, released)
+                continue
+            except (IcefloeError, OSError) as exc:
+                if isinstance(exc, CommitError):
+                    raise  # maybe committed: the files stay leased; reconciliation decides
+                # Staging failed for a reason outside the files (warehouse or catalog unreachable):
+                # nothing was committed, so give the files back unpenalised and fail the run.
+                with rt.db.begin() as conn:
+                    ledger.release(conn, batch.files, batch.batch_id)
+                raise
+            _record(rt, ingestion, run, staged, result.snapshots, state)
         if progress:
             progress(state)
 
@@ -345,7 +348,8 @@ def run_ingestion(
 ) -> Run:
     """One synchronous run (`icefloe run`): a new run record, executed here and now."""
     run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
-    return execute_run(rt, ingestion, run, progress=progress)
+    with logs.run_context(run_id=run.id, ingestion=ingestion.name):
+        return execute_run(rt, ingestion, run, progress=progress)
 
 
 def execute_run(
@@ -400,7 +404,7 @@ def execute_run(
         failed = runs.count_failed_files(rt.db, ingestion.id, run.id)
         finished = runs.finish(rt.db, run.id, status="PARTIAL" if failed else "SUCCESS", worker_id=me)
     except IcefloeError as exc:
-        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc, extra={"run_id": run.id})
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc)
         finished = runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc), worker_id=me)
     except BaseException as exc:
         runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}", worker_id=me)

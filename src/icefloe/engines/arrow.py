@@ -8,6 +8,7 @@ buffered for writing, whatever the file sizes.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import io
 import logging
@@ -131,7 +132,9 @@ class ArrowEngine:
         nxt = next(todo, None)
         while nxt is not None or pending:
             while nxt is not None and (not pending or in_flight + nxt.size <= PREFETCH_BYTES):
-                pending.append((nxt, pool.submit(self._read_small, nxt, target(), ingested_at)))
+                # The reader thread logs with this batch's run context (threads do not inherit it).
+                read = contextvars.copy_context().run
+                pending.append((nxt, pool.submit(read, self._read_small, nxt, target(), ingested_at)))
                 in_flight += nxt.size
                 nxt = next(todo, None)
             file, future = pending.popleft()
@@ -194,7 +197,9 @@ class ArrowEngine:
                 return
             assert staged.table is not None
             table, combined = staged.table, pa.concat_tables(buffer)
-            writing = writer.submit(lambda: list(tables.write_data_files(table, combined, combined.schema)))
+            writing = writer.submit(
+                contextvars.copy_context().run, lambda: list(tables.write_data_files(table, combined, combined.schema))
+            )
             writing_outcomes = list(buffered_outcomes)
             buffer.clear()
             buffered_outcomes.clear()

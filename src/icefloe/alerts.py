@@ -24,28 +24,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
-import os
 import re
 import smtplib
-import socket
 import ssl
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import urllib3
 from sqlalchemy import Engine, text
 
 from icefloe.errors import ConfigurationError, IcefloeError
+from icefloe.settings import AlertSettings as AlertSettings
+from icefloe.settings import SmtpSettings as SmtpSettings
 
 log = logging.getLogger(__name__)
-N = TypeVar("N", int, float)
 
 KINDS = ("run_failed", "files_failed", "stale")
 FILES_LISTED = 20
@@ -58,88 +56,6 @@ class AlertDeliveryError(IcefloeError):
     """A channel could not deliver an alert; the message names the channel, never its secrets."""
 
     error_type = "AlertDelivery"
-
-
-# --------------------------------------------------------------------------------------------------
-# settings
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    """Where and how to send alert emails."""
-
-    host: str
-    port: int
-    sender: str
-    recipients: tuple[str, ...]
-    starttls: bool = False
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class AlertSettings:
-    """The alert channels; none configured means alerts are recorded (``icefloe alerts list``) only."""
-
-    webhook_url: str | None = field(default=None, repr=False)  # may carry a token in its path
-    smtp: SmtpSettings | None = None
-    timeout_seconds: float = 10.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
-        """Read the ``ICEFLOE_ALERT_*`` variables (see docs/alerts.md); empty means unset."""
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(f"ICEFLOE_ALERT_{name}", "")
-            # a password is taken as it is; anything else without surrounding blanks
-            return (value if name == "SMTP_PASSWORD" else value.strip()) or None
-
-        timeout = _number("ICEFLOE_ALERT_TIMEOUT_SECONDS", get("TIMEOUT_SECONDS") or "10", float)
-        if not 0 < timeout < math.inf:
-            raise ConfigurationError("ICEFLOE_ALERT_TIMEOUT_SECONDS must be a positive number of seconds")
-        url = get("WEBHOOK_URL")
-        if url is not None:
-            parsed = urllib.parse.urlsplit(url)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise ConfigurationError("ICEFLOE_ALERT_WEBHOOK_URL must be an http:// or https:// URL")
-        return cls(webhook_url=url, smtp=_smtp_from_env(get), timeout_seconds=timeout)
-
-    @property
-    def channel_names(self) -> list[str]:
-        return (["webhook"] if self.webhook_url else []) + (["email"] if self.smtp else [])
-
-
-def _smtp_from_env(get: Callable[[str], str | None]) -> SmtpSettings | None:
-    host = get("SMTP_HOST")
-    others = ("SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_STARTTLS", "SMTP_FROM", "SMTP_TO")
-    if host is None:
-        stray = [f"ICEFLOE_ALERT_{name}" for name in others if get(name) is not None]
-        if stray:
-            raise ConfigurationError(f"{', '.join(stray)} set but ICEFLOE_ALERT_SMTP_HOST is not")
-        return None
-    starttls_raw = (get("SMTP_STARTTLS") or "false").lower()
-    if starttls_raw not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigurationError(f"ICEFLOE_ALERT_SMTP_STARTTLS must be true or false, got {starttls_raw!r}")
-    starttls = starttls_raw in ("true", "1", "yes")
-    port = _number("ICEFLOE_ALERT_SMTP_PORT", get("SMTP_PORT") or ("587" if starttls else "25"), int)
-    if not 0 < port < 65536:
-        raise ConfigurationError(f"ICEFLOE_ALERT_SMTP_PORT must be a TCP port, got {port}")
-    user, password = get("SMTP_USER"), get("SMTP_PASSWORD")
-    if (user is None) != (password is None):
-        raise ConfigurationError("set both ICEFLOE_ALERT_SMTP_USER and ICEFLOE_ALERT_SMTP_PASSWORD, or neither")
-    recipients = tuple(a.strip() for a in (get("SMTP_TO") or "").split(",") if a.strip())
-    if not recipients:
-        raise ConfigurationError("ICEFLOE_ALERT_SMTP_TO (comma-separated addresses) is required with SMTP_HOST")
-    sender = get("SMTP_FROM") or f"icefloe@{socket.gethostname()}"
-    return SmtpSettings(host, port, sender, recipients, starttls, user, password)
-
-
-def _number(name: str, raw: str, kind: Callable[[str], N]) -> N:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from icefloe import embedded, ingestions, ledger, runs, tables, worker
 from icefloe.cli.output import Output
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
-from icefloe.settings import Settings
+from icefloe.settings import S3Settings, Settings
 
 BUCKET = "landing"
 EVENT_TYPES = ("page_view", "click", "add_to_cart", "checkout", "purchase")
@@ -60,19 +59,20 @@ def run(out: Output) -> None:
     home = Path(tempfile.mkdtemp(prefix="icefloe-demo-"))
     out.message(f"[bold]icefloe demo[/bold] — embedded services under {home}")
     server = embedded.start_seaweedfs(home / "s3")
-    saved = {
-        k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
-    }
+    # The demo's own settings: its services, whatever this shell's ICEFLOE_* and AWS_* say.
+    settings = Settings(
+        home=home,
+        s3=S3Settings(
+            endpoint_url=server.endpoint,
+            region=server.region,
+            access_key_id=server.access_key,
+            secret_access_key=server.secret_key,
+        ),
+    )
     rt: Runtime | None = None
     try:
-        os.environ.update(
-            AWS_ENDPOINT_URL=server.endpoint,
-            AWS_ACCESS_KEY_ID=server.access_key,
-            AWS_SECRET_ACCESS_KEY=server.secret_key,
-            AWS_REGION=server.region,
-        )
         embedded.create_bucket(server, BUCKET)
-        rt = Runtime(Settings(home=home))
+        rt = Runtime.open(settings)
         out.message(f"S3 (SeaweedFS) at {server.endpoint}; PostgreSQL under {home / 'postgres'}")
         rows = write_sample_files(rt.s3)
         out.message(f"wrote {rows} events in 12 files + 1 corrupt file + _SUCCESS markers to s3://{BUCKET}/events/")
@@ -125,9 +125,4 @@ def run(out: Output) -> None:
         if rt is not None:
             rt.close()
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     out.message(f"\nservices stopped; data left in {home}")

@@ -108,7 +108,7 @@ class Filter:
 def listing_pages(s3: Any, location: S3Location, flt: Filter) -> Iterator[list[ListedObject]]:
     """ListObjectsV2 page by page; yields the accepted objects of each page."""
     paginator = s3.get_paginator("list_objects_v2")
-    with source_errors(location):
+    with source_errors(location, s3.meta.endpoint_url):
         for page in paginator.paginate(
             Bucket=location.bucket, Prefix=location.prefix, PaginationConfig={"PageSize": PAGE_SIZE}
         ):

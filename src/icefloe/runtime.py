@@ -1,6 +1,9 @@
-"""The services one icefloe process talks to, built lazily from :class:`Settings`.
+"""The services one icefloe process talks to, opened from :class:`Settings`.
 
-Built once in ``main()`` (or by a test) and passed down; nothing is created at import time.
+:meth:`Runtime.open` is the one explicit step that starts the embedded PostgreSQL (when no
+``database_url`` is set) and migrates the ledger; commands that need no database never call it.
+The catalog and the S3 clients are built on first use (no service is started for them): pyiceberg
+takes seconds to import and only the commands that ingest need it.
 """
 
 from __future__ import annotations
@@ -24,31 +27,29 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    """Holds the ledger engine, the catalog and the S3 client of this process."""
+    """Holds the ledger engine, the catalog and the S3 clients of this process."""
 
-    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+    def __init__(self, settings: Settings, database_url: str, db: Engine) -> None:
         self.settings = settings
-        self._migrate = migrate
+        self.database_url = database_url
+        self.db = db
 
-    @cached_property
-    def database_url(self) -> str:
-        if self.settings.database_url:
-            return self.settings.database_url
-        from icefloe import embedded
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
+        """Connect to the ledger — starting the embedded PostgreSQL under ``settings.home`` when
+        ``settings.database_url`` is None — and apply pending migrations (``migrate``)."""
+        url = settings.database_url
+        if not url:
+            from icefloe import embedded
 
-        log.info("starting the embedded PostgreSQL under %s", self.settings.home)
-        return embedded.ensure_postgres(self.settings.home)
-
-    @cached_property
-    def db(self) -> Engine:
-        """The ledger; pending migrations are applied on first use."""
-        engine = create_engine(self.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-        if self._migrate:
+            log.info("starting the embedded PostgreSQL under %s", settings.home)
+            url = embedded.ensure_postgres(settings.home)
+        if migrate:
             try:
-                migrations.upgrade(self.database_url)
+                migrations.upgrade(url)
             except OperationalError as exc:
                 raise ConfigurationError(f"cannot connect to the ledger database: {exc.orig}") from exc
-        return engine
+        return cls(settings, url, create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10))
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -56,12 +57,13 @@ class Runtime:
 
     @cached_property
     def s3(self) -> Any:
-        return make_client(max_pool_connections=max(10, self.settings.read_threads * 2))
+        return make_client(self.settings.s3, max_pool_connections=max(10, self.settings.read_threads * 2))
 
     @cached_property
     def objects(self) -> ObjectReader:
-        return ObjectReader(self.s3, max_connections=max(10, self.settings.read_threads * 2))
+        return ObjectReader(
+            self.s3, max_connections=max(10, self.settings.read_threads * 2), ca_bundle=self.settings.s3.ca_bundle
+        )
 
     def close(self) -> None:
-        if "db" in self.__dict__:
-            self.db.dispose()
+        self.db.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from icefloe.errors import (
     SourceError,
     TransientFileError,
 )
+from icefloe.settings import S3Settings
 
 _TRANSIENT_CODES = {
     "500",
@@ -71,8 +71,9 @@ def split_uri(uri: str) -> tuple[str, str]:
     return loc.bucket, loc.prefix
 
 
-def make_client(max_pool_connections: int = 32) -> Any:
-    """A boto3 S3 client configured by the AWS SDK's own environment (incl. ``AWS_ENDPOINT_URL``).
+def make_client(settings: S3Settings, max_pool_connections: int = 32) -> Any:
+    """A boto3 S3 client on the endpoint and region of ``settings``; credentials are its keys
+    when given, else the AWS SDK's own chain (environment, profile, instance role).
 
     Adaptive retries absorb throttling and 5xx; path-style addressing works with every
     S3-compatible store when an endpoint is set.
@@ -82,10 +83,21 @@ def make_client(max_pool_connections: int = 32) -> Any:
         max_pool_connections=max_pool_connections,
         connect_timeout=5,
         read_timeout=60,
-        s3={"addressing_style": "path"} if os.environ.get("AWS_ENDPOINT_URL") else None,
+        s3={"addressing_style": "path"} if settings.path_style else None,
     )
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.session.Session().client("s3", region_name=region, config=config)
+    given = settings.access_key_id and settings.secret_access_key
+    session = boto3.session.Session(
+        aws_access_key_id=settings.access_key_id if given else None,
+        aws_secret_access_key=settings.secret_access_key if given else None,
+        aws_session_token=settings.session_token if given else None,
+    )
+    return session.client(
+        "s3",
+        region_name=settings.region or "us-east-1",
+        endpoint_url=settings.endpoint_url,
+        verify=settings.ca_bundle,
+        config=config,
+    )
 
 
 def _code(exc: ClientError) -> str:
@@ -94,19 +106,16 @@ def _code(exc: ClientError) -> str:
     )
 
 
-def _endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-
-
 @contextmanager
-def source_errors(location: S3Location) -> Iterator[None]:
-    """Translate errors of source-wide calls (listing) into one-line :class:`SourceError`."""
+def source_errors(location: S3Location, endpoint: str) -> Iterator[None]:
+    """Translate errors of source-wide calls (listing) into one-line :class:`SourceError`;
+    ``endpoint`` is the client's, for the message."""
     try:
         yield
     except ClientError as exc:
         code = _code(exc)
         if code in ("NoSuchBucket", "404"):
-            raise SourceError(f"bucket {location.bucket!r} does not exist (at {_endpoint()})") from exc
+            raise SourceError(f"bucket {location.bucket!r} does not exist (at {endpoint})") from exc
         if code in _AUTH_CODES:
             raise SourceError(
                 f"access to s3://{location.bucket}/ denied ({code}): check AWS_ACCESS_KEY_ID/"
@@ -118,7 +127,7 @@ def source_errors(location: S3Location) -> Iterator[None]:
             "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
         ) from exc
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
-        raise SourceError(f"cannot reach the S3 endpoint {_endpoint()}: {exc}") from exc
+        raise SourceError(f"cannot reach the S3 endpoint {endpoint}: {exc}") from exc
     except BotoCoreError as exc:
         raise SourceError(f"S3 error on s3://{location.bucket}/: {exc}") from exc
 
@@ -166,7 +175,7 @@ class ObjectReader:
     whose per-request Python overhead made it the bottleneck of small-file ingestion.
     """
 
-    def __init__(self, client: Any, max_connections: int = 32) -> None:
+    def __init__(self, client: Any, max_connections: int = 32, ca_bundle: str | None = None) -> None:
         self.client = client
         retries = urllib3.Retry(
             total=5,
@@ -180,7 +189,7 @@ class ObjectReader:
             maxsize=max_connections,
             retries=retries,
             timeout=urllib3.Timeout(connect=5, read=60),
-            ca_certs=os.environ.get("AWS_CA_BUNDLE") or None,
+            ca_certs=ca_bundle,
         )
 
     def open(self, uri: str, etag: str) -> urllib3.BaseHTTPResponse:

@@ -47,8 +47,8 @@ TABLE_PROPERTIES = {
 
 
 def load(settings: Settings, database_url: str) -> Catalog:
-    """The catalog named by ``ICEFLOE_CATALOG`` (configured the pyiceberg way), else the default:
-    a SQL catalog in the ledger database, warehouse under ``ICEFLOE_HOME`` (or ``ICEFLOE_WAREHOUSE``).
+    """The catalog named by ``settings.catalog_name`` (configured the pyiceberg way), else the
+    default: a SQL catalog in the ledger database, warehouse ``settings.warehouse``.
     """
     from pyiceberg.catalog import load_catalog
     from pyiceberg.catalog.sql import SqlCatalog
@@ -56,18 +56,20 @@ def load(settings: Settings, database_url: str) -> Catalog:
     try:
         if settings.catalog_name:
             return load_catalog(settings.catalog_name)
-        warehouse = os.environ.get("ICEFLOE_WAREHOUSE") or settings.warehouse
+        warehouse = settings.warehouse
         # pool_pre_ping: a pooled connection killed by a PostgreSQL restart is replaced, not used.
         props: dict[str, str] = {"uri": database_url, "warehouse": warehouse, "pool_pre_ping": "true"}
         if warehouse.startswith("s3://"):
-            # Let a default catalog with an S3 warehouse reuse the AWS SDK's environment.
-            env_props = {
-                "s3.endpoint": "AWS_ENDPOINT_URL",
-                "s3.access-key-id": "AWS_ACCESS_KEY_ID",
-                "s3.secret-access-key": "AWS_SECRET_ACCESS_KEY",
-                "s3.region": "AWS_REGION",
+            # A default catalog with an S3 warehouse reuses the sources' S3 settings.
+            s3 = settings.s3
+            s3_props = {
+                "s3.endpoint": s3.endpoint_url,
+                "s3.access-key-id": s3.access_key_id,
+                "s3.secret-access-key": s3.secret_access_key,
+                "s3.session-token": s3.session_token,
+                "s3.region": s3.region,
             }
-            props.update({k: os.environ[v] for k, v in env_props.items() if os.environ.get(v)})
+            props.update({k: v for k, v in s3_props.items() if v})
             # pyarrow's S3 client gives up after 3 s without progress; a busy store stalls longer.
             props.setdefault("s3.connect-timeout", "10")
             props.setdefault("s3.request-timeout", "60")

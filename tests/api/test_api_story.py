@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from api_support import ApiServer
 
@@ -58,7 +57,6 @@ def test_create_trigger_poll_list_retry_and_read_the_table(
     bucket: str,
     put_objects: PutObjects,
     database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = start_api(with_worker=True)
     # An admin token through the CLI, as an operator would make the first one.
@@ -135,9 +133,6 @@ def test_create_trigger_poll_list_retry_and_read_the_table(
     assert reader.get(f"{base}/files/{failed[0]['id']}").json()["retry_count"] == 1
 
     # The Iceberg table holds each good row once, with its source file.
-    for key, value in icefloe_env.items():
-        if key.startswith(("ICEFLOE_", "AWS_", "PYICEBERG_")):
-            monkeypatch.setenv(key, value)
     catalog = tables.load(Settings.from_env(icefloe_env), database_url)
     table = catalog.load_table("story.events").scan().to_arrow()
     assert sorted(table.column("id").to_pylist()) == list(range(50))

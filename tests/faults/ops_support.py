@@ -861,7 +861,7 @@ def _race(argv: list[str]) -> int:
 
     name, go_file, threads = argv[0], Path(argv[1]), int(argv[2])
     release_file = go_file.with_name(go_file.name + ".release")
-    rt = Runtime(Settings.from_env(), migrate=False)
+    rt = Runtime.open(Settings.from_env(os.environ), migrate=False)
     ingestion = ingestions.get(rt.db, name)
     tables.load_table(rt.catalog, ingestion.table_identifier)  # warm: catalog connected, modules loaded
     with rt.db.connect() as conn:

@@ -9,7 +9,6 @@ runtime's catalog, and from the ledger through ``icefloe.ledger``.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -24,23 +23,12 @@ from icefloe.settings import Settings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_")
-
 
 @pytest.fixture
-def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    """A Runtime on the test's database, S3 server and warehouse (``ICEFLOE_HOME`` of icefloe_env).
-
-    The AWS SDK and the catalog read this process's environment, so it is made to match
-    ``icefloe_env`` for the ICEFLOE_/AWS_/PYICEBERG_ variables for the duration of the test.
-    """
-    for key in list(os.environ):
-        if key.startswith(_ENV_PREFIXES):
-            monkeypatch.delenv(key)
-    for key, value in icefloe_env.items():
-        if key.startswith(_ENV_PREFIXES):
-            monkeypatch.setenv(key, value)
-    runtime = Runtime(Settings.from_env(icefloe_env))
+def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
+    """A Runtime on the test's database, S3 server and warehouse (``ICEFLOE_HOME`` of icefloe_env),
+    from the settings the CLI would read from ``icefloe_env`` (this process's environment is not used)."""
+    runtime = Runtime.open(Settings.from_env(icefloe_env))
     try:
         yield runtime
     finally:

@@ -23,11 +23,8 @@ from icefloe.settings import Settings
 
 
 @pytest.fixture
-def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    for key, value in icefloe_env.items():
-        if key.startswith(("AWS_", "ICEFLOE_")):
-            monkeypatch.setenv(key, value)
-    runtime = Runtime(dataclasses.replace(Settings.from_env(icefloe_env), lease_seconds=6))
+def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
+    runtime = Runtime.open(dataclasses.replace(Settings.from_env(icefloe_env), lease_seconds=6))
     yield runtime
     runtime.close()
 

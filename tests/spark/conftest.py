@@ -102,7 +102,7 @@ def srt(spark_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key, value in spark_env.items():
         if key.startswith(_ENV_PREFIXES):
             monkeypatch.setenv(key, value)
-    runtime = Runtime(Settings.from_env(spark_env))
+    runtime = Runtime.open(Settings.from_env(spark_env))
     try:
         yield runtime
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from icefloe.errors import ConfigurationError, IcefloeError
-from icefloe.settings import Settings
+from icefloe.settings import S3Settings, Settings, SparkSettings
 from icefloe.spark import jars, require_client, server
 from icefloe.spark.engine import SparkEngine, SparkReadOptions, _error_type, _is_infrastructure
 from icefloe.spark.session import SparkTarget, catalog_conf, jdbc_settings, one_line, resolve_remote
@@ -24,12 +25,14 @@ def test_missing_client_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyP
 
 
 def test_remote_comes_from_the_ingestion_then_the_environment() -> None:
-    assert resolve_remote("sc://a:1", {"ICEFLOE_SPARK_REMOTE": "sc://b:2"}) == "sc://a:1"
-    assert resolve_remote(None, {"ICEFLOE_SPARK_REMOTE": "sc://b:2"}) == "sc://b:2"
+    configured = SparkSettings.from_env({"ICEFLOE_SPARK_REMOTE": "sc://b:2"})
+    assert resolve_remote("sc://a:1", configured) == "sc://a:1"
+    assert resolve_remote(None, configured) == "sc://b:2"
+    assert resolve_remote(None, SparkSettings.from_env({"SPARK_REMOTE": "sc://c:3"})) == "sc://c:3"
     with pytest.raises(ConfigurationError, match="ICEFLOE_SPARK_REMOTE"):
-        resolve_remote(None, {})
+        resolve_remote(None, SparkSettings())
     with pytest.raises(ConfigurationError, match="sc://"):
-        resolve_remote("http://x:1", {})
+        resolve_remote("http://x:1", SparkSettings())
 
 
 def test_jdbc_url_is_derived_from_the_ledger_url(tmp_path: Path) -> None:
@@ -94,7 +97,7 @@ def test_spark_errors_become_one_line_and_a_type() -> None:
 
 
 def test_server_conf_is_loopback_only_and_quiet(tmp_path: Path) -> None:
-    conf = server.server_conf(15002, tmp_path, [tmp_path / "a.jar"], {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    conf = server.server_conf(15002, tmp_path, [tmp_path / "a.jar"], S3Settings(endpoint_url="http://127.0.0.1:9"))
     assert conf["spark.connect.grpc.binding.address"] == "127.0.0.1"
     assert conf["spark.driver.bindAddress"] == "127.0.0.1"
     assert conf["spark.ui.enabled"] == "false"
@@ -111,7 +114,7 @@ def test_status_of_no_server(tmp_path: Path) -> None:
 
 def test_java_home_is_17_or_21() -> None:
     try:
-        home = server.find_java_home()
+        home = server.find_java_home(SparkSettings.from_env(os.environ))
     except IcefloeError:
         pytest.skip("no Java 17/21 here")
     assert server._java_major(home) in (17, 21)

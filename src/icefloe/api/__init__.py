@@ -3,7 +3,7 @@
 
 from icefloe.api import pagination, schemas
 from icefloe.api.app import create_app
-from icefloe.api.config import ApiSettings
 from icefloe.api.server import serve
+from icefloe.settings import ApiSettings
 
 __all__ = ["ApiSettings", "create_app", "pagination", "schemas", "serve"]

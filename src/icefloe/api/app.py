@@ -4,6 +4,7 @@ settings and builds the runtime (ledger pool, catalog, S3 client) when the app s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,6 @@ from prometheus_client import CollectorRegistry
 
 from icefloe import __version__
 from icefloe.api import problems
-from icefloe.api.config import ApiSettings
 from icefloe.api.embedded_worker import EmbeddedWorker
 from icefloe.api.main import api_router, root_router
 from icefloe.api.middleware import RequestContextMiddleware, RequestMetrics, RouteTemplates
@@ -38,20 +38,20 @@ runs, cancel them and retry files; admins also manage ingestions and tokens. Onl
 """
 
 
-def create_app(
-    settings: Settings | None = None, api_settings: ApiSettings | None = None, *, with_worker: bool = False
-) -> FastAPI:
-    """The API on the ledger, catalog and S3 of ``settings`` (default: from the environment).
+def create_app(settings: Settings | None = None, *, with_worker: bool = False) -> FastAPI:
+    """The API on the ledger, catalog and S3 of ``settings`` (default: read from the environment
+    here, the API's entry point); ``settings.api`` holds its own (CORS, public metrics).
 
     ``with_worker``: also execute queued runs in this process (``icefloe serve --with-worker``).
     """
-    settings = settings or Settings.from_env()
-    api_settings = api_settings or ApiSettings.from_env()
+    settings = settings or Settings.from_env(os.environ)
+    api_settings = settings.api
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
-        runtime.db  # noqa: B018 - connect and migrate now: fail at start, not on the first request
+        # Connect (starting the embedded PostgreSQL if needed) and migrate now: fail at start,
+        # not on the first request.
+        runtime = Runtime.open(settings)
         app.state.runtime = runtime
         ledger_gauges = LedgerCollector(runtime.db)
         registry.register(ledger_gauges)

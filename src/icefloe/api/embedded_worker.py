@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from icefloe import ingestions, runs, worker
+from icefloe import ingestions, logs, runs, worker
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
 
@@ -26,7 +26,8 @@ class EmbeddedWorker:
 
     def __init__(self, settings: Settings, *, poll_seconds: float = 1.0) -> None:
         # Its own runtime (connection pool, catalog, S3 client): API traffic cannot starve it.
-        self.rt = Runtime(settings)
+        # The app's runtime has migrated the ledger already.
+        self.rt = Runtime.open(settings, migrate=False)
         self.poll_seconds = poll_seconds
         self.stop_event = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="icefloe-embedded-worker", daemon=True)
@@ -51,9 +52,10 @@ class EmbeddedWorker:
                     self.stop_event.wait(self.poll_seconds)
                     continue
                 ingestion = ingestions.get(self.rt.db, run.ingestion_id)
-                log.info("executing run %s of %s", run.id, ingestion.name, extra={"run_id": run.id})
-                done = worker.execute_run(self.rt, ingestion, run, stop=self.stop_event)
-                log.info("run %s of %s: %s", done.id, ingestion.name, done.status, extra={"run_id": run.id})
+                with logs.run_context(run_id=run.id, ingestion=ingestion.name):
+                    log.info("executing run %s of %s", run.id, ingestion.name)
+                    done = worker.execute_run(self.rt, ingestion, run, stop=self.stop_event)
+                    log.info("run %s of %s: %s", done.id, ingestion.name, done.status)
             except Exception:
                 log.exception("in-process worker: unexpected error; retrying")
                 self.stop_event.wait(self.poll_seconds)

@@ -14,7 +14,6 @@ from typing import Any
 import uvicorn
 
 from icefloe.api.app import create_app
-from icefloe.api.config import ApiSettings
 from icefloe.api.middleware import RequestIdFilter
 from icefloe.settings import Settings
 
@@ -23,7 +22,6 @@ SHUTDOWN_GRACE_SECONDS = 30
 
 def serve(
     settings: Settings,
-    api_settings: ApiSettings,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -32,7 +30,7 @@ def serve(
     """Serve until a signal stops the server; False when the app could not start."""
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-    app = create_app(settings, api_settings, with_worker=with_worker)
+    app = create_app(settings, with_worker=with_worker)
     config = uvicorn.Config(
         app,
         host=host,

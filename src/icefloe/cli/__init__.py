@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables
+from icefloe import alerts, ingestions, ledger, logs, runs, tables
 from icefloe.cli.output import Output as Output
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
@@ -37,9 +38,18 @@ T = TypeVar("T")
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
+def current_settings(ctx: typer.Context) -> Settings:
+    """The settings :func:`main` built for this invocation (``app(obj=settings)``); read here when
+    ``app`` is called without it (e.g. by typer's test runner)."""
+    settings = ctx.find_object(Settings)
+    return settings if settings is not None else Settings.from_env(os.environ)
+
+
 @contextmanager
-def _runtime() -> Iterator[Runtime]:
-    rt = Runtime(Settings.from_env())
+def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
+    """The ledger (embedded PostgreSQL started and migrations applied if needed), for the commands
+    that use it; the others never start a database."""
+    rt = Runtime.open(current_settings(ctx))
     try:
         yield rt
     finally:
@@ -79,13 +89,13 @@ def _options(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending migrations to the ledger database."""
     out = Output(False)
 
     def body() -> None:
-        with _runtime() as rt:
-            migrations.upgrade(rt.database_url)
+        with _runtime(ctx):  # opening the runtime migrates
+            pass
         out.message("ledger schema is up to date")
 
     _guard(out, body)
@@ -106,6 +116,7 @@ def _parse_since(value: str | None) -> dt.datetime | None:
 
 @ingestion_app.command("create")
 def ingestion_create(
+    ctx: typer.Context,
     name: str,
     source: Annotated[str, typer.Option(help="s3://bucket/prefix/")],
     format: Annotated[str, typer.Option(help="csv | jsonl | parquet")],
@@ -166,7 +177,7 @@ def ingestion_create(
             from icefloe.spark import require_client
 
             require_client()  # one line naming icefloe[spark] when the client is missing
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             created = ingestions.create(rt.db, spec)
         out.record(ingestions.as_dict(created), title=f"created ingestion {created.name}")
 
@@ -174,12 +185,12 @@ def ingestion_create(
 
 
 @ingestion_app.command("list")
-def ingestion_list(as_json: JsonOpt = False) -> None:
+def ingestion_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List ingestions."""
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             rows = [ingestions.as_dict(i) for i in ingestions.list_all(rt.db)]
         out.table(rows, ["name", "status", "source", "format", "table", "pattern"], title="ingestions")
 
@@ -187,12 +198,12 @@ def ingestion_list(as_json: JsonOpt = False) -> None:
 
 
 @ingestion_app.command("show")
-def ingestion_show(name: str, as_json: JsonOpt = False) -> None:
+def ingestion_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Show an ingestion, its ledger counts and its last run."""
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             with rt.db.connect() as conn:
                 counts = ledger.status_counts(conn, i.id)
@@ -206,12 +217,12 @@ def ingestion_show(name: str, as_json: JsonOpt = False) -> None:
 
 
 @ingestion_app.command("check")
-def ingestion_check(name: str, as_json: JsonOpt = False) -> None:
+def ingestion_check(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Test access to the source (one listing page) and to the catalog."""
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             location = S3Location.parse(i.source)
             page = next(listing_pages(rt.s3, location, Filter(location.prefix, i.pattern, i.since)), [])
@@ -229,11 +240,11 @@ def ingestion_check(name: str, as_json: JsonOpt = False) -> None:
     _guard(out, body)
 
 
-def _set_status(name: str, status: str) -> None:
+def _set_status(ctx: typer.Context, name: str, status: str) -> None:
     out = Output(False)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             ingestions.set_status(rt.db, name, status)
         out.message(f"{name}: {status}")
 
@@ -241,26 +252,26 @@ def _set_status(name: str, status: str) -> None:
 
 
 @ingestion_app.command("pause")
-def ingestion_pause(name: str) -> None:
+def ingestion_pause(ctx: typer.Context, name: str) -> None:
     """Pause an ingestion: `run` refuses it until resumed."""
-    _set_status(name, "PAUSED")
+    _set_status(ctx, name, "PAUSED")
 
 
 @ingestion_app.command("resume")
-def ingestion_resume(name: str) -> None:
+def ingestion_resume(ctx: typer.Context, name: str) -> None:
     """Resume a paused ingestion."""
-    _set_status(name, "ACTIVE")
+    _set_status(ctx, name, "ACTIVE")
 
 
 @ingestion_app.command("delete")
-def ingestion_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+def ingestion_delete(ctx: typer.Context, name: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Delete an ingestion and its ledger (the Iceberg table is kept)."""
     out = Output(False)
     if not yes and sys.stdin.isatty() and not typer.confirm(f"delete ingestion {name} and its ledger?"):
         raise typer.Exit(EXIT_USAGE)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             ingestions.delete(rt.db, name)
         out.message(f"deleted {name}")
 
@@ -272,6 +283,7 @@ def ingestion_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")
 
 @app.command("run")
 def run_command(
+    ctx: typer.Context,
     name: str,
     as_json: JsonOpt = False,
     enqueue: Annotated[bool, typer.Option("--enqueue", help="queue the run for `icefloe worker` and return")] = False,
@@ -280,7 +292,7 @@ def run_command(
     out = Output(as_json)
 
     def body() -> int:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             if i.status == "PAUSED":
                 raise ConfigurationError(f"ingestion {name} is paused (icefloe ingestion resume {name})")
@@ -338,6 +350,7 @@ def run_command(
 
 @app.command("files")
 def files_command(
+    ctx: typer.Context,
     name: str,
     status: Annotated[str | None, typer.Option(help="DISCOVERED|PROCESSING|SUCCESS|FAILED|SKIPPED")] = None,
     limit: Annotated[int, typer.Option()] = 1000,
@@ -349,9 +362,9 @@ def files_command(
 
     def body() -> None:
         if history is not None:
-            operations.history_command(out, name, history)
+            operations.history_command(ctx, out, name, history)
             return
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             with rt.db.connect() as conn:
                 rows = ledger.list_files(conn, i.id, status=status.upper() if status else None, limit=limit)
@@ -366,13 +379,15 @@ def files_command(
 
 @app.command("retry")
 def retry_command(
-    name: str, path: Annotated[str | None, typer.Option(help="only this file (key or s3:// URI)")] = None
+    ctx: typer.Context,
+    name: str,
+    path: Annotated[str | None, typer.Option(help="only this file (key or s3:// URI)")] = None,
 ) -> None:
     """Make FAILED files eligible again now (the next run or worker picks them up)."""
     out = Output(False)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             uri = path
             if path is not None and not path.startswith("s3://"):
@@ -388,12 +403,12 @@ def retry_command(
 
 
 @alerts_app.command("test")
-def alerts_test(as_json: JsonOpt = False) -> None:
+def alerts_test(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Send one test alert through every configured channel. Exit 1 if any channel failed."""
     out = Output(as_json)
 
     def body() -> int:
-        results = alerts.send_test_alert(alerts.AlertSettings.from_env())
+        results = alerts.send_test_alert(current_settings(ctx).alerts)
         if as_json:
             out.json({name: {"ok": error is None, "error": error} for name, error in results.items()})
         else:
@@ -408,6 +423,7 @@ def alerts_test(as_json: JsonOpt = False) -> None:
 
 @alerts_app.command("list")
 def alerts_list(
+    ctx: typer.Context,
     unsent: Annotated[bool, typer.Option("--unsent", help="only alerts not sent yet")] = False,
     limit: Annotated[int, typer.Option()] = 50,
     as_json: JsonOpt = False,
@@ -416,7 +432,7 @@ def alerts_list(
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             rows = alerts.list_recent(rt.db, limit=limit, unsent_only=unsent)
         out.table(
             rows,
@@ -437,8 +453,14 @@ def demo_command() -> None:
 
 
 def main() -> None:
-    logs.configure()
-    app()
+    """The entry point: settings are read and validated here, once, and passed to the commands."""
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigurationError as exc:
+        Output(False).error(str(exc))
+        raise SystemExit(EXIT_USAGE) from None
+    logs.configure(fmt=settings.log_format)
+    app(obj=settings)
 
 
 # Commands defined in their own modules register themselves on `app` when imported.

@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 
 from icefloe import logs, tokens
-from icefloe.cli import EXIT_RUN_FAILED, JsonOpt, Output, _guard, _runtime, app
-from icefloe.settings import Settings
+from icefloe.cli import EXIT_RUN_FAILED, JsonOpt, Output, _guard, _runtime, app, current_settings
 
 token_app = typer.Typer(no_args_is_help=True, help="API tokens of the REST API.")
 app.add_typer(token_app, name="token")
@@ -20,6 +19,7 @@ app.add_typer(token_app, name="token")
 
 @app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     with_worker: Annotated[
@@ -32,10 +32,9 @@ def serve_command(
     out = Output(False)
 
     def body() -> bool:
-        settings = Settings.from_env()
-        api_settings = api.ApiSettings.from_env()
-        logs.configure(logging.INFO)
-        return api.serve(settings, api_settings, host=host, port=port, with_worker=with_worker)
+        settings = current_settings(ctx)
+        logs.configure(logging.INFO, fmt=settings.log_format)
+        return api.serve(settings, host=host, port=port, with_worker=with_worker)
 
     if not _guard(out, body):
         raise typer.Exit(EXIT_RUN_FAILED)
@@ -43,6 +42,7 @@ def serve_command(
 
 @token_app.command("create")
 def token_create(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="who or what uses it")],
     role: Annotated[str, typer.Option("--role", help="reader | operator | admin")],
     as_json: JsonOpt = False,
@@ -51,7 +51,7 @@ def token_create(
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             token, secret = tokens.create(rt.db, name=name, role=role)
         if as_json:
             out.json({"name": token.name, "role": token.role, "token": secret})
@@ -63,12 +63,12 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(as_json: JsonOpt = False) -> None:
+def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List API tokens (never their secrets), revoked ones included."""
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             rows = [
                 {
                     "name": t.name,
@@ -85,12 +85,12 @@ def token_list(as_json: JsonOpt = False) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(name: str) -> None:
+def token_revoke(ctx: typer.Context, name: str) -> None:
     """Revoke an API token: it stops working at once."""
     out = Output(False)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             tokens.revoke(rt.db, name)
         out.message(f"revoked token {name}")
 

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from icefloe import ingestions, ledger, runs
-from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _runtime, app, ingestion_app
+from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _runtime, app, current_settings, ingestion_app
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, NotFoundError
-from icefloe.settings import Settings
+from icefloe.settings import AlertSettings
 
 
 def schedule_options(schedule: str | None, every: str | None) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def schedule_options(schedule: str | None, every: str | None) -> dict[str, Any]:
 
 @ingestion_app.command("update")
 def ingestion_update(
+    ctx: typer.Context,
     name: str,
     schedule: Annotated[str | None, typer.Option(help='cron expression, e.g. "*/5 * * * *"')] = None,
     every: Annotated[str | None, typer.Option(help="interval, e.g. 10m, 1h")] = None,
@@ -69,7 +70,7 @@ def ingestion_update(
         changes.update({k: v for k, v in optional.items() if v is not None})
         if not changes:
             raise ConfigurationError("nothing to change: give at least one option")
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             updated = ingestions.update(rt.db, name, changes)
         out.record(ingestions.as_dict(updated), title=f"updated ingestion {updated.name}")
 
@@ -78,6 +79,7 @@ def ingestion_update(
 
 @app.command("runs")
 def runs_command(
+    ctx: typer.Context,
     name: str,
     limit: Annotated[int, typer.Option()] = 20,
     as_json: JsonOpt = False,
@@ -86,7 +88,7 @@ def runs_command(
     out = Output(as_json)
 
     def body() -> None:
-        with _runtime() as rt:
+        with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             rows = [
                 runs.summary(r, i.name) | {"trigger": r.trigger, "started_at": r.started_at, "worker_id": r.worker_id}
@@ -111,9 +113,9 @@ def runs_command(
     _guard(out, body)
 
 
-def history_command(out: Output, name: str, path: str) -> None:
+def history_command(ctx: typer.Context, out: Output, name: str, path: str) -> None:
     """`icefloe files NAME --history KEY`: every attempt at one file."""
-    with _runtime() as rt:
+    with _runtime(ctx) as rt:
         i = ingestions.get(rt.db, name)
         with rt.db.connect() as conn:
             rows = ledger.list_files(conn, i.id, path=ingestions.file_uri(i, path), limit=1)
@@ -129,6 +131,7 @@ def history_command(out: Output, name: str, path: str) -> None:
 
 @app.command("worker")
 def worker_command(
+    ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(help="batches processed at once")] = 1,
     lease_seconds: Annotated[int | None, typer.Option(help="lease of a claim (default ICEFLOE_LEASE_SECONDS)")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics on 127.0.0.1:PORT")] = None,
@@ -143,7 +146,7 @@ def worker_command(
         raise typer.Exit(2)
 
     def body() -> int:
-        settings = Settings.from_env()
+        settings = current_settings(ctx)
         if lease_seconds is not None:
             if lease_seconds < 3:
                 raise ConfigurationError("--lease-seconds must be at least 3")
@@ -151,7 +154,7 @@ def worker_command(
         settings = dataclasses.replace(settings, read_threads=max(2, settings.read_threads // concurrency))
         from icefloe.runtime import Runtime
 
-        rt = Runtime(settings)
+        rt = Runtime.open(settings)
         try:
             if metrics_port is not None:
                 from icefloe import metrics
@@ -164,7 +167,7 @@ def worker_command(
                 concurrency=concurrency,
                 grace_seconds=grace_seconds,
                 poll_seconds=poll_seconds,
-                housekeeping=_alerts_housekeeping(),
+                housekeeping=_alerts_housekeeping(settings.alerts),
             )
             process.install_signal_handlers()
             process.run()
@@ -175,11 +178,9 @@ def worker_command(
     raise typer.Exit(_guard(out, body))
 
 
-def _alerts_housekeeping() -> Any:
+def _alerts_housekeeping(settings: AlertSettings) -> Any:
     """Detect and deliver alerts from the worker's housekeeping loop."""
     from icefloe import alerts
-
-    settings = alerts.AlertSettings.from_env()
 
     def tick(rt: Any) -> None:
         alerts.detect(rt.db)

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from icefloe.cli import current_settings
 from icefloe.errors import ConfigurationError, IcefloeError
-from icefloe.settings import Settings
 from icefloe.spark import server
 
 spark_app = typer.Typer(
@@ -24,9 +24,9 @@ spark_app = typer.Typer(
 EXIT_RUN_FAILED, EXIT_USAGE = 1, 2
 
 
-def _dirs() -> tuple[Path, Path]:
-    settings = Settings.from_env()
-    return server.default_cache(settings.home), server.default_state_dir(settings.home)
+def _dirs(ctx: typer.Context) -> tuple[Path, Path]:
+    settings = current_settings(ctx)
+    return server.default_cache(settings), server.default_state_dir(settings.home)
 
 
 def _fail(exc: IcefloeError) -> typer.Exit:
@@ -35,9 +35,9 @@ def _fail(exc: IcefloeError) -> typer.Exit:
 
 
 @spark_app.command("install")
-def install_command() -> None:
+def install_command(ctx: typer.Context) -> None:
     """Install pyspark (own venv) and fetch the jars with Maven, into the cache; start nothing."""
-    cache, _ = _dirs()
+    cache, _ = _dirs(ctx)
     try:
         spark_home, jar_files = server.install(cache)
     except IcefloeError as exc:
@@ -49,6 +49,7 @@ def install_command() -> None:
 
 @spark_app.command("start")
 def start_command(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1")] = server.DEFAULT_PORT,
     driver_memory: Annotated[str, typer.Option(help="JVM heap of the driver (local mode: all of Spark)")] = (
         server.DEFAULT_DRIVER_MEMORY
@@ -59,10 +60,10 @@ def start_command(
 ) -> None:
     """Start the server in the background (installing it on first use); prints its remote URL.
 
-    S3A reads use this shell's AWS_ENDPOINT_URL / AWS_REGION / credentials. Point icefloe at it
+    S3A reads use icefloe's S3 settings (AWS_ENDPOINT_URL, AWS_REGION) and this shell's credentials. Point icefloe at it
     with ICEFLOE_SPARK_REMOTE=<the printed URL>.
     """
-    cache, state_dir = _dirs()
+    cache, state_dir = _dirs(ctx)
     extra: dict[str, str] = {}
     for item in conf or []:
         key, sep, value = item.partition("=")
@@ -77,6 +78,7 @@ def start_command(
             driver_memory=driver_memory,
             master=master,
             extra_conf=extra,
+            settings=current_settings(ctx),
             log=not as_json,
         )
     except IcefloeError as exc:
@@ -89,17 +91,19 @@ def start_command(
 
 
 @spark_app.command("stop")
-def stop_command() -> None:
+def stop_command(ctx: typer.Context) -> None:
     """Stop the server started by `start` (SIGTERM, SIGKILL after 30 s)."""
-    _, state_dir = _dirs()
+    _, state_dir = _dirs(ctx)
     state = server.stop(state_dir)
     typer.echo("no Spark Connect server running" if state is None else f"stopped (pid {state.pid})")
 
 
 @spark_app.command("status")
-def status_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def status_command(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
     """Is the server running; its URL, pid, memory. Exit 1 when it is not running."""
-    _, state_dir = _dirs()
+    _, state_dir = _dirs(ctx)
     report = server.status(state_dir)
     if as_json:
         typer.echo(json.dumps(report))

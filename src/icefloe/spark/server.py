@@ -9,10 +9,11 @@ Layout: the *cache* (``ICEFLOE_SPARK_CACHE``, default ``ICEFLOE_HOME/spark``) ho
 downloaded once (``venv/``, ``jars/``); the *state* folder (``ICEFLOE_HOME/spark/server``) holds
 what belongs to one running server (``server.json``, ``server.log``, ``tmp/``).
 
-The server configures S3A (for reading ``s3a://`` sources) from the AWS SDK's environment of the
-process that starts it, and loads Iceberg's SQL extensions. The Iceberg catalog is *not* fixed
-here: each icefloe client session configures the ``icefloe`` catalog for itself (see
-:mod:`icefloe.spark.session`), so one server serves ledgers in several databases.
+The server configures S3A (for reading ``s3a://`` sources) from icefloe's S3 settings (endpoint,
+region, keys when given; else the AWS SDK's chain of the process that starts it), and loads
+Iceberg's SQL extensions. The Iceberg catalog is *not* fixed here: each icefloe client session
+configures the ``icefloe`` catalog for itself (see :mod:`icefloe.spark.session`), so one server
+serves ledgers in several databases.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import psutil
 
 from icefloe.errors import ConfigurationError, IcefloeError
+from icefloe.settings import S3Settings, Settings, SparkSettings
 from icefloe.spark import jars
 
 PYSPARK_VERSION = "4.0.1"
@@ -82,27 +84,26 @@ class ServerState:
     master: str
 
 
-def default_cache(home: Path) -> Path:
-    return Path(os.environ.get("ICEFLOE_SPARK_CACHE") or home / "spark").expanduser()
+def default_cache(settings: Settings) -> Path:
+    return (settings.spark.cache_dir or settings.home / "spark").expanduser()
 
 
 def default_state_dir(home: Path) -> Path:
     return (home / "spark" / "server").expanduser()
 
 
-def find_java_home() -> Path:
+def find_java_home(spark: SparkSettings) -> Path:
     """A Java 17 (or 21) home: ``ICEFLOE_SPARK_JAVA_HOME``, else Debian's OpenJDK 17, else ``JAVA_HOME``.
 
     Spark 4.0 runs on Java 17 and 21 only; a newer default ``java`` must not be picked up.
     """
-    explicit = os.environ.get("ICEFLOE_SPARK_JAVA_HOME")
-    candidates: list[Path] = [Path(explicit)] if explicit else []
+    candidates: list[Path] = [spark.java_home] if spark.java_home else []
     jvm = Path("/usr/lib/jvm")
     if jvm.is_dir():
         for pattern in ("java-17-openjdk*", "java-21-openjdk*", "*17*", "*21*"):
             candidates.extend(sorted(p for p in jvm.glob(pattern) if not p.is_symlink()))
-    if os.environ.get("JAVA_HOME"):
-        candidates.append(Path(os.environ["JAVA_HOME"]))
+    if spark.fallback_java_home:
+        candidates.append(spark.fallback_java_home)
     for home in candidates:
         if (home / "bin" / "java").is_file() and _java_major(home) in (17, 21):
             return home
@@ -183,13 +184,13 @@ def install(cache: Path, *, log: bool = True) -> tuple[Path, list[Path]]:
 # ------------------------------------------------------------------------------------- config
 
 
-def s3a_conf(environ: dict[str, str]) -> dict[str, str]:
-    """S3A settings from the AWS SDK's environment (credentials stay in the environment)."""
-    # Credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set (no instance-metadata
-    # probing), else the SDK's default chain (profiles, instance profile).
+def s3a_conf(s3: S3Settings) -> dict[str, str]:
+    """S3A settings from icefloe's S3 settings (keys reach the server through its environment)."""
+    # Credentials from the keys when given (no instance-metadata probing), else the SDK's default
+    # chain (profiles, instance profile).
     provider = (
         "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
-        if environ.get("AWS_ACCESS_KEY_ID")
+        if s3.access_key_id
         else "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
     )
     conf = {
@@ -198,10 +199,10 @@ def s3a_conf(environ: dict[str, str]) -> dict[str, str]:
         "spark.hadoop.fs.s3a.retry.limit": "3",
         "spark.hadoop.fs.s3a.attempts.maximum": "3",
     }
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    region = s3.region
     if region:
         conf["spark.hadoop.fs.s3a.endpoint.region"] = region
-    endpoint = environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3.endpoint_url
     if endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
         conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
@@ -210,7 +211,7 @@ def s3a_conf(environ: dict[str, str]) -> dict[str, str]:
     return conf
 
 
-def server_conf(port: int, state_dir: Path, jar_files: list[Path], environ: dict[str, str]) -> dict[str, str]:
+def server_conf(port: int, state_dir: Path, jar_files: list[Path], s3: S3Settings) -> dict[str, str]:
     tmp = state_dir / "tmp"
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
@@ -236,12 +237,22 @@ def server_conf(port: int, state_dir: Path, jar_files: list[Path], environ: dict
         # by default, one task per object on local[2]. A few tasks do the same HEADs.
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
     }
-    conf.update(s3a_conf(environ))
+    conf.update(s3a_conf(s3))
     return conf
 
 
-def _server_env(java_home: Path, spark: Path, state_dir: Path) -> dict[str, str]:
+def _server_env(java_home: Path, spark: Path, state_dir: Path, s3: S3Settings) -> dict[str, str]:
+    """The server's environment: this process's (the AWS SDK's own configuration included), with
+    icefloe's S3 settings on top, so the server reads S3 as icefloe does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_"))}
+    given = {
+        "AWS_ENDPOINT_URL": s3.endpoint_url,
+        "AWS_REGION": s3.region,
+        "AWS_ACCESS_KEY_ID": s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_access_key,
+        "AWS_SESSION_TOKEN": s3.session_token,
+    }
+    env.update({k: v for k, v in given.items() if v})
     env.update(
         JAVA_HOME=str(java_home),
         SPARK_HOME=str(spark),
@@ -253,10 +264,7 @@ def _server_env(java_home: Path, spark: Path, state_dir: Path) -> dict[str, str]
         AWS_REQUEST_CHECKSUM_CALCULATION=env.get("AWS_REQUEST_CHECKSUM_CALCULATION", "WHEN_REQUIRED"),
         AWS_RESPONSE_CHECKSUM_VALIDATION=env.get("AWS_RESPONSE_CHECKSUM_VALIDATION", "WHEN_REQUIRED"),
     )
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
-        env.setdefault("AWS_REGION", region)
-    if env.get("AWS_ACCESS_KEY_ID"):
+    if s3.access_key_id:
         # Explicit credentials: the SDK need not ask the EC2 instance-metadata service for any.
         env.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     return env
@@ -311,7 +319,7 @@ def start(
     driver_memory: str = DEFAULT_DRIVER_MEMORY,
     master: str = DEFAULT_MASTER,
     extra_conf: dict[str, str] | None = None,
-    environ: dict[str, str] | None = None,
+    settings: Settings,
     log: bool = True,
 ) -> ServerState:
     """Start the server (installing pyspark and the jars first if needed); return once it listens.
@@ -324,13 +332,13 @@ def start(
     if not _port_open_free(port):
         raise ConfigurationError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
     spark, jar_files = install(cache, log=log)
-    java_home = find_java_home()
+    java_home = find_java_home(settings.spark)
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "tmp").mkdir(exist_ok=True)
     (state_dir / "conf").mkdir(exist_ok=True)
     (state_dir / "conf" / "log4j2.properties").write_text(LOG4J2)
-    env = _server_env(java_home, spark, state_dir)
-    conf = server_conf(port, state_dir, jar_files, dict(environ if environ is not None else os.environ))
+    env = _server_env(java_home, spark, state_dir, settings.s3)
+    conf = server_conf(port, state_dir, jar_files, settings.s3)
     conf.update(extra_conf or {})
     command = [
         str(spark / "bin" / "spark-submit"),

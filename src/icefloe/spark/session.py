@@ -6,8 +6,9 @@ the Spark catalog has the *same name* as the pyiceberg catalog (the name is part
 and ``jdbc.schema-version=V1``. The JDBC settings are derived from icefloe's own catalog (never
 typed twice) and set on the client's session: Spark Connect sessions are isolated, and catalog
 settings (``spark.sql.catalog.*``) are session settings, so one server serves any number of
-ledgers. With ``ICEFLOE_SPARK_CATALOG=server`` the cluster's own catalog of that name is used
-as configured there (e.g. a Databricks/EMR cluster whose catalog points at the same database).
+ledgers. With ``ICEFLOE_SPARK_CATALOG=server`` (``settings.spark.catalog``) the cluster's own
+catalog of that name is used as configured there (e.g. a Databricks/EMR cluster whose catalog
+points at the same database).
 
 Credentials for S3 are never sent from here: the Spark side uses its own (environment, instance
 profile). Only the endpoint, path style and region of a non-AWS S3 are passed along.
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,13 +26,10 @@ from pyiceberg.catalog import Catalog
 from sqlalchemy.engine import make_url
 
 from icefloe.errors import ConfigurationError
-from icefloe.settings import Settings
+from icefloe.settings import Settings, SparkSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-REMOTE_ENV = "ICEFLOE_SPARK_REMOTE"
-DEFAULT_SCHEME = "s3a"
 
 _sessions: dict[tuple[str, tuple[tuple[str, str], ...]], SparkSession] = {}
 _lock = threading.Lock()
@@ -49,9 +45,9 @@ class SparkTarget:
     scheme: str  # URI scheme Spark reads s3:// objects through (s3a, or s3 on EMR/Databricks)
 
 
-def resolve_remote(ingestion_remote: str | None, environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    remote = ingestion_remote or env.get(REMOTE_ENV) or env.get("SPARK_REMOTE")
+def resolve_remote(ingestion_remote: str | None, spark: SparkSettings) -> str:
+    """The ingestion's ``--spark-remote``, else ``spark.remote`` (``ICEFLOE_SPARK_REMOTE``, ``SPARK_REMOTE``)."""
+    remote = ingestion_remote or spark.remote
     if not remote:
         raise ConfigurationError(
             "the Spark engine needs a Spark Connect server: set ICEFLOE_SPARK_REMOTE "
@@ -127,28 +123,20 @@ def catalog_conf(catalog: Catalog, settings: Settings) -> dict[str, str]:
         conf[f"{prefix}.jdbc.user"] = user
     if password:
         conf[f"{prefix}.jdbc.password"] = password
-    endpoint = props.get("s3.endpoint") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = props.get("s3.endpoint") or settings.s3.endpoint_url
     if endpoint:
         conf[f"{prefix}.s3.endpoint"] = str(endpoint)
         conf[f"{prefix}.s3.path-style-access"] = "true"
-    region = props.get("s3.region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = props.get("s3.region") or settings.s3.region
     if region or endpoint:
         conf[f"{prefix}.client.region"] = str(region or "us-east-1")
     return conf
 
 
-def target_for(
-    catalog: Catalog, settings: Settings, ingestion_remote: str | None, environ: Mapping[str, str] | None = None
-) -> SparkTarget:
-    env = os.environ if environ is None else environ
-    remote = resolve_remote(ingestion_remote, env)
-    mode = env.get("ICEFLOE_SPARK_CATALOG", "client")
-    if mode not in ("client", "server"):
-        raise ConfigurationError(f"ICEFLOE_SPARK_CATALOG must be client or server, got {mode!r}")
-    conf = catalog_conf(catalog, settings) if mode == "client" else {}
-    scheme = env.get("ICEFLOE_SPARK_SCHEME", DEFAULT_SCHEME)
-    if scheme not in ("s3a", "s3", "s3n"):
-        raise ConfigurationError(f"ICEFLOE_SPARK_SCHEME must be s3a or s3, got {scheme!r}")
+def target_for(catalog: Catalog, settings: Settings, ingestion_remote: str | None) -> SparkTarget:
+    remote = resolve_remote(ingestion_remote, settings.spark)
+    conf = catalog_conf(catalog, settings) if settings.spark.catalog == "client" else {}
+    scheme = settings.spark.scheme
     return SparkTarget(remote=remote, catalog_name=catalog.name, catalog_conf=conf, scheme=scheme)
 
 

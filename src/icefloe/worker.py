@@ -136,7 +136,7 @@ class Heartbeat(_Beat):
 def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
     if ingestion.engine == "spark":
         # Optional extra icefloe[spark]: imported only when an ingestion asks for it.
-        from icefloe.spark.engine import make_spark_engine
+        from icefloe.engines.spark.engine import make_spark_engine
 
         return make_spark_engine(rt, ingestion)
     options = ReadOptions(

@@ -150,7 +150,7 @@ def test_table_written_by_spark_reads_in_pyiceberg_and_back(srt: Runtime, bucket
     engines = [s.get("engine-name") for s in icefloe_summaries(srt, "sp.both")]
     assert engines == [None, "spark"]
 
-    from icefloe.spark.session import session, target_for
+    from icefloe.engines.spark.session import session, target_for
 
     spark = session(target_for(srt.catalog, srt.settings, None))
     counted = spark.sql("SELECT count(*) AS n, count(DISTINCT _source_file) AS f FROM icefloe.sp.both").collect()[0]

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+from icefloe.engines.spark import jars, require_client, server
+from icefloe.engines.spark.engine import SparkEngine, SparkReadOptions, _error_type, _is_infrastructure
+from icefloe.engines.spark.session import SparkTarget, catalog_conf, jdbc_settings, one_line, resolve_remote
 from icefloe.errors import ConfigurationError, IcefloeError
 from icefloe.settings import Settings
-from icefloe.spark import jars, require_client, server
-from icefloe.spark.engine import SparkEngine, SparkReadOptions, _error_type, _is_infrastructure
-from icefloe.spark.session import SparkTarget, catalog_conf, jdbc_settings, one_line, resolve_remote
 
 
 def test_missing_client_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

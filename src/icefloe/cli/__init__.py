@@ -163,7 +163,7 @@ def ingestion_create(
         )
         spec.validate()
         if spec.engine == "spark":
-            from icefloe.spark import require_client
+            from icefloe.engines.spark import require_client
 
             require_client()  # one line naming icefloe[spark] when the client is missing
         with _runtime() as rt:
@@ -445,6 +445,6 @@ def main() -> None:
 from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
-from icefloe.spark.cli import spark_app  # noqa: E402
+from icefloe.engines.spark.cli import spark_app  # noqa: E402
 
 app.add_typer(spark_app, name="spark-server")

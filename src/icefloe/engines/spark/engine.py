@@ -50,6 +50,7 @@ from pyiceberg.table import Table
 
 from icefloe import tables
 from icefloe.engines import StagedBatch
+from icefloe.engines.spark.session import SparkTarget, one_line
 from icefloe.errors import CommitError, ConfigurationError, IcefloeError, LeaseLostError, PermanentFileError
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.schema import (
@@ -57,7 +58,6 @@ from icefloe.schema import (
     SOURCE_FILE_COLUMN,
     arrow_target,
 )
-from icefloe.spark.session import SparkTarget, one_line
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -147,7 +147,7 @@ class SparkEngine:
         replace_changed: bool,
         spark_factory: Callable[[SparkTarget], SparkSession] | None = None,
     ) -> None:
-        from icefloe.spark import session as sessions
+        from icefloe.engines.spark import session as sessions
 
         self.target = target
         self.catalog = catalog
@@ -476,9 +476,9 @@ def _raise_commit_error(exc: Exception, table_identifier: str) -> None:
 
 def make_spark_engine(rt: Runtime, ingestion: Ingestion) -> SparkEngine:
     """The Spark engine for ``ingestion`` (called by :func:`icefloe.worker.make_engine`)."""
+    from icefloe.engines.spark import require_client
+    from icefloe.engines.spark.session import target_for
     from icefloe.schema import user_arrow_schema
-    from icefloe.spark import require_client
-    from icefloe.spark.session import target_for
 
     require_client()
     target = target_for(rt.catalog, rt.settings, ingestion.spark_remote)

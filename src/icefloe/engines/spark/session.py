@@ -154,7 +154,7 @@ def target_for(
 
 def session(target: SparkTarget) -> SparkSession:
     """A Spark Connect session for ``target``, created once per process and reused."""
-    from icefloe.spark import require_client
+    from icefloe.engines.spark import require_client
 
     require_client()
     from pyspark.sql import SparkSession

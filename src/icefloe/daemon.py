@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from icefloe import ingestions, ledger, logs, runs, scheduler, worker
+from icefloe import commit, ingestions, ledger, logs, runs, scheduler, worker
+from icefloe.ledger import LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
 
@@ -133,4 +134,6 @@ class WorkerProcess:
         for ingestion in ingestions.list_all(self.rt.db):
             if ingestion.status == "ACTIVE":
                 with logs.run_context(ingestion=ingestion.name):
-                    worker.reconcile_expired_leases(self.rt, ingestion)
+                    commit.reconcile_expired_leases(
+                        self.rt.db, self.rt.catalog, ingestion, LockBounds.for_lease(self.rt.settings.lease_seconds)
+                    )

@@ -12,10 +12,10 @@ import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from icefloe import migrations, tables
+from icefloe import ledger, migrations, tables
 from icefloe.errors import ConfigurationError
 from icefloe.s3 import ObjectReader, make_client
 from icefloe.settings import Settings
@@ -49,7 +49,7 @@ class Runtime:
                 migrations.upgrade(url)
             except OperationalError as exc:
                 raise ConfigurationError(f"cannot connect to the ledger database: {exc.orig}") from exc
-        return cls(settings, url, create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10))
+        return cls(settings, url, ledger.connect(url))
 
     @cached_property
     def catalog(self) -> Catalog:

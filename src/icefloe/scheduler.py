@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from icefloe import runs
-from icefloe.errors import ConfigurationError
+from icefloe.errors import ConfigurationError, RunInProgressError
 from icefloe.models import Ingestion
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def enqueue_due_runs(db: Engine) -> int:
             continue
         try:
             inserted = runs.enqueue(db, ingestion, trigger="schedule", scheduled_for=due)
-        except runs.RunInProgressError:
+        except RunInProgressError:
             # Not started while a run is in progress; the fire stays due and is taken (coalesced
             # with later ones) once that run finishes.
             continue

@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from icefloe.cli import current_settings
+from icefloe.engines.spark import server
 from icefloe.errors import ConfigurationError, IcefloeError
-from icefloe.spark import server
 
 spark_app = typer.Typer(
     no_args_is_help=True,

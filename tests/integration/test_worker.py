@@ -74,6 +74,27 @@ def test_schedule_fires_once_per_due_time_whatever_the_number_of_workers(rt: Run
     assert scheduler.enqueue_due_runs(rt.db) == 0
 
 
+def test_schedule_of_an_ingestion_allowing_concurrent_runs_fires_beside_a_pending_run(rt: Runtime, bucket: str) -> None:
+    ingestion = ingestions.create(
+        rt.db,
+        IngestionSpec(
+            name="both",
+            source=f"s3://{bucket}/in/",
+            format="jsonl",
+            table="t.both",
+            schedule_interval_seconds=60,
+            allow_concurrent_runs=True,
+        ),
+    )
+    manual = runs.enqueue(rt.db, ingestion, trigger="cli")
+    with rt.db.begin() as conn:
+        conn.execute(sa.text("UPDATE ingestions SET created_at = now() - interval '2 minutes 5 seconds'"))
+    assert scheduler.enqueue_due_runs(rt.db) == 1
+    assert scheduler.enqueue_due_runs(rt.db) == 0, "one run per fire time"
+    queued = sorted((r.trigger, r.status) for r in runs.list_for(rt.db, ingestion.id))
+    assert queued == [("cli", "PENDING"), ("schedule", "PENDING")] and manual.status == "PENDING"
+
+
 def test_paused_ingestion_gets_no_scheduled_run(rt: Runtime, bucket: str) -> None:
     ingestion = ingestions.create(
         rt.db,

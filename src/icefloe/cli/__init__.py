@@ -94,8 +94,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     out = Output(False)
 
     def body() -> None:
-        with _runtime(ctx):  # opening the runtime migrates
-            pass
+        Runtime.open(current_settings(ctx), migrate=True).close()
         out.message("ledger schema is up to date")
 
     _guard(out, body)

@@ -46,11 +46,6 @@ class S3Settings:
     def path_style(self) -> bool:
         return self.endpoint_url is not None
 
-    @property
-    def endpoint_name(self) -> str:
-        """The endpoint as error messages name it."""
-        return self.endpoint_url or "AWS S3"
-
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> S3Settings:
         """The AWS SDK's variables that icefloe passes on explicitly."""

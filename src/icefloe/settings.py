@@ -178,15 +178,21 @@ class ApiSettings:
 
     cors_origins: tuple[str, ...] = ()
     metrics_public: bool = False
+    docs_public: bool = False  # /docs (Swagger UI, assets shipped in the package) and /openapi.json open
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
-        """``ICEFLOE_API_CORS_ORIGINS`` (comma-separated), ``ICEFLOE_API_METRICS_PUBLIC`` (true/false)."""
+        """``ICEFLOE_API_CORS_ORIGINS`` (comma-separated), ``ICEFLOE_API_METRICS_PUBLIC`` and
+        ``ICEFLOE_API_DOCS_PUBLIC`` (true/false)."""
         origins = tuple(o.strip() for o in env.get("ICEFLOE_API_CORS_ORIGINS", "").split(",") if o.strip())
         for origin in origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigurationError(f"ICEFLOE_API_CORS_ORIGINS: {origin!r} is not an http(s) origin")
-        return cls(cors_origins=origins, metrics_public=_flag(env, "ICEFLOE_API_METRICS_PUBLIC"))
+        return cls(
+            cors_origins=origins,
+            metrics_public=_flag(env, "ICEFLOE_API_METRICS_PUBLIC"),
+            docs_public=_flag(env, "ICEFLOE_API_DOCS_PUBLIC"),
+        )
 
 
 @dataclass(frozen=True)

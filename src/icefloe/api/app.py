@@ -71,8 +71,8 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
-        # /openapi.json is served by a route that needs a token; the HTML docs would load their
-        # scripts from a CDN and could not send one.
+        # /openapi.json is a route of ours (a reader token, or public with --public-docs); /docs is
+        # ours too, with the Swagger UI assets shipped in a wheel (no CDN).
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if api_settings.docs_public:
+        _serve_docs(app)
 
     if api_settings.cors_origins:
         app.add_middleware(
@@ -106,6 +108,27 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         routes=RouteTemplates([*app.openapi()["paths"], "/openapi.json"]),
     )
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the assets of the ``swagger-ui-bundle-v2`` wheel: nothing is
+    fetched from a CDN, so the docs work offline and behind a firewall."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="icefloe API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 def _problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:

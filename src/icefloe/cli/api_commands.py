@@ -5,6 +5,7 @@ Registered on the main app by importing this module (see the end of ``icefloe.cl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Annotated
 
@@ -25,6 +26,10 @@ def serve_command(
     with_worker: Annotated[
         bool, typer.Option("--with-worker", help="also execute queued runs in this process")
     ] = False,
+    public_docs: Annotated[
+        bool,
+        typer.Option("--public-docs", help="serve /docs (Swagger UI) and /openapi.json without a token"),
+    ] = False,
 ) -> None:
     """Serve the REST API (/api/v1, /healthz, /readyz, /metrics, /openapi.json) until SIGTERM/SIGINT."""
     from icefloe import api  # FastAPI and uvicorn load only for this command
@@ -33,6 +38,8 @@ def serve_command(
 
     def body() -> bool:
         settings = current_settings(ctx)
+        if public_docs:
+            settings = dataclasses.replace(settings, api=dataclasses.replace(settings.api, docs_public=True))
         logs.configure(logging.INFO, fmt=settings.log_format)
         return api.serve(settings, host=host, port=port, with_worker=with_worker)
 

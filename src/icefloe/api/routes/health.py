@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from icefloe import metrics, tokens
-from icefloe.api.deps import DbDep, Reader, RuntimeDep, bearer
+from icefloe.api.deps import DbDep, RuntimeDep, bearer
 from icefloe.api.problems import Problem, problem, responses
 from icefloe.api.schemas import Health, Readiness
 
@@ -85,6 +85,18 @@ def prometheus_metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/openapi.json", include_in_schema=False)
-def openapi(_: Reader, request: Request) -> JSONResponse:
+def _docs_access(
+    request: Request,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """``/openapi.json`` needs a reader token unless the server publishes its docs (--public-docs)."""
+    if request.app.state.api_settings.docs_public:
+        return
+    token = tokens.authenticate(db, credentials.credentials if credentials else None)
+    request.state.token_name = token.name
+
+
+@router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(_docs_access)])
+def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())

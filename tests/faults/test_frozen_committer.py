@@ -4,8 +4,8 @@ The frozen run is parked at a fault point inside the commit transaction — ``be
 held, fencing and snapshot search done, Iceberg commit not yet made) or ``after-commit`` (Iceberg
 commit made, ledger not yet updated) — and SIGSTOPped there. Two other runs ingest into the same
 table meanwhile: PostgreSQL ends the frozen session once it has been idle in its transaction for
-``LockBounds.hold_seconds``, which frees the lock, so the others' first commit lands within
-hold + wait + start-up slack (stated below), not "after it resumes". The frozen run is then
+``LockBounds.hold_seconds`` (lease/2, at least 5 s), which frees the lock — asserted within that
+bound plus polling slack, not "after it resumes" — and the others then commit every other batch. The frozen run is then
 continued (SIGCONT) or killed (SIGKILL, never continued); either way the table ends exact: every
 file once, every batch once.
 """
@@ -31,10 +31,9 @@ pytestmark = pytest.mark.faults
 
 FILES, ROWS, PER_COMMIT = 60, 5, 10
 BOUNDS = LockBounds.for_lease(LEASE_SECONDS)
-# The others' first commit after the freeze: the frozen session is ended after hold_seconds, a
-# waiter notices within wait_seconds (then backs off ≤ 5 s), plus the start-up of two `icefloe run`
-# processes and their first batch on a loaded 2-core machine.
-OTHERS_COMMIT_WITHIN = BOUNDS.hold_seconds + BOUNDS.wait_seconds + 5 + 20
+# PostgreSQL ends the frozen session hold_seconds after its last statement; allow its once-a-second
+# timeout check and this test's polling on a loaded machine.
+LOCK_RELEASED_WITHIN = BOUNDS.hold_seconds + 5
 
 
 def _holder_parked(faulty: FaultIngestion) -> bool:
@@ -66,23 +65,21 @@ def test_a_worker_frozen_in_the_commit_window_does_not_stall_the_table(
     stopped_at = time.monotonic()
     (frozen_batch,) = {f.batch_id for f in faulty.processing()}
 
+    # The frozen holder loses the table lock within the bound, whatever else runs.
+    faulty.wait_for(
+        lambda: not _holder_parked(faulty), timeout=LOCK_RELEASED_WITHIN + 30, what="the frozen session to end"
+    )
+    released = time.monotonic() - stopped_at
+    print(f"table lock released {released:.1f}s after the freeze (hold bound {BOUNDS.hold_seconds:.0f}s)")
+    assert released <= LOCK_RELEASED_WITHIN
+
+    # Others ingest into the same table meanwhile: everything but the frozen batch, committed.
     others = [faulty.start() for _ in range(2)]
-
-    def others_committed() -> bool:
-        if not faulty.table_exists():
-            return False
-        batches = {
-            (s.summary.additional_properties if s.summary else {}).get("icefloe.batch-id")
-            for s in faulty.icefloe_snapshots()
-        }
-        return bool(batches - {str(frozen_batch)})
-
-    faulty.wait_for(others_committed, timeout=OTHERS_COMMIT_WITHIN, what="another run's commit while one is frozen")
-    waited = time.monotonic() - stopped_at
-    print(f"first commit of the others {waited:.1f}s after the freeze (bound {OTHERS_COMMIT_WITHIN:.0f}s)")
     for proc in others:
         result = faulty.finish(proc)
         assert result.returncode == 0, result.describe()
+    batches = {s.summary.additional_properties.get("icefloe.batch-id") for s in faulty.icefloe_snapshots() if s.summary}
+    assert batches - {str(frozen_batch)}, "the other runs committed nothing while one was frozen"
 
     if then == "continue":
         os.kill(frozen.pid, signal.SIGCONT)

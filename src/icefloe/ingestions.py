@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from icefloe.discovery import compile_glob
+from icefloe.globs import compile_glob
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location

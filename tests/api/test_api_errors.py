@@ -4,6 +4,8 @@ cancellation; PATCH; deleting a busy ingestion; CORS off by default; request ids
 
 from __future__ import annotations
 
+import random
+import string
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -258,6 +260,33 @@ def test_metrics_public_and_cors_when_configured(start_api: Callable[..., ApiSer
     # Everything else still needs a token.
     assert httpx.get(api.url + "/api/v1/ingestions").status_code == 401
     assert api.stop() == 0
+
+
+def _request_series(metrics_text: str) -> set[str]:
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in metrics_text.splitlines()
+        if line.startswith(("icefloe_api_requests_total{", "icefloe_api_request_duration_seconds_count{"))
+    }
+
+
+def test_metrics_series_are_bounded_whatever_requests_arrive(module_api: ApiServer, admin: httpx.Client) -> None:
+    before = _request_series(admin.get("/metrics").text)
+    rng = random.Random(18)
+    sent: list[str] = []
+    with httpx.Client(base_url=module_api.url, timeout=30) as anonymous:  # no token, as an attacker
+        for i in range(30):
+            method = "".join(rng.choices(string.ascii_uppercase, k=8)) if i % 2 else "GET"
+            path = f"/{uuid.uuid4().hex}" if i % 3 else f"/api/v1/runs/{rng.randint(1, 10**9)}"
+            anonymous.request(method, path)
+            sent += [method, path]
+    added = _request_series(admin.get("/metrics").text) - before
+    # {GET, other} x {unmatched, /api/v1/runs/{run_id}}, each a latency series and a counter per
+    # status (401, 404 or 405): at most 12 new series, where raw labels made 60.
+    assert 0 < len(added) <= 12, sorted(added)
+    labels = " ".join(added)
+    assert 'method="other"' in labels and 'route="unmatched"' in labels
+    assert not [value for value in sent if f'"{value}"' in labels and value != "GET"], sorted(added)
 
 
 def test_an_ingestion_made_by_the_cli_is_the_same_as_one_made_by_the_api(

@@ -11,9 +11,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from icefloe.globs import compile_glob
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
+from icefloe.globs import compile_glob
 from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
+from icefloe.redaction import redact_uri
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
 from icefloe.schema import canonical_schema_document, parse_schema_document
@@ -283,11 +284,12 @@ def file_uri(ingestion: Ingestion, key_or_uri: str) -> str:
 
 
 def as_dict(i: Ingestion) -> dict[str, Any]:
-    """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case."""
+    """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case,
+    credentials written into its URIs masked (:func:`icefloe.redaction.redact_uri`)."""
     return {
         "id": i.id,
         "name": i.name,
-        "source": i.source,
+        "source": redact_uri(i.source),
         "format": i.format,
         "table": i.table_identifier,
         "pattern": i.pattern,
@@ -306,7 +308,7 @@ def as_dict(i: Ingestion) -> dict[str, Any]:
         "allow_concurrent_runs": i.allow_concurrent_runs,
         "alert_stale_after_seconds": i.alert_stale_after_seconds,
         "engine": i.engine,
-        "spark_remote": i.spark_remote,
+        "spark_remote": None if i.spark_remote is None else redact_uri(i.spark_remote),
         "status": i.status,
         "created_at": i.created_at,
         "updated_at": i.updated_at,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from icefloe.errors import NotFoundError
+from icefloe.redaction import redact_optional, redact_text
 from icefloe.retry import backoff_seconds
 
 
@@ -380,7 +381,7 @@ def mark_failed(
             "id": file.id,
             "token": file.lease_token,
             "error_type": error_type[:100],
-            "error_message": error_message[:4000],
+            "error_message": redact_text(error_message)[:4000],  # never a presigned URL
             "bytes_read": bytes_read,
             "duration_ms": duration_ms,
             "backoff": backoff,
@@ -404,6 +405,7 @@ def release(
     is not claimable until the next discovery records its new ETag as a new version.
     """
     files = list(files)
+    reason = redact_optional(reason)
     if not files:
         return 0
     result = conn.execute(

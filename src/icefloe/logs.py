@@ -1,4 +1,8 @@
-"""Logging: human lines on a terminal, JSON lines otherwise, with run/batch/file context as fields."""
+"""Logging: human lines on a terminal, JSON lines otherwise, with run/batch/file context as fields.
+
+Both formatters pass the message and any traceback through :func:`icefloe.redaction.redact_text`:
+a library's record (urllib3 names the presigned URL it retries) never writes a signature out.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import logging
 import os
 import sys
+
+from icefloe.redaction import redact_text
 
 # Fields passed with ``extra=`` that belong in every structured record that has them.
 CONTEXT_FIELDS = ("run_id", "batch_id", "file_path", "ingestion", "worker_id", "error_type", "request_id")
@@ -20,14 +26,14 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 data[name] = str(value) if not isinstance(value, int | float) else value
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(data)
 
 
@@ -38,7 +44,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact_text(super().format(record))
         context = [f"{n}={getattr(record, n)}" for n in CONTEXT_FIELDS if getattr(record, n, None) is not None]
         return f"{line} [{' '.join(context)}]" if context else line
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from icefloe.errors import ConflictError, NotFoundError
 from icefloe.models import Ingestion, Run
+from icefloe.redaction import redact_optional
 
 COUNTERS = (
     "files_discovered",
@@ -57,7 +58,7 @@ def finish(
         session.execute(
             update(Run)
             .where(Run.id == run_id, *guard)
-            .values(status=status, error_message=error_message, finished_at=func.now())
+            .values(status=status, error_message=redact_optional(error_message), finished_at=func.now())
         )
         session.commit()
         run = session.get(Run, run_id)

@@ -77,6 +77,23 @@ class Glob:
             current = step
         return 0 in current
 
+    def _representatives(self) -> set[str]:
+        """Characters that between them take every truth value combination of this glob's tests."""
+        points = {0, ord("/"), ord("a"), 0x10FFFF}
+        for state in self._states:
+            test = state.test
+            if test is None or test[0] in ("seg", "any"):
+                continue
+            if test[0] == "lit":
+                assert isinstance(test[1], str)
+                points.add(ord(test[1]))
+            else:
+                assert isinstance(test[2], tuple)
+                for lo, hi in test[2]:
+                    points.update((ord(lo), ord(hi)))
+        chars = {chr(p + d) for p in points for d in (-1, 0, 1) if 0 <= p + d <= 0x10FFFF}
+        return {c for c in chars if not 0xD800 <= ord(c) <= 0xDFFF}
+
     # -- simulation --------------------------------------------------------------------------
 
     def _step(self, current: frozenset[int], c: str) -> frozenset[int]:
@@ -184,6 +201,39 @@ class Glob:
                 j += 1
         self._pos = end
         return ("class", negated, tuple(ranges))
+
+
+_MAX_PAIRS = 20_000  # product states explored before answering "may overlap" (the safe side)
+
+
+def may_overlap(outer: str | None, inner: str | None, *, inner_below: str = "") -> bool:
+    """Can one key match both globs? ``outer`` is matched against the key below a prefix P,
+    ``inner`` against the key below the longer prefix P + ``inner_below``; None matches anything.
+
+    Decided exactly on the NFAs' product: a character test is an interval set, so the characters
+    at and around every interval bound and literal of the two patterns represent every character.
+    """
+    a, b = compile_glob(outer if outer is not None else "**"), compile_glob(inner if inner is not None else "**")
+    start_a = a._start
+    for c in inner_below:
+        start_a = a._step(start_a, c)
+        if not start_a:
+            return False
+    alphabet = a._representatives() | b._representatives()
+    seen = {(start_a, b._start)}
+    todo = [(start_a, b._start)]
+    while todo:
+        if len(seen) > _MAX_PAIRS:
+            return True
+        sa, sb = todo.pop()
+        if 0 in sa and 0 in sb:
+            return True
+        for c in alphabet:
+            na, nb = a._step(sa, c), b._step(sb, c)
+            if na and nb and (na, nb) not in seen:
+                seen.add((na, nb))
+                todo.append((na, nb))
+    return False
 
 
 @lru_cache(maxsize=64)

@@ -54,10 +54,7 @@ class Settings:
             threads = max(1, int(threads_raw))
         except ValueError:
             raise ConfigurationError(f"ICEFLOE_READ_THREADS must be an integer, got {threads_raw!r}") from None
-        url = env.get("ICEFLOE_DATABASE_URL") or None
-        if url and url.startswith("postgresql://"):
-            # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        url = ledger_url(env.get("ICEFLOE_DATABASE_URL") or None)
         return cls(
             home=home,
             database_url=url,
@@ -65,3 +62,20 @@ class Settings:
             lease_seconds=lease,
             read_threads=threads,
         )
+
+
+def ledger_url(url: str | None) -> str | None:
+    """``ICEFLOE_DATABASE_URL`` as SQLAlchemy takes it; anything but PostgreSQL (through psycopg 3)
+    is a configuration error naming the scheme (never the rest: it may hold a password)."""
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
+        return "postgresql+psycopg://" + rest
+    if scheme == "postgresql+psycopg" and sep:
+        return url
+    shown = f"a {scheme}:// URL" if sep else "no URL"
+    raise ConfigurationError(
+        f"ICEFLOE_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host/db), got {shown}"
+    )

@@ -3,7 +3,8 @@ ingestions it refuses to let overlap."""
 
 from __future__ import annotations
 
-from e2e_support import cli, one_json
+import pytest
+from e2e_support import cli, one_json, stderr_lines
 
 
 def test_credentials_in_uris_are_never_printed(icefloe_env: dict[str, str]) -> None:
@@ -39,3 +40,45 @@ def test_credentials_in_uris_are_never_printed(icefloe_env: dict[str, str]) -> N
     assert detail["spark_remote"] == "sc://spark:15002/;user_id=etl;token=***"
     [listed] = one_json(shown[4])
     assert (listed["source"], listed["spark_remote"]) == (detail["source"], detail["spark_remote"])
+
+
+def _refused(env: dict[str, str], *args: str) -> str:
+    proc = cli(env, *args, expect=2)
+    [line] = stderr_lines(proc)
+    return line
+
+
+def test_names_are_checked_at_the_edge(icefloe_env: dict[str, str]) -> None:
+    base = ["--source", "s3://bucket/names/", "--format", "jsonl"]
+    digits = _refused(icefloe_env, "ingestion", "create", "2024", *base, "--table", "e2e.digits")
+    assert "all digits" in digits
+    bidi = _refused(icefloe_env, "ingestion", "create", "report\u202egpj", *base, "--table", "e2e.bidi")
+    assert "U+202E" in bidi and "\u202e" not in bidi.replace("'report\u202egpj'", "")
+    for table, why in (("e2e. spaced", "blanks"), ("e2e..x", "empty part"), ("e2e.a/b", "path")):
+        line = _refused(icefloe_env, "ingestion", "create", "fine", *base, "--table", table)
+        assert why in line and line.startswith("error: table "), line
+
+
+@pytest.mark.parametrize("url", ["mysql://etl:hunter2@db.example/ledger", "sqlite:///tmp/x.db"])
+@pytest.mark.parametrize("command", [["ingestion", "list"], ["run", "x", "--json"], ["worker"]])
+def test_a_database_url_that_is_not_postgresql_is_a_configuration_error(
+    icefloe_env: dict[str, str], url: str, command: list[str]
+) -> None:
+    line = _refused(icefloe_env | {"ICEFLOE_DATABASE_URL": url}, *command)
+    assert "ICEFLOE_DATABASE_URL must be a PostgreSQL URL" in line and "hunter2" not in line, line
+
+
+def test_overlapping_ingestions_of_one_table_are_refused(icefloe_env: dict[str, str], bucket: str) -> None:
+    env = icefloe_env
+    common = ["--format", "jsonl", "--table", "e2e.shared"]
+    cli(env, "ingestion", "create", "all", "--source", f"s3://{bucket}/events/", *common, "--pattern", "*.jsonl")
+    line = _refused(env, "ingestion", "create", "eu", "--source", f"s3://{bucket}/events/", *common)
+    assert line == (
+        f"error: ingestion 'all' already writes table e2e.shared from s3://{bucket}/events/ (pattern '*.jsonl'), "
+        "which overlaps this source: a file matched by both would be ingested twice; use disjoint prefixes or "
+        "patterns, or another table"
+    )
+    # A sub-prefix is fine while the first one's pattern stays in its own folder...
+    cli(env, "ingestion", "create", "eu", "--source", f"s3://{bucket}/events/eu/", *common)
+    # ...and the first one cannot be widened over it.
+    assert "'eu' already writes table e2e.shared" in _refused(env, "ingestion", "update", "all", "--pattern", "**")

@@ -310,14 +310,18 @@ def execute_run(
             if run_stop.is_set():
                 runs.requeue(rt.db, run.id, rt.settings.worker_id)
                 return runs.get(rt.db, run.id)
-        failed = runs.count_failed_files(rt.db, ingestion.id, run.id)
-        finished = runs.finish(rt.db, run.id, status="PARTIAL" if failed else "SUCCESS", worker_id=me)
+        finished = runs.settle(rt.db, ingestion.id, run.id, worker_id=me)
     except IcefloeError as exc:
-        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc, extra={"run_id": run.id})
         finished = runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc), worker_id=me)
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, finished.error_message, extra={"run_id": run.id})
     except BaseException as exc:
-        runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}", worker_id=me)
-        raise
+        finished = runs.finish(
+            rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}", worker_id=me
+        )
+        if not isinstance(exc, Exception) or runs.exists(rt.db, run.id):
+            raise
+        # The ingestion was deleted under the run (its ledger rows with it): say so, in one line.
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, finished.error_message, extra={"run_id": run.id})
     if finished.started_at and finished.finished_at:
         duration = (finished.finished_at - finished.started_at).total_seconds()
         metrics.RUN_DURATION.labels(ingestion.name, finished.status).observe(duration)
@@ -416,6 +420,8 @@ class RunHeartbeat(_Beat):
         if state == "cancel":
             log.info("run %s: cancel requested; stopping after the batch in flight", self.run_id)
             self.cancelled.set()
+        elif state == "gone":
+            log.warning("run %s no longer exists: its ingestion was deleted; stopping", self.run_id)
         else:
             log.warning("run %s was taken over by another worker", self.run_id)
         self.stop.set()

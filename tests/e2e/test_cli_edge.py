@@ -3,8 +3,17 @@ ingestions it refuses to let overlap."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
 import pytest
-from e2e_support import cli, one_json, stderr_lines
+import sqlalchemy as sa
+from e2e_support import cli, create, one_json, stderr_lines
+from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from tests.conftest import PutObjects
 
 
 def test_credentials_in_uris_are_never_printed(icefloe_env: dict[str, str]) -> None:
@@ -82,3 +91,39 @@ def test_overlapping_ingestions_of_one_table_are_refused(icefloe_env: dict[str, 
     cli(env, "ingestion", "create", "eu", "--source", f"s3://{bucket}/events/eu/", *common)
     # ...and the first one cannot be widened over it.
     assert "'eu' already writes table e2e.shared" in _refused(env, "ingestion", "update", "all", "--pattern", "**")
+
+
+def test_deleting_an_ingestion_during_its_run_ends_the_run_with_one_line(
+    icefloe_env: dict[str, str], bucket: str, put_objects: PutObjects, database_url: str
+) -> None:
+    put_objects(bucket, {f"in/{n:03d}.jsonl": b'{"id": %d}\n' % n for n in range(40)})
+    create(icefloe_env, "doomed", f"s3://{bucket}/in/", "--max-files-per-commit", "5")
+    # The run pauses in discovery once the listing is in the ledger: the delete lands under it.
+    env = icefloe_env | {"ICEFLOE_FAULT_POINT": "during-discovery:sleep=20"}
+    running = subprocess.Popen(
+        ["icefloe", "run", "doomed", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        engine = sa.create_engine(database_url, poolclass=NullPool)
+        deadline = time.monotonic() + 120
+        with engine.connect() as conn:
+            while conn.execute(sa.text("SELECT count(*) FROM files")).scalar_one() < 40:
+                assert running.poll() is None and time.monotonic() < deadline, running.communicate()
+                time.sleep(0.1)
+        engine.dispose()
+        cli(icefloe_env, "ingestion", "delete", "doomed", "--yes")
+        out, err = running.communicate(timeout=300)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert running.returncode == 1, (out, err)
+    summary = one_json(out)
+    assert summary["status"] == "FAILED" and summary["ingestion"] == "doomed", summary
+    assert summary["error_message"] == (
+        f"the ingestion was deleted while run {summary['run_id']} ran: its ledger is gone "
+        "(what the run committed before stays in the table)"
+    )
+    assert "Traceback" not in err and "AssertionError" not in err, err
+    [logged] = [line for line in err.splitlines() if "failed" in line]
+    assert summary["error_message"] in logged
+    assert cli(icefloe_env, "ingestion", "show", "doomed", expect=2).stderr.count("\n") == 1

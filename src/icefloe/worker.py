@@ -288,7 +288,7 @@ def execute_run(
             while True:
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
-                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
+                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run.id)
                     if not discovered:
                         _discover(rt, ingestion, run, progress)
                         discovered = True
@@ -369,7 +369,7 @@ def _process_until_settled(
             with rt.db.connect() as conn:
                 live, expired = ledger.run_in_flight(conn, ingestion.id, run.id)
             if expired:
-                commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
+                commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run.id)
                 break  # what was requeued is claimable: process it
             if not live or stop.wait(0.5):
                 return

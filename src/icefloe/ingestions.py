@@ -50,13 +50,19 @@ class IngestionSpec:
     engine: str = "arrow"
     spark_remote: str | None = None
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigurationError` naming the first invalid field."""
-        check_name(self.name)
+    def validate(self, *, new_name: bool = True) -> None:
+        """Raise :class:`ConfigurationError` naming the first invalid field.
+
+        ``new_name=False`` (an update that keeps the name): an ingestion made before the name
+        rules stays changeable.
+        """
+        if new_name:
+            check_name(self.name)
         S3Location.parse(self.source)
         if self.format not in FORMATS:
             raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        split_identifier(self.table)
+        if new_name:
+            split_identifier(self.table)
         if self.pattern is not None:
             compile_glob(self.pattern)
         if self.schema is not None:
@@ -283,7 +289,7 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
         if ingestion is None:
             raise NotFoundError(f"no ingestion named {name_or_id!r}")
         changed = replace(spec_of(ingestion), **changes)
-        changed.validate()
+        changed.validate(new_name="name" in changes)
         if "pattern" in changes:
             _refuse_overlap(session, changed, own_id=ingestion.id)
         for field, value in changes.items():

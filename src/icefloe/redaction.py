@@ -18,8 +18,9 @@ MASK = "***"
 _USERINFO_AT_START = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/@\s'\"<>]*@", re.IGNORECASE)
 _CONNECT_TOKEN = re.compile(r"(;\s*token\s*=)[^;\s'\"]*", re.IGNORECASE)
-# The query string of an absolute URL: "http://h/b/k?X-Amz-...": everything after "?".
-_URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s'\"<>)]*", re.IGNORECASE)
+# The query string of an HTTP URL: "http://h/b/k?X-Amz-...": everything after "?" (not of an
+# s3:// URI, whose "?" is part of the key).
+_URL_QUERY = re.compile(r"(\bhttps?://[^\s?#'\"<>]*)\?[^\s'\"<>)]*", re.IGNORECASE)
 # A relative one ("url: /bucket/key?X-Amz-Algorithm=..." in urllib3's messages) holding a signature.
 _SIGNED_QUERY = re.compile(
     r"\?(?=[^\s'\"<>]*(?:X-Amz-|AWSAccessKeyId=|Signature=|Credential=))[^\s'\"<>)]*", re.IGNORECASE

@@ -65,3 +65,9 @@ def test_log_records_are_masked_by_both_formatters_and_at_urllib3(caplog: pytest
         logging.getLogger("urllib3.connectionpool").warning("Retrying after broken: %s", RELATIVE)
     _clean(caplog.text)
     assert "/landing/a.jsonl?***" in caplog.text
+
+
+def test_an_s3_key_with_a_question_mark_stays_readable() -> None:
+    text = "line 3: invalid JSON in s3://b/what?.jsonl"
+    assert redact_text(text) == text
+    assert redact_text("GET http://h/b/what?x=1 failed") == "GET http://h/b/what?*** failed"

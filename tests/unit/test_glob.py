@@ -4,7 +4,7 @@ import pytest
 
 from icefloe.discovery import Filter, skip_reason
 from icefloe.errors import ConfigurationError
-from icefloe.globs import compile_glob
+from icefloe.globs import compile_glob, may_overlap
 
 
 @pytest.mark.parametrize(
@@ -91,3 +91,27 @@ def test_hostile_keys_match_in_linear_time(pattern: str, key: str) -> None:
     assert not glob.match(key)
     assert not glob.match(key[:-1] + "/")
     assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "below", "overlap"),
+    [
+        ("*.csv", "*.json", "", False),
+        ("*.csv", None, "", True),
+        (None, None, "eu/", True),
+        ("*.csv", "*.csv", "eu/", False),  # * stays in the outer prefix's own folder
+        ("**/*.csv", "*.csv", "eu/", True),
+        ("eu/*.csv", "*", "eu/", True),
+        ("us/**", None, "eu/", False),
+        ("[!a]*", "x*", "", True),
+        ("[!x]*", "x*", "", False),
+        ("{a,b}/*", "*", "b/", True),
+        ("part-[0-4]*", "part-[5-9]*", "", False),
+        ("*.jsonl{,.gz}", "**/*.gz", "", True),
+        ("dt=2025-*/**", "dt=2024-*/**", "", False),
+    ],
+)
+def test_may_overlap_decides_whether_one_key_matches_both(
+    outer: str | None, inner: str | None, below: str, overlap: bool
+) -> None:
+    assert may_overlap(outer, inner, inner_below=below) is overlap

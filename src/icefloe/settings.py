@@ -77,5 +77,5 @@ def ledger_url(url: str | None) -> str | None:
         return url
     shown = f"a {scheme}:// URL" if sep else "no URL"
     raise ConfigurationError(
-        f"ICEFLOE_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host/db), got {shown}"
+        f"ICEFLOE_DATABASE_URL must be a PostgreSQL URL (postgresql://host/db or postgresql+psycopg://…), got {shown}"
     )

@@ -41,6 +41,7 @@ import urllib3
 from sqlalchemy import Engine, text
 
 from icefloe.errors import AlertDeliveryError, ConfigurationError
+from icefloe.redaction import redact_json, redact_text
 from icefloe.retry import ALERT_DELIVERY, WEBHOOK_IN_PLACE
 from icefloe.settings import AlertSettings as AlertSettings
 from icefloe.settings import SmtpSettings as SmtpSettings
@@ -214,7 +215,7 @@ def _one_line(value: str, limit: int) -> str:
 
 def _describe(exc: BaseException, secrets: Iterable[str]) -> str:
     """``Type: message`` on one line, without the secrets and without urllib3's object reprs."""
-    message = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", str(exc))
+    message = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", redact_text(str(exc)))
     for secret in secrets:
         message = message.replace(secret, "***")
     return _one_line(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, 300)
@@ -441,9 +442,9 @@ def deliver(
             message = AlertMessage(
                 incident_key=row.incident_key,
                 kind=row.kind,
-                subject=row.subject,
+                subject=redact_text(row.subject),  # the ledger's text is masked already; twice is cheap
                 ingestion=row.ingestion,
-                body=row.body,
+                body=redact_json(row.body),
                 created_at=row.created_at,
             )
             errors = [e for e in (_send(channel, message) for channel in channels) if e is not None]

@@ -229,12 +229,16 @@ def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed:
 # --------------------------------------------------------------------------- reconciliation
 
 
-def reconcile_expired_leases(db: Engine, catalog: Catalog, ingestion: Ingestion, bounds: LockBounds) -> Reconciled:
+def reconcile_expired_leases(
+    db: Engine, catalog: Catalog, ingestion: Ingestion, bounds: LockBounds, *, run_id: int | None = None
+) -> Reconciled:
     """Resolve PROCESSING files whose lease expired (DESIGN.md step 5), under the per-table lock.
 
     The holder is dead or frozen past its lease: if any batch that ever held a file is in a
     snapshot, the file is SUCCESS (and its run's counters say so); otherwise it is claimable again,
     the crash counting as an attempt. A table busy past the wait bound is left for the next pass.
+    ``run_id``: the run reconciling; a file whose last attempt this was ends FAILED in that run,
+    so the run reports it (the run that claimed it died with its batch).
     """
     table_identifier = ingestion.table_identifier
     with db.connect() as conn:
@@ -255,7 +259,7 @@ def reconcile_expired_leases(db: Engine, catalog: Catalog, ingestion: Ingestion,
                 landed = tables.snapshots_with_batches(table, batch_ids, since)
             committed, lost = split_expired(expired, landed)
             ledger.reconcile_committed(conn, [f for f, _ in committed], [s for _, s in committed])
-            ledger.reconcile_lost(conn, lost, ingestion.max_retries)
+            ledger.reconcile_lost(conn, lost, ingestion.max_retries, run_id=run_id)
     except (TableBusyError, CommitOutcomeUnknownError) as exc:
         log.info("reconciliation of %s postponed: %s", ingestion.name, exc)
         return Reconciled(0, 0)

@@ -1,78 +1,24 @@
 """Discovery: list the source page by page and stream each page into the ledger.
 
 Memory holds one listing page (≤ 1,000 keys) at a time; the new/changed diff is computed by
-PostgreSQL in :func:`icefloe.ledger.upsert_listing_page`.
+PostgreSQL in :func:`icefloe.ledger.upsert_listing_page`. Patterns: :mod:`icefloe.globs`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine
 
 from icefloe import ledger
-from icefloe.errors import ConfigurationError
+from icefloe.globs import compile_glob
 from icefloe.ledger import ListedObject
 from icefloe.s3 import S3Location, source_errors
 
 PAGE_SIZE = 1000
-
-
-@lru_cache(maxsize=64)
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Translate a glob into a regex matched against the whole key below the prefix.
-
-    ``*`` and ``?`` stay within one path segment, ``**`` crosses segments (``a/**/b`` also matches
-    ``a/b``), ``[...]``/``[!...]`` are character classes and ``{x,y}`` alternatives (nestable).
-    """
-    out: list[str] = []
-    i, n, depth = 0, len(pattern), 0
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                at_segment_start = i == 0 or pattern[i - 1] == "/"
-                if at_segment_start and pattern.startswith("**/", i):
-                    out.append("(?:.*/)?")
-                    i += 3
-                    continue
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[^", i) else i + 1)
-            if end == -1:
-                raise ConfigurationError(f"malformed glob {pattern!r}: '[' without ']'")
-            body = pattern[i + 1 : end]
-            if body.startswith(("!", "^")):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end
-        elif c == "{":
-            depth += 1
-            out.append("(?:")
-        elif c == "}" and depth:
-            depth -= 1
-            out.append(")")
-        elif c == "," and depth:
-            out.append("|")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    if depth:
-        raise ConfigurationError(f"malformed glob {pattern!r}: '{{' without '}}'")
-    try:
-        return re.compile("".join(out) + r"\Z", re.DOTALL)
-    except re.error as exc:
-        raise ConfigurationError(f"malformed glob {pattern!r}: {exc}") from exc
 
 
 def skip_reason(relative_key: str) -> str | None:
@@ -102,7 +48,7 @@ class Filter:
             return False
         if self.pattern is None:
             return True
-        return compile_glob(self.pattern).match(key[len(self.prefix) :]) is not None
+        return compile_glob(self.pattern).match(key[len(self.prefix) :])
 
 
 def listing_pages(s3: Any, location: S3Location, flt: Filter) -> Iterator[list[ListedObject]]:

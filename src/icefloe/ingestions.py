@@ -7,17 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from icefloe.discovery import compile_glob
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
+from icefloe.globs import compile_glob, may_overlap
 from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
+from icefloe.redaction import redact_uri
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
 from icefloe.schema import canonical_schema_document, parse_schema_document
-from icefloe.tables import split_identifier
+from icefloe.tables import invisible_character, split_identifier
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,19 @@ class IngestionSpec:
     engine: str = "arrow"
     spark_remote: str | None = None
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigurationError` naming the first invalid field."""
-        if not self.name or len(self.name) > 200:
-            raise ConfigurationError("name must be 1 to 200 characters")
+    def validate(self, *, new_name: bool = True) -> None:
+        """Raise :class:`ConfigurationError` naming the first invalid field.
+
+        ``new_name=False`` (an update that keeps the name): an ingestion made before the name
+        rules stays changeable.
+        """
+        if new_name:
+            check_name(self.name)
         S3Location.parse(self.source)
         if self.format not in FORMATS:
             raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        split_identifier(self.table)
+        if new_name:
+            split_identifier(self.table)
         if self.pattern is not None:
             compile_glob(self.pattern)
         if self.schema is not None:
@@ -84,6 +90,10 @@ class IngestionSpec:
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:
     spec.validate()
     with Session(db, expire_on_commit=False) as session:
+        _lock_definitions(session)
+        if session.scalar(select(Ingestion.id).where(Ingestion.name == spec.name)) is not None:
+            raise ConflictError(f"an ingestion named {spec.name!r} already exists")  # before: it says more
+        _refuse_overlap(session, spec)
         ingestion = Ingestion(
             name=spec.name,
             source=spec.source,
@@ -114,6 +124,44 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             raise ConflictError(f"an ingestion named {spec.name!r} already exists") from exc
         session.refresh(ingestion)
         return ingestion
+
+
+def _lock_definitions(session: Session) -> None:
+    """Serialise the overlap check with concurrent creates and updates (until the commit)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('icefloe.ingestion-sources'))"))
+
+
+def _refuse_overlap(session: Session, spec: IngestionSpec, *, own_id: int | None = None) -> None:
+    """Refuse a definition that could ingest a key another ingestion of the same table ingests.
+
+    Two such ingestions would each commit the file (its rows twice), and a change of the file
+    would make ``--on-change replace`` in one delete the rows the other committed. Overlap means:
+    the same bucket, one prefix a prefix of the other, and one key below both that both patterns
+    match (decided exactly, :func:`icefloe.globs.may_overlap`). Table names compare without case
+    (Glue and Hive fold it).
+    """
+    _lock_definitions(session)
+    mine = S3Location.parse(spec.source)
+    same_table = select(Ingestion).where(func.lower(Ingestion.table_identifier) == spec.table.lower())
+    for other in session.scalars(same_table):
+        if other.id == own_id:
+            continue
+        theirs = S3Location.parse(other.source)
+        if theirs.bucket != mine.bucket:
+            continue
+        if mine.prefix.startswith(theirs.prefix):
+            overlap = may_overlap(other.pattern, spec.pattern, inner_below=mine.prefix[len(theirs.prefix) :])
+        elif theirs.prefix.startswith(mine.prefix):
+            overlap = may_overlap(spec.pattern, other.pattern, inner_below=theirs.prefix[len(mine.prefix) :])
+        else:
+            continue
+        if overlap:
+            pattern = f" (pattern {other.pattern!r})" if other.pattern else ""
+            raise ConflictError(
+                f"ingestion {other.name!r} already writes table {other.table_identifier} from "
+                f"{redact_uri(other.source)}{pattern}, which overlaps this source: a file matched by both "
+                "would be ingested twice; use disjoint prefixes or patterns, or another table"
+            )
 
 
 def get(db: Engine, name_or_id: str | int) -> Ingestion:
@@ -234,11 +282,16 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
             f"cannot change {', '.join(fixed)} of an ingestion (changeable: {', '.join(UPDATABLE)})"
         )
     with Session(db, expire_on_commit=False) as session:
+        if "pattern" in changes:
+            _lock_definitions(session)  # before the row lock, as create takes it: no deadlock
         column = Ingestion.id if isinstance(name_or_id, int) else Ingestion.name
         ingestion = session.scalars(select(Ingestion).where(column == name_or_id).with_for_update()).one_or_none()
         if ingestion is None:
             raise NotFoundError(f"no ingestion named {name_or_id!r}")
-        replace(spec_of(ingestion), **changes).validate()
+        changed = replace(spec_of(ingestion), **changes)
+        changed.validate(new_name="name" in changes)
+        if "pattern" in changes:
+            _refuse_overlap(session, changed, own_id=ingestion.id)
         for field, value in changes.items():
             if field == "schema" and value is not None:
                 value = canonical_schema_document(value)
@@ -282,12 +335,28 @@ def file_uri(ingestion: Ingestion, key_or_uri: str) -> str:
     return S3Location.parse(ingestion.source).uri(key_or_uri)
 
 
+def check_name(name: str) -> None:
+    """An ingestion's name: 1 to 200 characters, not all digits (the API takes a name or an id in
+    one path segment: "42" must mean one thing), no "/" (a path segment), nothing invisible
+    (controls, bidi overrides: a name must read as what it is)."""
+    if not name or len(name) > 200:
+        raise ConfigurationError("name must be 1 to 200 characters")
+    if name.isdigit():
+        raise ConfigurationError(f"name {name!r} is all digits: the API would take it for an id")
+    invisible = invisible_character(name)
+    if invisible is not None:
+        raise ConfigurationError(f"name {name!r} holds the invisible character {invisible}")
+    if "/" in name or name != name.strip():
+        raise ConfigurationError(f"name {name!r} holds a '/' or blanks at its ends")
+
+
 def as_dict(i: Ingestion) -> dict[str, Any]:
-    """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case."""
+    """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case,
+    credentials written into its URIs masked (:func:`icefloe.redaction.redact_uri`)."""
     return {
         "id": i.id,
         "name": i.name,
-        "source": i.source,
+        "source": redact_uri(i.source),
         "format": i.format,
         "table": i.table_identifier,
         "pattern": i.pattern,
@@ -306,7 +375,7 @@ def as_dict(i: Ingestion) -> dict[str, Any]:
         "allow_concurrent_runs": i.allow_concurrent_runs,
         "alert_stale_after_seconds": i.alert_stale_after_seconds,
         "engine": i.engine,
-        "spark_remote": i.spark_remote,
+        "spark_remote": None if i.spark_remote is None else redact_uri(i.spark_remote),
         "status": i.status,
         "created_at": i.created_at,
         "updated_at": i.updated_at,

@@ -4,6 +4,9 @@ The context comes from :func:`run_context` (a context variable), added to every 
 :class:`RunContextFilter` on icefloe's handler: code logs plain messages, not ``extra=`` dicts.
 Context variables do not follow work into thread-pool threads by themselves: submit with
 ``contextvars.copy_context().run`` where records from those threads must carry it.
+
+Both formatters pass the message and any traceback through :func:`icefloe.redaction.redact_text`:
+a library's record (urllib3 names the presigned URL it retries) never writes a signature out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Literal
+
+from icefloe.redaction import redact_text
 
 # Fields of the run context (or passed with ``extra=``) that belong in every structured record.
 CONTEXT_FIELDS = ("run_id", "batch_id", "file_path", "ingestion", "worker_id", "error_type", "request_id")
@@ -62,14 +67,14 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 data[name] = str(value) if not isinstance(value, int | float) else value
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(data)
 
 
@@ -80,7 +85,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact_text(super().format(record))
         context = [f"{n}={getattr(record, n)}" for n in CONTEXT_FIELDS if getattr(record, n, None) is not None]
         return f"{line} [{' '.join(context)}]" if context else line
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from icefloe.errors import ConflictError, NotFoundError, RunInProgressError
 from icefloe.models import Ingestion, Run
+from icefloe.redaction import redact_optional
 
 COUNTERS = (
     "files_discovered",
@@ -58,12 +59,54 @@ def finish(
         session.execute(
             update(Run)
             .where(Run.id == run_id, *guard)
-            .values(status=status, error_message=error_message, finished_at=func.now())
+            .values(status=status, error_message=redact_optional(error_message), finished_at=func.now())
         )
         session.commit()
         run = session.get(Run, run_id)
-        assert run is not None
-        return run
+        return run if run is not None else deleted_run(run_id)
+
+
+def deleted_run(run_id: int) -> Run:
+    """What is left to say of a run whose ingestion was deleted while it ran (its row went with
+    the ledger): FAILED, with why; not stored anywhere."""
+    return Run(
+        id=run_id,
+        status="FAILED",
+        error_message=(
+            f"the ingestion was deleted while run {run_id} ran: its ledger is gone "
+            "(what the run committed before stays in the table)"
+        ),
+        **dict.fromkeys(COUNTERS, 0),
+    )
+
+
+def exists(db: Engine, run_id: int) -> bool:
+    with db.connect() as conn:
+        return conn.execute(text("SELECT 1 FROM runs WHERE id = :id"), {"id": run_id}).first() is not None
+
+
+def settle(db: Engine, ingestion_id: int, run_id: int, *, worker_id: str) -> Run:
+    """End a run whose batches are done, with the status the ledger supports.
+
+    SUCCESS only when no file claimed for the run is FAILED or still PROCESSING: a file still
+    leased (a helper that stopped answering, a batch lost with a crashed process) is not done,
+    and the run says so (PARTIAL, with how many) instead of claiming success.
+    """
+    failed = count_failed_files(db, ingestion_id, run_id)
+    with db.connect() as conn:
+        processing = conn.execute(
+            text("SELECT count(*) FROM files WHERE ingestion_id = :i AND run_id = :r AND status = 'PROCESSING'"),
+            {"i": ingestion_id, "r": run_id},
+        ).scalar_one()
+    if not failed and not processing:
+        return finish(db, run_id, status="SUCCESS", worker_id=worker_id)
+    message = None
+    if processing:
+        message = (
+            f"{processing} file(s) claimed by this run are still PROCESSING (their worker stopped "
+            "answering or died): they are reconciled once their lease expires"
+        )
+    return finish(db, run_id, status="PARTIAL", error_message=message, worker_id=worker_id)
 
 
 def count_failed_files(db: Engine, ingestion_id: int, run_id: int) -> int:
@@ -175,7 +218,8 @@ def claim_pending(db: Engine, worker_id: str, lease_seconds: int) -> Run | None:
 def heartbeat(db: Engine, run_id: int, worker_id: str) -> str:
     """Refresh the heartbeat of a run this worker executes.
 
-    Returns "ok", "lost" (another worker took it over) or "cancel" (a cancel was requested).
+    Returns "ok", "lost" (another worker took it over), "gone" (its ingestion was deleted) or
+    "cancel" (a cancel was requested).
     """
     with db.begin() as conn:
         row = conn.execute(
@@ -186,7 +230,7 @@ def heartbeat(db: Engine, run_id: int, worker_id: str) -> str:
             {"id": run_id, "w": worker_id},
         ).first()
     if row is None:
-        return "lost"
+        return "lost" if exists(db, run_id) else "gone"
     return "cancel" if row.cancel_requested else "ok"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import MaxRetryError
 
 from icefloe.errors import (
     ConfigurationError,
@@ -29,6 +32,7 @@ from icefloe.errors import (
     SourceError,
     TransientFileError,
 )
+from icefloe.redaction import redact_text
 from icefloe.settings import S3Settings
 
 _TRANSIENT_CODES = {
@@ -157,9 +161,33 @@ def object_errors(uri: str) -> Iterator[None]:
         Urllib3HTTPError,
         ConnectionError,
     ) as exc:
-        raise TransientFileError(f"S3 unreachable while reading {uri}: {exc}") from exc
+        raise TransientFileError(f"S3 unreachable while reading {uri}: {_cause(exc)}") from exc
     except BotoCoreError as exc:
-        raise TransientFileError(f"S3 error reading {uri}: {exc}") from exc
+        raise TransientFileError(f"S3 error reading {uri}: {_cause(exc)}") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """What broke, without the URL urllib3 names in its errors: a presigned URL is a live credential
+    (the object is named by its s3:// URI instead)."""
+    cause = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", str(cause))
+    return redact_text(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
+
+
+class _RedactRecords(logging.Filter):
+    """urllib3's pool logs the URL it retries ("Retrying ... after connection broken by ...:
+    /bucket/key?X-Amz-Signature=..."): masked here, on the logger, whatever handlers the
+    process has."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), None
+        return True
+
+
+def _redact_urllib3_logs() -> None:
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactRecords) for f in pool_log.filters):
+        pool_log.addFilter(_RedactRecords())
 
 
 # Presigned URLs are valid this long; a GET starts right after signing.
@@ -177,6 +205,7 @@ class ObjectReader:
 
     def __init__(self, client: Any, max_connections: int = 32, ca_bundle: str | None = None) -> None:
         self.client = client
+        _redact_urllib3_logs()
         retries = urllib3.Retry(
             total=5,
             backoff_factor=0.2,

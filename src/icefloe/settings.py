@@ -234,10 +234,7 @@ class Settings:
         if lease < 3:
             raise ConfigurationError(f"ICEFLOE_LEASE_SECONDS must be at least 3, got {lease}")
         threads = max(1, _number("ICEFLOE_READ_THREADS", env.get("ICEFLOE_READ_THREADS") or "8", int))
-        url = env.get("ICEFLOE_DATABASE_URL") or None
-        if url and url.startswith("postgresql://"):
-            # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        url = ledger_url(env.get("ICEFLOE_DATABASE_URL") or None)
         log_format = env.get("ICEFLOE_LOG_FORMAT") or None
         if log_format not in (None, "json", "text"):
             raise ConfigurationError(f"ICEFLOE_LOG_FORMAT must be json or text, got {log_format!r}")
@@ -271,3 +268,20 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def ledger_url(url: str | None) -> str | None:
+    """``ICEFLOE_DATABASE_URL`` as SQLAlchemy takes it; anything but PostgreSQL (through psycopg 3)
+    is a configuration error naming the scheme (never the rest: it may hold a password)."""
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
+        return "postgresql+psycopg://" + rest
+    if scheme == "postgresql+psycopg" and sep:
+        return url
+    shown = f"a {scheme}:// URL" if sep else "no URL"
+    raise ConfigurationError(
+        f"ICEFLOE_DATABASE_URL must be a PostgreSQL URL (postgresql://host/db or postgresql+psycopg://…), got {shown}"
+    )

@@ -292,7 +292,7 @@ def execute_run(
             while True:
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
-                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
+                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run.id)
                     if not discovered:
                         _discover(rt, ingestion, run, progress)
                         discovered = True
@@ -314,14 +314,18 @@ def execute_run(
             if run_stop.is_set():
                 runs.requeue(rt.db, run.id, rt.settings.worker_id)
                 return runs.get(rt.db, run.id)
-        failed = runs.count_failed_files(rt.db, ingestion.id, run.id)
-        finished = runs.finish(rt.db, run.id, status="PARTIAL" if failed else "SUCCESS", worker_id=me)
+        finished = runs.settle(rt.db, ingestion.id, run.id, worker_id=me)
     except IcefloeError as exc:
-        log.error("run %s of %s failed: %s", run.id, ingestion.name, exc)
         finished = runs.finish(rt.db, run.id, status="FAILED", error_message=str(exc), worker_id=me)
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, finished.error_message, extra={"run_id": run.id})
     except BaseException as exc:
-        runs.finish(rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}", worker_id=me)
-        raise
+        finished = runs.finish(
+            rt.db, run.id, status="FAILED", error_message=f"{type(exc).__name__}: {exc}", worker_id=me
+        )
+        if not isinstance(exc, Exception) or runs.exists(rt.db, run.id):
+            raise
+        # The ingestion was deleted under the run (its ledger rows with it): say so, in one line.
+        log.error("run %s of %s failed: %s", run.id, ingestion.name, finished.error_message, extra={"run_id": run.id})
     if finished.started_at and finished.finished_at:
         duration = (finished.finished_at - finished.started_at).total_seconds()
         metrics.RUN_DURATION.labels(ingestion.name, finished.status).observe(duration)
@@ -369,7 +373,7 @@ def _process_until_settled(
             with rt.db.connect() as conn:
                 live, expired = ledger.run_in_flight(conn, ingestion.id, run.id)
             if expired:
-                commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
+                commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run.id)
                 break  # what was requeued is claimable: process it
             if not live or stop.wait(0.5):
                 return
@@ -420,6 +424,8 @@ class RunHeartbeat(_Beat):
         if state == "cancel":
             log.info("run %s: cancel requested; stopping after the batch in flight", self.run_id)
             self.cancelled.set()
+        elif state == "gone":
+            log.warning("run %s no longer exists: its ingestion was deleted; stopping", self.run_id)
         else:
             log.warning("run %s was taken over by another worker", self.run_id)
         self.stop.set()

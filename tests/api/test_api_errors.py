@@ -4,6 +4,8 @@ cancellation; PATCH; deleting a busy ingestion; CORS off by default; request ids
 
 from __future__ import annotations
 
+import random
+import string
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +17,11 @@ import sqlalchemy as sa
 from api_support import ApiServer
 from sqlalchemy.pool import NullPool
 
-SPEC = {"source": "s3://landing/orders/", "format": "jsonl", "table": "shop.orders"}
+
+def spec() -> dict[str, str]:
+    """An ingestion's required fields, with a source of its own: two ingestions of one table whose
+    sources overlap are refused."""
+    return {"source": f"s3://landing/orders-{uuid.uuid4().hex[:8]}/", "format": "jsonl", "table": "shop.orders"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,7 @@ def db(module_database_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def ingestion(admin: httpx.Client) -> dict[str, Any]:
-    created = admin.post("/api/v1/ingestions", json={"name": f"i-{uuid.uuid4().hex[:8]}", **SPEC})
+    created = admin.post("/api/v1/ingestions", json={"name": f"i-{uuid.uuid4().hex[:8]}", **spec()})
     assert created.status_code == 201, created.text
     return dict(created.json())
 
@@ -67,12 +73,41 @@ def assert_problem(response: httpx.Response, status: int, kind: str, detail_has:
         ({"schema": {"id": "no-such-type"}}, ""),
         ({"on_change": "merge"}, "on_change"),
         ({"unknown_option": 1}, "unknown_option"),
+        ({"name": "12345"}, "all digits"),  # GET /ingestions/12345 would mean the id
+        ({"name": "invoice\u202egpj.exe"}, "U+202E"),  # a bidi override: reads as something else
+        ({"name": "tab\u200b"}, "U+200B"),
+        ({"table": "shop. orders"}, "blanks"),
+        ({"table": "shop..orders"}, "empty part"),
+        ({"table": "shop.or/ders"}, "path"),
+        ({"table": "shop.or\u2066ders"}, "U+2066"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
 def test_bad_ingestions_are_422(admin: httpx.Client, change: dict[str, Any], detail: str) -> None:
-    body = {"name": f"bad-{uuid.uuid4().hex[:8]}", **SPEC, **change}
+    body = {"name": f"bad-{uuid.uuid4().hex[:8]}", **spec(), **change}
     assert_problem(admin.post("/api/v1/ingestions", json=body), 422, "invalid-request", detail)
+
+
+def test_overlapping_ingestions_of_one_table_are_refused(admin: httpx.Client) -> None:
+    source = f"s3://landing/ov-{uuid.uuid4().hex[:8]}/"
+    first = {"name": f"ov-{uuid.uuid4().hex[:6]}", "source": source, "format": "csv", "table": "shop.ov"}
+    assert admin.post("/api/v1/ingestions", json={**first, "pattern": "*.csv"}).status_code == 201
+    nested = {"name": f"ov-{uuid.uuid4().hex[:6]}", "source": source + "eu/", "format": "csv", "table": "SHOP.ov"}
+    # Below the first one's prefix, and "*.csv" stays within one segment: no key matches both.
+    second = admin.post("/api/v1/ingestions", json=nested)
+    assert second.status_code == 201, second.text
+    # The first one widened to every .csv below it would share eu/*.csv with the second.
+    widened = admin.patch(f"/api/v1/ingestions/{first['name']}", json={"pattern": "**/*.csv"})
+    assert_problem(widened, 409, "conflict", f"{nested['name']!r} already writes table SHOP.ov from {source}eu/")
+    assert admin.get(f"/api/v1/ingestions/{first['name']}").json()["pattern"] == "*.csv"
+    third = {**nested, "name": f"ov-{uuid.uuid4().hex[:6]}", "source": source + "eu/de/"}
+    assert_problem(admin.post("/api/v1/ingestions", json=third), 409, "conflict", "overlaps this source")
+    # Another table, another bucket or a prefix beside it: no overlap.
+    for other in ({"table": "shop.ov2"}, {"source": "s3://elsewhere/" + source[5:]}, {"source": source[:-1] + "x/"}):
+        made = admin.post("/api/v1/ingestions", json={**third, "name": f"ov-{uuid.uuid4().hex[:6]}", **other})
+        assert made.status_code == 201, (other, made.text)
+    renamed = admin.patch(f"/api/v1/ingestions/{first['name']}", json={"name": "42"})
+    assert_problem(renamed, 422, "invalid-request", "all digits")
 
 
 def test_not_found_and_duplicate(admin: httpx.Client, ingestion: dict[str, Any]) -> None:
@@ -81,7 +116,7 @@ def test_not_found_and_duplicate(admin: httpx.Client, ingestion: dict[str, Any])
     assert_problem(admin.get(f"/api/v1/ingestions/{ingestion['id']}/files/987654"), 404, "not-found")
     assert_problem(admin.get("/api/v1/runs/0"), 422, "invalid-request")
     assert_problem(admin.get("/api/v1/ingestions/99999999999999999999999"), 404, "not-found")
-    duplicate = admin.post("/api/v1/ingestions", json={"name": ingestion["name"], **SPEC})
+    duplicate = admin.post("/api/v1/ingestions", json={"name": ingestion["name"], **spec()})
     assert_problem(duplicate, 409, "conflict", "already exists")
     # By id or by name: the same ingestion.
     assert admin.get(f"/api/v1/ingestions/{ingestion['name']}").json()["id"] == ingestion["id"]
@@ -202,7 +237,7 @@ def test_ingestion_pages_and_filters(admin: httpx.Client) -> None:
     prefix = f"page-{uuid.uuid4().hex[:6]}-"
     for n in range(5):
         fmt = "csv" if n % 2 else "jsonl"
-        created = admin.post("/api/v1/ingestions", json={**SPEC, "name": f"{prefix}{n}", "format": fmt})
+        created = admin.post("/api/v1/ingestions", json={**spec(), "name": f"{prefix}{n}", "format": fmt})
         assert created.status_code == 201
     names: list[str] = []
     cursor = None
@@ -219,7 +254,7 @@ def test_ingestion_pages_and_filters(admin: httpx.Client) -> None:
 
 def test_secrets_in_a_source_uri_are_not_returned(admin: httpx.Client) -> None:
     body = {
-        **SPEC,
+        **spec(),
         "name": f"s-{uuid.uuid4().hex[:6]}",
         "source": "s3://AKIAEXAMPLE:wJalrXUtnFEMI@landing/x/",
     }
@@ -260,6 +295,33 @@ def test_metrics_public_and_cors_when_configured(start_api: Callable[..., ApiSer
     assert api.stop() == 0
 
 
+def _request_series(metrics_text: str) -> set[str]:
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in metrics_text.splitlines()
+        if line.startswith(("icefloe_api_requests_total{", "icefloe_api_request_duration_seconds_count{"))
+    }
+
+
+def test_metrics_series_are_bounded_whatever_requests_arrive(module_api: ApiServer, admin: httpx.Client) -> None:
+    before = _request_series(admin.get("/metrics").text)
+    rng = random.Random(18)
+    sent: list[str] = []
+    with httpx.Client(base_url=module_api.url, timeout=30) as anonymous:  # no token, as an attacker
+        for i in range(30):
+            method = "".join(rng.choices(string.ascii_uppercase, k=8)) if i % 2 else "GET"
+            path = f"/{uuid.uuid4().hex}" if i % 3 else f"/api/v1/runs/{rng.randint(1, 10**9)}"
+            anonymous.request(method, path)
+            sent += [method, path]
+    added = _request_series(admin.get("/metrics").text) - before
+    # {GET, other} x {unmatched, /api/v1/runs/{run_id}}, each a latency series and a counter per
+    # status (401, 404 or 405): at most 12 new series, where raw labels made 60.
+    assert 0 < len(added) <= 12, sorted(added)
+    labels = " ".join(added)
+    assert 'method="other"' in labels and 'route="unmatched"' in labels
+    assert not [value for value in sent if f'"{value}"' in labels and value != "GET"], sorted(added)
+
+
 def test_an_ingestion_made_by_the_cli_is_the_same_as_one_made_by_the_api(
     module_api: ApiServer, admin: httpx.Client
 ) -> None:
@@ -283,8 +345,12 @@ def test_an_ingestion_made_by_the_cli_is_the_same_as_one_made_by_the_api(
         timeout=300,
     )
     assert cli.returncode == 0, cli.stderr
-    assert admin.post("/api/v1/ingestions", json={"name": "api-twin", **options}).status_code == 201
+    # Both at once would overlap (one table, one source): the twin is made once the first is gone.
+    overlapping = admin.post("/api/v1/ingestions", json={"name": "api-twin", **options})
+    assert_problem(overlapping, 409, "conflict", "'cli-twin' already writes table shop.twins")
     by_cli = admin.get("/api/v1/ingestions/cli-twin").json()
+    assert admin.delete("/api/v1/ingestions/cli-twin").status_code == 204
+    assert admin.post("/api/v1/ingestions", json={"name": "api-twin", **options}).status_code == 201
     by_api = admin.get("/api/v1/ingestions/api-twin").json()
     different = {"id", "name", "created_at", "updated_at"}
     assert {k: v for k, v in by_cli.items() if k not in different} == {

@@ -93,10 +93,3 @@ def test_route_templates_bound_the_metric_labels() -> None:
     assert routes("/api/v1/runs/42/cancel") == "/api/v1/runs/{run_id}/cancel"
     assert routes("/healthz") == "/healthz"
     assert routes("/wp-admin/../../etc/passwd") == "unmatched"
-
-
-def test_credentials_in_uris_are_redacted() -> None:
-    redact = schemas._redact
-    assert redact("s3://AKIA:secret@bucket/p/") == "s3://***@bucket/p/"
-    assert redact("s3://bucket/p/") == "s3://bucket/p/"
-    assert redact("sc://spark:15002/;user_id=etl;token=abc123") == "sc://spark:15002/;user_id=etl;token=***"

@@ -615,3 +615,17 @@ def test_files_failing_in_a_real_run_make_one_alert(
     assert payload["body"]["total"] == 30 and len(payload["body"]["files"]) == 20
     assert {f["path"].rsplit("/", 1)[1] for f in payload["body"]["files"]} <= {f"bad-{n}.jsonl" for n in range(30)}
     assert alerts.detect(rt.db) == 0
+
+
+def test_an_alert_never_carries_a_presigned_url(db: sa.Engine, webhook: Webhook, smtp: SmtpServer) -> None:
+    # Stored raw, as before masking existed: the alert masks it on the way out.
+    signed = "http://127.0.0.1:8333/b/k.jsonl?AWSAccessKeyId=AKIAEXAMPLE&Signature=c2lnbmF0dXJl&Expires=1"
+    ingestion = add_ingestion(db, "leaky")
+    add_run(db, ingestion, "FAILED", error=f"S3 unreachable: Max retries exceeded with url: {signed}")
+    assert alerts.detect(db) == 1
+    assert alerts.deliver(db, AlertSettings(webhook_url=webhook.url, smtp=smtp.settings)) == 1
+    [request] = webhook.requests
+    [mail] = smtp.mailbox.messages
+    for text in (json.dumps(request["json"]), mail.get_content(), str(mail["Subject"])):
+        assert "AKIAEXAMPLE" not in text and "c2lnbmF0dXJl" not in text, text
+    assert request["json"]["body"]["error_message"].endswith("url: http://127.0.0.1:8333/b/k.jsonl?***")

@@ -27,6 +27,21 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("ice
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+# Label values of the request metrics come from fixed sets: anyone, even without a token, chooses
+# the method and path of a request, and each new label value is a new series kept forever.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATUSES = frozenset({200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 429, 500, 503})
+
+
+def method_label(method: str) -> str:
+    """The request's method if it is a standard one, else "other"."""
+    return method if method in _METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    """The status code if the API uses it, else its class ("5xx")."""
+    return str(status) if status in _STATUSES else f"{status // 100}xx"
+
 
 class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to records made while a request is handled (for handlers' formatters)."""
@@ -96,13 +111,13 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = self.routes(scope["path"])
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            method = method_label(scope["method"])
+            self.metrics.requests.labels(method, route, status_label(status)).inc()
             self.metrics.latency.labels(method, route).observe(elapsed)
             token = scope.get("state", {}).get("token_name")
             access_log.info(
                 "%s %s %d %.1fms%s",
-                method,
+                scope["method"],
                 scope["path"],
                 status,
                 elapsed * 1000,

@@ -8,7 +8,6 @@ file has the ledger's columns.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -23,6 +22,7 @@ from pydantic import (
 
 from icefloe import ingestions, runs
 from icefloe.models import ApiToken, Ingestion, Run
+from icefloe.redaction import redact_optional, redact_uri
 
 # These mirror icefloe.models (FORMATS, ON_CHANGE, ...); tests/api check they stay equal.
 Format = Literal["csv", "jsonl", "parquet"]
@@ -37,15 +37,6 @@ INT32 = 2**31 - 1
 INT64 = 2**63 - 1
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$")]
 Char = Annotated[str, Field(min_length=1, max_length=1, pattern=r"^[^\x00]$")]
-
-_USERINFO = re.compile(r"^([a-z0-9]+://)[^/@]*@", re.IGNORECASE)
-_CONNECT_TOKEN = re.compile(r"(;\s*token\s*=)[^;]*", re.IGNORECASE)
-
-
-def _redact(uri: str) -> str:
-    """Credentials written into a URI are never returned: ``s3://key:secret@bucket``, or the
-    ``;token=`` of a Spark Connect URL (``sc://host:15002/;token=...``)."""
-    return _CONNECT_TOKEN.sub(r"\1***", _USERINFO.sub(r"\1***@", uri))
 
 
 _INGESTION_EXAMPLE: dict[str, Any] = {
@@ -236,7 +227,7 @@ class IngestionOut(BaseModel):
 
     @field_serializer("source", "spark_remote")
     def _no_credentials(self, uri: str | None) -> str | None:
-        return _redact(uri) if uri is not None else None
+        return redact_uri(uri) if uri is not None else None
 
     @classmethod
     def of(cls, i: Ingestion) -> Self:
@@ -298,6 +289,10 @@ class RunOut(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+    @field_serializer("error_message")
+    def _no_secrets(self, text: str | None) -> str | None:
+        return redact_optional(text)
 
     @classmethod
     def of(cls, run: Run, ingestion_name: str) -> Self:
@@ -385,6 +380,11 @@ class FileOut(BaseModel):
     lease_expires_at: dt.datetime | None
     snapshot_id: int | None
     run_id: int | None
+
+    @field_serializer("error_message")
+    def _no_secrets(self, text: str | None) -> str | None:
+        # Rows written before redaction existed, or by another writer, are masked on the way out.
+        return redact_optional(text)
 
 
 class FilePage(BaseModel):

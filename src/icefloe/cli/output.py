@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from icefloe.redaction import redact_text
 
 
 def _default(value: Any) -> Any:
@@ -58,7 +61,8 @@ class Output:
             self.console.print(text)
 
     def error(self, text: str) -> None:
-        self.err.print(f"[red]error:[/red] {text}", soft_wrap=True)
+        # Literally (no Rich markup from the text), and never a presigned URL or a credential.
+        self.err.print(f"[red]error:[/red] {escape(redact_text(text))}", soft_wrap=True)
 
 
 def _short(value: Any) -> Any:

@@ -24,6 +24,7 @@ from icefloe.ledger.records import (
     LockBounds,
     PageCounts,
 )
+from icefloe.redaction import redact_optional, redact_text
 from icefloe.retry import FILE_RETRY
 
 # --------------------------------------------------------------------------- discovery
@@ -343,7 +344,7 @@ def mark_failed(
             "id": file.id,
             "token": file.lease_token,
             "error_type": error_type[:100],
-            "error_message": error_message[:4000],
+            "error_message": redact_text(error_message)[:4000],  # never a presigned URL
             "bytes_read": bytes_read,
             "duration_ms": duration_ms,
             "backoff": backoff,
@@ -367,6 +368,7 @@ def release(
     is not claimable until the next discovery records its new ETag as a new version.
     """
     files = list(files)
+    reason = redact_optional(reason)
     if not files:
         return 0
     result = conn.execute(
@@ -452,11 +454,14 @@ def reconcile_committed(conn: Connection, files: Sequence[ExpiredFile], snapshot
     ).rowcount
 
 
-def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: int) -> int:
+def reconcile_lost(
+    conn: Connection, files: Sequence[ExpiredFile], max_retries: int, *, run_id: int | None = None
+) -> int:
     """Expired leases whose batch is in no snapshot: claimable again, the crash counting as an attempt.
 
     Bumping ``lease_token`` fences the old owner in case it is only paused, not dead. A file that
-    keeps killing workers ends FAILED (``WorkerLost``) instead of looping.
+    keeps killing workers ends FAILED (``WorkerLost``) instead of looping, in ``run_id`` (the
+    reconciling run, which reports it) when given.
     """
     if not files:
         return 0
@@ -466,6 +471,8 @@ def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: 
             WITH changed AS (
             UPDATE files SET
                 status = CASE WHEN retry_count + 1 >= :max_retries THEN 'FAILED' ELSE 'DISCOVERED' END,
+                run_id = CASE WHEN retry_count + 1 >= :max_retries
+                    THEN coalesce(CAST(:run_id AS bigint), run_id) ELSE run_id END,
                 retry_count = retry_count + 1, lease_expires_at = NULL,
                 lease_token = lease_token + 1, batch_id = NULL, next_attempt_at = NULL,
                 error_type = 'WorkerLost',
@@ -476,7 +483,7 @@ def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: 
             + ")"
             + _RECORD_ATTEMPTS
         ),
-        {"ids": [f.id for f in files], "max_retries": max_retries, "attempt_batch": None},
+        {"ids": [f.id for f in files], "max_retries": max_retries, "attempt_batch": None, "run_id": run_id},
     ).rowcount
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import Connection, text
 
 from icefloe.errors import NotFoundError
 from icefloe.ledger.protocol import claimable_condition
+from icefloe.redaction import redact_text
 
 
 def count_claimable(conn: Connection, ingestion_id: int, max_retries: int) -> int:
@@ -142,7 +144,15 @@ def list_files(
             "limit": limit,
         },
     ).mappings()
-    return [dict(r) for r in rows]
+    return [_shown(r) for r in rows]
+
+
+def _shown(row: Any) -> dict[str, object]:
+    """A ledger row as shown: its error text masked again (rows stored before masking existed)."""
+    shown = dict(row)
+    if isinstance(shown.get("error_message"), str):
+        shown["error_message"] = redact_text(shown["error_message"])
+    return shown
 
 
 def get_file(conn: Connection, ingestion_id: int, file_id: int) -> dict[str, object]:
@@ -157,7 +167,7 @@ def get_file(conn: Connection, ingestion_id: int, file_id: int) -> dict[str, obj
     )
     if row is None:
         raise NotFoundError(f"no file {file_id} in this ingestion")
-    return dict(row)
+    return _shown(row)
 
 
 def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
@@ -169,4 +179,4 @@ def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
         ),
         {"f": file_id},
     ).mappings()
-    return [dict(r) for r in rows]
+    return [_shown(r) for r in rows]

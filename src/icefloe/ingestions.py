@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -94,29 +95,7 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
         if session.scalar(select(Ingestion.id).where(Ingestion.name == spec.name)) is not None:
             raise ConflictError(f"an ingestion named {spec.name!r} already exists")  # before: it says more
         _refuse_overlap(session, spec)
-        ingestion = Ingestion(
-            name=spec.name,
-            source=spec.source,
-            format=spec.format,
-            table_identifier=spec.table,
-            pattern=spec.pattern,
-            since=spec.since,
-            schema=canonical_schema_document(spec.schema) if spec.schema is not None else None,
-            on_change=spec.on_change,
-            max_files_per_commit=spec.max_files_per_commit,
-            max_bytes_per_commit=spec.max_bytes_per_commit,
-            max_retries=spec.max_retries,
-            csv_delimiter=spec.csv_delimiter,
-            csv_quote_char=spec.csv_quote_char,
-            csv_header=spec.csv_header,
-            alert_stale_after_seconds=spec.alert_stale_after_seconds,
-            schedule_cron=spec.schedule_cron,
-            schedule_interval_seconds=spec.schedule_interval_seconds,
-            schedule_timezone=spec.schedule_timezone,
-            allow_concurrent_runs=spec.allow_concurrent_runs,
-            engine=spec.engine,
-            spark_remote=spec.spark_remote,
-        )
+        ingestion = Ingestion(**_columns(dataclasses.asdict(spec)))
         session.add(ingestion)
         try:
             session.commit()
@@ -221,55 +200,26 @@ def delete(db: Engine, name: str) -> None:
 
 # ----------------------------------------------------------------------------- API additions
 
-# Options an existing ingestion may change. ``source``, ``format`` and ``table`` may not: the ledger
-# records what was read from that source into that table; define a new ingestion instead.
-UPDATABLE = (
-    "name",
-    "alert_stale_after_seconds",
-    "schedule_cron",
-    "schedule_interval_seconds",
-    "schedule_timezone",
-    "allow_concurrent_runs",
-    "pattern",
-    "since",
-    "schema",
-    "on_change",
-    "max_files_per_commit",
-    "max_bytes_per_commit",
-    "max_retries",
-    "csv_delimiter",
-    "csv_quote_char",
-    "csv_header",
-    "engine",
-    "spark_remote",
-)
+# Options fixed once an ingestion is defined: the ledger records what was read from that source
+# into that table; define a new ingestion instead. Every other option of the spec may change.
+FIXED = ("source", "format", "table")
+# The spec's options whose ledger column has another name.
+_COLUMN_OF = {"table": "table_identifier"}
+OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(IngestionSpec))
+UPDATABLE: tuple[str, ...] = tuple(o for o in OPTIONS if o not in FIXED)
+
+
+def _columns(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec options as ledger columns (renamed where they differ, the schema in canonical form)."""
+    columns = {_COLUMN_OF.get(k, k): v for k, v in options.items()}
+    if columns.get("schema") is not None:
+        columns["schema"] = canonical_schema_document(columns["schema"])
+    return columns
 
 
 def spec_of(ingestion: Ingestion) -> IngestionSpec:
     """The spec an ingestion was defined with (as changed since)."""
-    return IngestionSpec(
-        name=ingestion.name,
-        source=ingestion.source,
-        format=ingestion.format,
-        table=ingestion.table_identifier,
-        pattern=ingestion.pattern,
-        since=ingestion.since,
-        schema=ingestion.schema,
-        on_change=ingestion.on_change,
-        max_files_per_commit=ingestion.max_files_per_commit,
-        max_bytes_per_commit=ingestion.max_bytes_per_commit,
-        max_retries=ingestion.max_retries,
-        csv_delimiter=ingestion.csv_delimiter,
-        csv_quote_char=ingestion.csv_quote_char,
-        csv_header=ingestion.csv_header,
-        alert_stale_after_seconds=ingestion.alert_stale_after_seconds,
-        schedule_cron=ingestion.schedule_cron,
-        schedule_interval_seconds=ingestion.schedule_interval_seconds,
-        schedule_timezone=ingestion.schedule_timezone,
-        allow_concurrent_runs=ingestion.allow_concurrent_runs,
-        engine=ingestion.engine,
-        spark_remote=ingestion.spark_remote,
-    )
+    return IngestionSpec(**{o: getattr(ingestion, _COLUMN_OF.get(o, o)) for o in OPTIONS})
 
 
 def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ingestion:
@@ -292,10 +242,8 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
         changed.validate(new_name="name" in changes)
         if "pattern" in changes:
             _refuse_overlap(session, changed, own_id=ingestion.id)
-        for field, value in changes.items():
-            if field == "schema" and value is not None:
-                value = canonical_schema_document(value)
-            setattr(ingestion, field, value)
+        for name, value in _columns(changes).items():
+            setattr(ingestion, name, value)
         ingestion.updated_at = func.now()
         try:
             session.commit()
@@ -353,30 +301,7 @@ def check_name(name: str) -> None:
 def as_dict(i: Ingestion) -> dict[str, Any]:
     """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case,
     credentials written into its URIs masked (:func:`icefloe.redaction.redact_uri`)."""
-    return {
-        "id": i.id,
-        "name": i.name,
-        "source": redact_uri(i.source),
-        "format": i.format,
-        "table": i.table_identifier,
-        "pattern": i.pattern,
-        "since": i.since,
-        "schema": i.schema,
-        "on_change": i.on_change,
-        "max_files_per_commit": i.max_files_per_commit,
-        "max_bytes_per_commit": i.max_bytes_per_commit,
-        "max_retries": i.max_retries,
-        "csv_delimiter": i.csv_delimiter,
-        "csv_quote_char": i.csv_quote_char,
-        "csv_header": i.csv_header,
-        "schedule_cron": i.schedule_cron,
-        "schedule_interval_seconds": i.schedule_interval_seconds,
-        "schedule_timezone": i.schedule_timezone,
-        "allow_concurrent_runs": i.allow_concurrent_runs,
-        "alert_stale_after_seconds": i.alert_stale_after_seconds,
-        "engine": i.engine,
-        "spark_remote": None if i.spark_remote is None else redact_uri(i.spark_remote),
-        "status": i.status,
-        "created_at": i.created_at,
-        "updated_at": i.updated_at,
-    }
+    options = dataclasses.asdict(spec_of(i))
+    options["source"] = redact_uri(i.source)
+    options["spark_remote"] = None if i.spark_remote is None else redact_uri(i.spark_remote)
+    return {"id": i.id, **options, "status": i.status, "created_at": i.created_at, "updated_at": i.updated_at}

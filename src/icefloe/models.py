@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -26,12 +26,21 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-FILE_STATUSES = ("DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED")
-RUN_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED")
-INGESTION_STATUSES = ("ACTIVE", "PAUSED")
-FORMATS = ("csv", "jsonl", "parquet")
-ON_CHANGE = ("replace", "append")
-ENGINES = ("arrow", "spark")
+# Every enumeration of the ledger, defined once: the types are the API's (pydantic), the tuples
+# the ledger's CHECK constraints and the CLI's validation.
+FileStatus = Literal["DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED"]
+RunStatus = Literal["PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED"]
+IngestionStatus = Literal["ACTIVE", "PAUSED"]
+Format = Literal["csv", "jsonl", "parquet"]
+OnChange = Literal["replace", "append"]
+EngineName = Literal["arrow", "spark"]
+Role = Literal["reader", "operator", "admin"]
+FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+INGESTION_STATUSES: tuple[str, ...] = get_args(IngestionStatus)
+FORMATS: tuple[str, ...] = get_args(Format)
+ON_CHANGE: tuple[str, ...] = get_args(OnChange)
+ENGINES: tuple[str, ...] = get_args(EngineName)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -224,7 +233,7 @@ class Alert(Base):
 # Keyset pagination of one ingestion's ledger (`GET /ingestions/{id}/files`): id order within it.
 Index("ix_files_ingestion_id", File.ingestion_id, File.id)
 
-TOKEN_ROLES = ("reader", "operator", "admin")
+TOKEN_ROLES: tuple[str, ...] = get_args(Role)  # ordered: each role includes the ones before it
 
 
 class ApiToken(Base):

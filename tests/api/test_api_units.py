@@ -3,12 +3,10 @@ document (problem media type, examples, security) and the route templates of the
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 
 import pytest
 
-from icefloe import models
 from icefloe.api import ApiSettings, create_app, pagination, schemas
 from icefloe.api.middleware import RouteTemplates
 from icefloe.errors import ConfigurationError
@@ -47,22 +45,6 @@ def test_api_settings_from_env() -> None:
         ApiSettings.from_env({"ICEFLOE_API_METRICS_PUBLIC": "maybe"})
     with pytest.raises(ConfigurationError, match="CORS"):
         ApiSettings.from_env({"ICEFLOE_API_CORS_ORIGINS": "ftp://x"})
-
-
-@pytest.mark.parametrize(
-    ("literal", "values"),
-    [
-        (schemas.Format, models.FORMATS),
-        (schemas.OnChange, models.ON_CHANGE),
-        (schemas.IngestionStatus, models.INGESTION_STATUSES),
-        (schemas.RunStatus, models.RUN_STATUSES),
-        (schemas.FileStatus, models.FILE_STATUSES),
-        (schemas.Role, models.TOKEN_ROLES),
-        (schemas.EngineName, models.ENGINES),
-    ],
-)
-def test_schema_literals_match_the_ledger(literal: object, values: tuple[str, ...]) -> None:
-    assert typing.get_args(literal) == values
 
 
 def test_patch_fields_are_the_updatable_ones() -> None:

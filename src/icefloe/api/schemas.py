@@ -8,7 +8,7 @@ file has the ledger's columns.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -21,17 +21,21 @@ from pydantic import (
 )
 
 from icefloe import ingestions, runs
-from icefloe.models import ApiToken, Ingestion, Run
+from icefloe.models import (
+    ApiToken,
+    EngineName,
+    FileStatus,
+    Format,
+    Ingestion,
+    IngestionStatus,
+    OnChange,
+    Role,
+    Run,
+    RunStatus,
+)
 from icefloe.redaction import redact_optional, redact_uri
 
-# These mirror icefloe.models (FORMATS, ON_CHANGE, ...); tests/api check they stay equal.
-Format = Literal["csv", "jsonl", "parquet"]
-OnChange = Literal["replace", "append"]
-IngestionStatus = Literal["ACTIVE", "PAUSED"]
-RunStatus = Literal["PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED"]
-FileStatus = Literal["DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED"]
-Role = Literal["reader", "operator", "admin"]
-EngineName = Literal["arrow", "spark"]
+# The enumerations are the ledger's own (icefloe.models), not copies.
 
 INT32 = 2**31 - 1
 INT64 = 2**63 - 1
@@ -115,7 +119,7 @@ class IngestionUpdate(BaseModel):
     pattern: str | None = Field(default=None, max_length=2000)
     since: AwareDatetime | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    on_change: Annotated[OnChange | None, _not_null({"enum": ["replace", "append"], "type": "string"})] = None
+    on_change: Annotated[OnChange | None, _not_null({"enum": list(get_args(OnChange)), "type": "string"})] = None
     max_files_per_commit: Annotated[
         int | None, Field(ge=1, le=INT32), _not_null({"type": "integer", "minimum": 1, "maximum": INT32})
     ] = None
@@ -144,7 +148,7 @@ class IngestionUpdate(BaseModel):
         _not_null({"type": "string", "minLength": 1, "maxLength": 100}),
     ] = None
     allow_concurrent_runs: Annotated[bool | None, _not_null({"type": "boolean"})] = None
-    engine: Annotated[EngineName | None, _not_null({"enum": ["arrow", "spark"], "type": "string"})] = None
+    engine: Annotated[EngineName | None, _not_null({"enum": list(get_args(EngineName)), "type": "string"})] = None
     spark_remote: str | None = Field(default=None, max_length=2000)
     alert_stale_after_seconds: int | None = Field(default=None, ge=1, le=INT32)
 

@@ -11,7 +11,8 @@ from icefloe import ingestions, ledger
 from icefloe.api import pagination
 from icefloe.api.deps import DbDep, FileId, IngestionDep, Operator, Reader
 from icefloe.api.problems import responses
-from icefloe.api.schemas import FileOut, FilePage, FileStatus, RetryRequest, RetryResult
+from icefloe.api.schemas import FileOut, FilePage, RetryRequest, RetryResult
+from icefloe.models import FileStatus
 
 router = APIRouter(prefix="/ingestions/{ingestion_id}/files", tags=["files"])
 

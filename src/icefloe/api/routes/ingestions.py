@@ -12,17 +12,16 @@ from icefloe.api import pagination
 from icefloe.api.deps import Admin, DbDep, IngestionDep, Operator, Reader
 from icefloe.api.problems import responses
 from icefloe.api.schemas import (
-    Format,
     IngestionCreate,
     IngestionDetail,
     IngestionOut,
     IngestionPage,
-    IngestionStatus,
     IngestionUpdate,
     RunList,
     RunOut,
 )
 from icefloe.ingestions import IngestionSpec
+from icefloe.models import Format, IngestionStatus
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
 

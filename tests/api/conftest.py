@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from api_support import ApiServer, make_tokens, service_env
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from icefloe import embedded
+from tests.support.api import ApiServer, make_tokens
+from tests.support.services import service_env
 
 
 @pytest.fixture

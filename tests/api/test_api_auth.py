@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import ApiServer
 
 from icefloe.api import create_app
 from icefloe.settings import Settings
+from tests.support.api import ApiServer
 
 FIXTURE = "matrix-fixture"
 MISSING = "999999"

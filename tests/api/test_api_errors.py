@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from api_support import ApiServer
 from sqlalchemy.pool import NullPool
+
+from tests.support.api import ApiServer
 
 SPEC = {"source": "s3://landing/orders/", "format": "jsonl", "table": "shop.orders"}
 

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
-from api_support import ApiServer
 from sqlalchemy.pool import NullPool
+
+from tests.support.api import ApiServer
 
 MAX_EXAMPLES = 10
 CHECKS = [

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from api_support import ApiServer
 
 from icefloe import tables
 from icefloe.settings import Settings
+from tests.support.api import ApiServer
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 FINISHED = {"SUCCESS", "PARTIAL", "FAILED", "CANCELLED"}
 RUN_TIMEOUT = 300.0

@@ -7,12 +7,13 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING
 
-from e2e_support import cli, create, one_json, run_json, stderr_lines
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.types import StringType, TimestamptzType
 
+from tests.support.cli import cli, create, one_json, run_json, stderr_lines
+
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def test_ingestion_lifecycle(

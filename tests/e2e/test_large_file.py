@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
-from e2e_support import RUN_FIELDS, create
 from pyiceberg.catalog.sql import SqlCatalog
+
+from tests.support.cli import RUN_FIELDS, create
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

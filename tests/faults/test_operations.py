@@ -8,7 +8,7 @@ an interval schedule with 3 workers; a helping worker killed while the run's exe
 Each test seeds JSONL files whose records carry unique ids and ends by checking the Iceberg table
 holds every seeded id exactly once, every file's rows once, every file SUCCESS, every snapshot with
 its own batch id (``Ops.assert_exact``). Every process is stopped by pid at the end of its test;
-every wait has a deadline. Helpers: ``ops_support.py``.
+every wait has a deadline. Helpers: ``tests/support`` (``workers.Ops``, ``fault_proxy``).
 
 The database-outage tests check exactly-once first (finishing the ingestion with plain runs if a
 run did not resume), then that the run resumed by itself; a failure names the defect when the
@@ -37,27 +37,24 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
-from ops_support import (
+
+from icefloe import embedded
+from tests.support.fault_proxy import (
     INTERNAL,
     PASS,
     SLOW_DOWN,
     DbProxy,
     Fault,
-    Ops,
-    RestartablePostgres,
-    RunDidNotResume,
-    RunFinishedEarly,
     S3FaultProxy,
     S3Request,
     db_target,
-    jsonl_file,
-    migrate,
-    tail,
     via_proxy,
-    wait_for,
 )
-
-from icefloe import embedded
+from tests.support.processes import tail
+from tests.support.services import RestartablePostgres, migrate
+from tests.support.tables import jsonl_file
+from tests.support.waiting import wait_for
+from tests.support.workers import Ops, RunDidNotResume, RunFinishedEarly
 
 pytestmark = pytest.mark.faults
 

@@ -20,11 +20,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from icefloe import embedded
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
+from tests.support.services import ENV_PREFIXES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-_ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_")
 
 
 @pytest.fixture
@@ -35,10 +34,10 @@ def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator
     ``icefloe_env`` for the ICEFLOE_/AWS_/PYICEBERG_ variables for the duration of the test.
     """
     for key in list(os.environ):
-        if key.startswith(_ENV_PREFIXES):
+        if key.startswith(ENV_PREFIXES):
             monkeypatch.delenv(key)
     for key, value in icefloe_env.items():
-        if key.startswith(_ENV_PREFIXES):
+        if key.startswith(ENV_PREFIXES):
             monkeypatch.setenv(key, value)
     runtime = Runtime(Settings.from_env(icefloe_env))
     try:

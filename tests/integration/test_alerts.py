@@ -28,14 +28,15 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from it_support import ingest, jsonl, run
 
 from icefloe import alerts
 from icefloe.alerts import AlertSettings, SmtpSettings
 from icefloe.runtime import Runtime
+from tests.support.inprocess import ingest, run
+from tests.support.tables import jsonl
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 SECRET_PATH = "/hooks/T000/B000/s3cr3t-token"
 

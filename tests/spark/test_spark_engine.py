@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
-from spark_support import SparkServer, define, run
 
 from icefloe import ingestions, ledger
 from icefloe.runtime import Runtime
+from tests.support.inprocess import run
+from tests.support.spark import SparkServer, define
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 pytestmark = pytest.mark.spark
 

@@ -34,7 +34,7 @@ from pyiceberg.table import Table
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from icefloe import faults, ledger, tables
+from icefloe import faults, ledger, metrics, tables
 from icefloe.engines import StagedBatch
 from icefloe.errors import CommitConflictError, CommitError, LeaseLostError
 from icefloe.ledger import Batch
@@ -108,6 +108,7 @@ def commit_batch(
         except CommitFailedException as exc:
             # The table head moved (another writer); the search must run again on the new head.
             log.info("commit conflict on %s (attempt %d): %s", table_identifier, attempt, exc)
+            metrics.COMMIT_CONFLICTS.labels(table=table_identifier).inc()
             last: Exception = exc
         except (CommitStateUnknownException, OperationalError, OSError) as exc:
             # Maybe committed: keep the data files; the next attempt's search tells.

@@ -33,6 +33,12 @@ RECONCILIATIONS = Counter(
     ["ingestion", "outcome"],
     registry=REGISTRY,
 )
+COMMIT_CONFLICTS = Counter(
+    "icefloe_commit_conflicts",
+    "Iceberg commits whose compare-and-swap lost to another writer (each retried after a new search)",
+    ["table"],
+    registry=REGISTRY,
+)
 RUN_DURATION = Histogram(
     "icefloe_run_duration_seconds",
     "Duration of finished runs",

@@ -72,8 +72,8 @@ def test_ingestion_lifecycle(
 
     cli(env, "ingestion", "pause", "events")
     paused = cli(env, "run", "events", "--json", expect=2)
-    [line] = stderr_lines(paused)
-    assert "paused" in line and "events" in line
+    [message] = stderr_lines(paused)
+    assert "paused" in message and "events" in message
     assert paused.stdout.strip() == ""  # no run: no summary
 
     by_name = {i["name"]: i for i in one_json(cli(env, "ingestion", "list", "--json").stdout)}
@@ -99,5 +99,5 @@ def test_ingestion_lifecycle(
 
     cli(env, "ingestion", "delete", "other", "--yes")
     gone = cli(env, "ingestion", "show", "other", expect=2)
-    [line] = stderr_lines(gone)
-    assert "other" in line
+    [message] = stderr_lines(gone)
+    assert "other" in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,7 @@ def test_200mb_csv_is_streamed_within_a_memory_bound(
     bucket: str,
     s3_client: S3Client,
     tmp_path: Path,
-    record_property: pytest.RecordProperty,
+    record_property: Callable[[str, object], None],
 ) -> None:
     path = tmp_path / "big.csv"
     n_rows = write_csv(path)

@@ -174,7 +174,7 @@ def proxied_ops(make_ops: Callable[..., Ops], database_url: str) -> Iterator[Pro
 
 def _db_now(ops: Ops) -> dt.datetime:
     ((now,),) = ops.ledger("SELECT now()")
-    return now  # type: ignore[no-any-return]
+    return now
 
 
 # --------------------------------------------------------------------------------------------------
@@ -716,7 +716,8 @@ def test_interval_schedule_with_three_workers_fires_once_per_time(make_ops: Call
         "--json",
     )
     assert rc == 0, out + err
-    ((ingestion_id, anchor),) = ops.ledger("SELECT id, created_at FROM ingestions")
+    (row,) = ops.ledger("SELECT id, created_at FROM ingestions")
+    ingestion_id, anchor = row.id, row.created_at
 
     # Watch the runs for WINDOW seconds, adding files as they go; never two in progress.
     started = time.monotonic()

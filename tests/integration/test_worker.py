@@ -32,7 +32,7 @@ def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator
     runtime.close()
 
 
-def seed(put_objects, bucket: str, files: int, rows: int = 5) -> set[int]:  # type: ignore[no-untyped-def]
+def seed(put_objects, bucket: str, files: int, rows: int = 5) -> set[int]:
     ids: set[int] = set()
     objects = {}
     for f in range(files):
@@ -101,7 +101,7 @@ def test_enqueue_refuses_a_second_run_in_progress(rt: Runtime, bucket: str) -> N
 
 
 @pytest.mark.parametrize("workers", [1, 4])
-def test_workers_execute_queued_runs_and_share_the_files(rt: Runtime, bucket: str, put_objects, workers: int) -> None:  # type: ignore[no-untyped-def]
+def test_workers_execute_queued_runs_and_share_the_files(rt: Runtime, bucket: str, put_objects, workers: int) -> None:
     expected = seed(put_objects, bucket, files=120)
     ingestion = ingestions.create(
         rt.db,
@@ -135,7 +135,7 @@ def test_sigterm_stops_a_worker_gracefully_without_leaving_leases(
     rt: Runtime,
     bucket: str,
     put_objects,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     expected = seed(put_objects, bucket, files=60)
     ingestion = ingestions.create(
@@ -180,7 +180,7 @@ def test_sigterm_stops_a_worker_gracefully_without_leaving_leases(
     assert table_ids(rt, "t.g") == sorted(expected)
 
 
-def test_cancel_of_a_running_run_stops_it_between_batches(rt: Runtime, bucket: str, put_objects) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_of_a_running_run_stops_it_between_batches(rt: Runtime, bucket: str, put_objects) -> None:
     seed(put_objects, bucket, files=40)
     ingestion = ingestions.create(
         rt.db,
@@ -215,7 +215,7 @@ def test_cancel_of_a_running_run_stops_it_between_batches(rt: Runtime, bucket: s
     [(3, "SUCCESS", 30, 0), (1, "PARTIAL", 20, 10)],
     ids=["retried-by-the-run", "out-of-attempts"],
 )
-def test_a_run_ends_only_once_a_dead_helpers_batch_is_resolved(  # type: ignore[no-untyped-def]
+def test_a_run_ends_only_once_a_dead_helpers_batch_is_resolved(
     rt: Runtime, bucket: str, put_objects, max_retries: int, status: str, succeeded: int, failed: int
 ) -> None:
     """A helping worker claims a batch of the run and dies. The run's executor waits for its lease

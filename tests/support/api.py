@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy.pool import NullPool
 from starlette.testclient import TestClient
 
-from icefloe import tokens
+from icefloe import models, tokens
 from icefloe.api import ApiSettings, create_app
 from icefloe.settings import Settings
 from tests.support.services import free_port
@@ -33,7 +33,7 @@ def make_tokens(database_url: str) -> dict[str, str]:
     """A live token per role, and a revoked one (``revoked``), made through :mod:`icefloe.tokens`."""
     engine = sa.create_engine(database_url, poolclass=NullPool)
     try:
-        made = {role: tokens.create(engine, name=f"test-{role}", role=role)[1] for role in tokens.TOKEN_ROLES}
+        made = {role: tokens.create(engine, name=f"test-{role}", role=role)[1] for role in models.TOKEN_ROLES}
         made["revoked"] = tokens.create(engine, name="test-revoked", role="admin")[1]
         tokens.revoke(engine, "test-revoked")
     finally:

@@ -30,7 +30,8 @@ def db_target(database_url: str) -> str | tuple[str, int]:
     """Where PostgreSQL listens for ``database_url``: its Unix socket path, or (host, port)."""
     url = sa.engine.make_url(database_url)
     host = url.query.get("host") or url.host
-    port = int(url.query.get("port") or url.port or 5432)
+    query_port = url.query.get("port")
+    port = int((query_port[0] if isinstance(query_port, tuple) else query_port) or url.port or 5432)
     if isinstance(host, tuple):
         host = host[0]
     if not host or str(host).startswith("/"):

@@ -5,18 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-
-T = TypeVar("T")
 
 
 class Timeout(AssertionError):
     """A bounded wait ran out (an AssertionError, so pytest reports it as a test failure)."""
 
 
-def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); raise :class:`Timeout`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -54,15 +54,12 @@ class Ops(Processes, SeededTable):
     ids: Counter[int] = field(default_factory=Counter)
     rows_per_file: dict[str, int] = field(default_factory=dict)  # s3:// URI → records
     procs: list[Proc] = field(default_factory=list)
-    _db: sa.Engine | None = None
+    db: sa.Engine = field(init=False)
     _catalog: SqlCatalog | None = None
     _next_id: int = 0
 
-    @property  # type: ignore[override]
-    def db(self) -> sa.Engine:
-        if self._db is None:
-            self._db = sa.create_engine(self.database_url, poolclass=NullPool)
-        return self._db
+    def __post_init__(self) -> None:
+        self.db = sa.create_engine(self.database_url, poolclass=NullPool)  # connects on first use
 
     # ------------------------------------------------------------------ seeding
 
@@ -163,5 +160,4 @@ class Ops(Processes, SeededTable):
         """Stop every process of the test (by pid) and release the test's connections."""
         self.close_processes()
         self.close_catalog()
-        if self._db is not None:
-            self._db.dispose()
+        self.db.dispose()

@@ -102,8 +102,8 @@ def runtime_of(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[FaultInges
             rt.catalog.engine.dispose()  # type: ignore[attr-defined]
 
 
-def conflicts(table: str) -> float:
-    return metrics.REGISTRY.get_sample_value("icefloe_commit_conflicts_total", {"table": table}) or 0.0
+def conflicts(ingestion: str) -> float:
+    return metrics.REGISTRY.get_sample_value("icefloe_commit_conflicts_total", {"ingestion": ingestion}) or 0.0
 
 
 def test_concurrent_external_appends_do_not_break_exactly_once(
@@ -115,7 +115,7 @@ def test_concurrent_external_appends_do_not_break_exactly_once(
     rt = runtime_of(faulty)
     writer = ExternalWriter(faulty)
     monkeypatch.setattr(faults, "point", writer.point)
-    before = conflicts(faulty.table_identifier)
+    before = conflicts("events")
     try:
         run = worker.run_ingestion(rt, ingestions.get(rt.db, "events"), trigger="test")
     finally:
@@ -125,7 +125,7 @@ def test_concurrent_external_appends_do_not_break_exactly_once(
     assert writer.appends == APPENDS, f"only {writer.appends} external appends in {writer.calls} commit windows"
     # Each external append moved the head inside a window: icefloe's compare-and-swap failed, it
     # counted the conflict and retried after a new search.
-    assert conflicts(faulty.table_identifier) - before == APPENDS
+    assert conflicts("events") - before == APPENDS
 
     table = faulty.assert_exact()  # icefloe's ids exact, one snapshot per batch, each with its batch id
     assert len(faulty.icefloe_snapshots(table)) == FILES // PER_COMMIT

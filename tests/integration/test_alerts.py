@@ -31,6 +31,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from icefloe import alerts
 from icefloe.alerts import AlertSettings, SmtpSettings
+from icefloe.retry import Backoff
 from icefloe.runtime import Runtime
 from tests.support.inprocess import ingest, run
 from tests.support.tables import jsonl
@@ -154,7 +155,7 @@ def db(database_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def fast_webhook_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alerts.WebhookChannel, "backoff_seconds", 0.01)
+    monkeypatch.setattr(alerts.WebhookChannel, "backoff", Backoff(base=0.01, cap=0.02))
 
 
 # ----------------------------------------------------------------------------- ledger rows

@@ -1,6 +1,6 @@
 """Fixtures of the Spark engine tests: one real Spark Connect server per session, S3 warehouse.
 
-The server is started with icefloe's own manager (``icefloe.spark.server``, what ``icefloe
+The server is started with icefloe's own manager (``icefloe.engines.spark.server``, what ``icefloe
 spark-server start`` runs): pyspark in its own virtualenv and the jars are taken from the cache
 ``ICEFLOE_SPARK_CACHE`` (default ``~/.cache/icefloe/spark``), installed there on first use
 (``pip``, ``mvn``). The server reads the session's SeaweedFS; the session's embedded PostgreSQL
@@ -72,7 +72,7 @@ def spark_server(s3: embedded.SeaweedS3, pg_tcp_port: int | None) -> Iterator[Sp
         print(f"\nSpark Connect server up and warm in {server.startup_seconds:.1f} s at {server.remote}")
         yield server
     finally:
-        from icefloe.spark import session as sessions
+        from icefloe.engines.spark import session as sessions
 
         sessions.close_sessions()
         stopped = _spark_cli(env, "stop", timeout=120)
@@ -106,7 +106,7 @@ def srt(spark_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[
     try:
         yield runtime
     finally:
-        from icefloe.spark import session as sessions
+        from icefloe.engines.spark import session as sessions
 
         sessions.close_sessions()
         runtime.close()

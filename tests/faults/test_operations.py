@@ -180,6 +180,8 @@ def _db_now(ops: Ops) -> dt.datetime:
 # --------------------------------------------------------------------------------------------------
 # 1. PostgreSQL restarted while two workers process
 
+RESTART_DOWNTIME = 6.0  # seconds between the stop and the start of the restart
+
 
 def test_postgres_restart_while_two_workers_run(
     make_ops: Callable[..., Ops], restartable_pg: RestartablePostgres
@@ -197,7 +199,7 @@ def test_postgres_restart_while_two_workers_run(
     assert ops.statuses()["PROCESSING"] > 0, "nothing in flight at the restart: nothing would be tested"
 
     pg.stop()  # fast: sessions ended, transactions in flight rolled back
-    time.sleep(6)
+    time.sleep(RESTART_DOWNTIME)  # the fault itself: how long the database stays down
     pg.start()  # same port, same socket: the workers' URL is valid again
     restarted_at = _db_now(ops)
 
@@ -271,7 +273,8 @@ def test_a_run_does_not_finish_while_a_dead_helper_holds_its_files(make_ops: Cal
     )
     ops.kill(b)
     run = ops.wait_run(run_id, timeout=120, procs=[a])
-    time.sleep(5)  # housekeeping reconciles B's expired lease within lease/3
+    # Housekeeping reconciles B's expired lease within lease/3 (B died before committing: requeued).
+    wait_for(lambda: not ops.statuses()["PROCESSING"], timeout=60, what="B's expired lease to be reconciled")
     statuses = dict(ops.statuses())
     assert ops.stop_workers([a]) == [0], a.describe()
     if run.status == "SUCCESS" and statuses != {"SUCCESS": files}:

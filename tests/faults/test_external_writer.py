@@ -98,8 +98,6 @@ def runtime_of(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[FaultInges
     yield make
     for rt in made:
         rt.close()
-        if "catalog" in rt.__dict__:
-            rt.catalog.engine.dispose()  # type: ignore[attr-defined]
 
 
 def conflicts(ingestion: str) -> float:

@@ -19,18 +19,15 @@ from icefloe import daemon, ingestions, ledger, runs, scheduler, worker
 from icefloe.errors import RunInProgressError
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
-from icefloe.settings import Settings
 from tests.support.ledger import Ledger
 from tests.support.services import PutObjects
 from tests.support.waiting import wait_for
 
 
 @pytest.fixture
-def rt(icefloe_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    for key, value in icefloe_env.items():
-        if key.startswith(("AWS_", "ICEFLOE_")):
-            monkeypatch.setenv(key, value)
-    runtime = Runtime(dataclasses.replace(Settings.from_env(icefloe_env), lease_seconds=6))
+def rt(rt: Runtime) -> Iterator[Runtime]:
+    """The integration tier's Runtime with a 6 s lease: a dead helper's batch is reconcilable soon."""
+    runtime = Runtime(dataclasses.replace(rt.settings, lease_seconds=6))
     yield runtime
     runtime.close()
 

@@ -9,8 +9,11 @@
 - :mod:`.inprocess`: ingestions defined and run in this process.
 - :mod:`.api`: the API in process (``TestClient``) or as a real ``icefloe serve``, and its tokens.
 - :mod:`.processes`: background ``icefloe`` processes (workers) started, signalled and stopped by pid.
+- :mod:`.workers`: the operations fault tests' harness (``Ops``): a seeded ingestion, its worker
+  processes, and the exactly-once check.
 - :mod:`.fault_proxy`: TCP and S3 proxies that cut or break what goes through them.
 - :mod:`.race`: one process of the expired-lease race (a script).
+- :mod:`.spark`: the Spark Connect server of the Spark tests, and Spark ingestions.
 
 Tier-specific fixtures stay in each tier's ``conftest.py``.
 """

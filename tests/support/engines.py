@@ -1,4 +1,5 @@
-"""What the Spark engine tests share: the session's Spark Connect server and Spark ingestions."""
+"""What the engine contract suite shares: the session's Spark Connect server, and ingestions on a
+given engine."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class SparkServer:
     startup_seconds: float
 
 
-def define(rt: Runtime, name: str, source: str, table: str, **options: Any) -> Ingestion:
-    """An ingestion on the Spark engine unless ``engine`` says otherwise."""
-    options.setdefault("engine", "spark")
+def define(rt: Runtime, engine: str, name: str, source: str, table: str, **options: Any) -> Ingestion:
+    """An ingestion on ``engine`` unless ``options`` name another."""
+    options.setdefault("engine", engine)
     return ingest(rt, name, source, table, **options)

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icefloe-installed
 
-.PHONY: venv test test-spark lint demo
+.PHONY: venv test test-fast test-spark lint demo
 
 venv: $(STAMP)
 
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: venv
-	$(BIN)/pytest -p no:cacheprovider -q -m "not spark"
+	$(BIN)/pytest -p no:cacheprovider -q -m "not spark" --durations=25
+
+# The inner loop (under a minute): unit tests and the API in process (auth, errors, pagination)
+# against the real PostgreSQL; no uvicorn subprocess, no workers, no fault injection.
+test-fast: venv
+	$(BIN)/pytest -p no:cacheprovider -q -m "not spark and not server" tests/unit tests/api
 
 # The Spark engine's tests: the Spark Connect client in .venv (extra `spark`), and a real local
 # Spark Connect server whose pyspark venv and jars are cached in ICEFLOE_SPARK_CACHE (installed

@@ -15,44 +15,36 @@ import importlib
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from icefloe import embedded
+from tests.support.services import (
+    PutObjects,
+    clone_database,
+    drop_database,
+    make_throwaway,
+    psycopg_url,
+    put_objects_with,
+    quote,
+    service_env,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-PutObjects = Callable[[str, Mapping[str, bytes] | Iterable[tuple[str, bytes]]], int]
-"""Type of the ``put_objects`` fixture."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # `make test` deselects these (-m "not spark"): they need a Spark Connect server.
     config.addinivalue_line("markers", "spark: needs Apache Spark (Spark Connect); not run by `make test`")
-
-
-def _psycopg_url(url: str, database: str | None = None) -> str:
-    """``url`` with the psycopg 3 driver, and ``database`` if given, as a string."""
-    parsed = make_url(url).set(drivername="postgresql+psycopg")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,14 +63,7 @@ def embedded_pg_home() -> Iterator[Path | None]:
         return
     home = Path(tempfile.mkdtemp(prefix="icefloe-test-pg-"))
     try:
-        url = embedded.ensure_postgres(home)
-        # A throwaway server: no durability against an OS crash, commits twice as fast.
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        with engine.connect() as conn:
-            for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
-                conn.execute(sa.text(f"ALTER SYSTEM SET {setting}"))
-            conn.execute(sa.text("SELECT pg_reload_conf()"))
-        engine.dispose()
+        make_throwaway(embedded.ensure_postgres(home))
         yield home
     finally:
         embedded.release_postgres(home)  # stops the server: this process held the only handle
@@ -89,7 +74,7 @@ def embedded_pg_home() -> Iterator[Path | None]:
 def pg_url(embedded_pg_home: Path | None) -> str:
     """URL of the session's PostgreSQL server (its ``icefloe`` database when embedded)."""
     if embedded_pg_home is None:
-        return _psycopg_url(os.environ["ICEFLOE_TEST_DATABASE_URL"])
+        return psycopg_url(os.environ["ICEFLOE_TEST_DATABASE_URL"])
     return embedded.ensure_postgres(embedded_pg_home)
 
 
@@ -118,13 +103,13 @@ def template_database(pg_url: str, pg_admin: sa.Engine) -> Iterator[str]:
     """
     name = f"icefloe_template_{uuid.uuid4().hex[:12]}"
     with pg_admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {_quote(name)}"))
+        conn.execute(sa.text(f"CREATE DATABASE {quote(name)}"))
     try:
-        _migrate(_psycopg_url(pg_url, name))
+        _migrate(psycopg_url(pg_url, name))
         with pg_admin.connect() as conn:
             # A template must have no connections when it is copied: forbid them, end leftovers.
             options = "ALLOW_CONNECTIONS false IS_TEMPLATE true"
-            conn.execute(sa.text(f"ALTER DATABASE {_quote(name)} WITH {options}"))
+            conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH {options}"))
             conn.execute(
                 sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
                 {"name": name},
@@ -132,8 +117,8 @@ def template_database(pg_url: str, pg_admin: sa.Engine) -> Iterator[str]:
         yield name
     finally:
         with pg_admin.connect() as conn:
-            conn.execute(sa.text(f"ALTER DATABASE {_quote(name)} WITH IS_TEMPLATE false"))
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)"))
+            conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false"))
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
 
 
 @pytest.fixture
@@ -143,19 +128,15 @@ def make_database(pg_url: str, pg_admin: sa.Engine, template_database: str) -> I
     For tests that need more than one; every database made is dropped after the test, ending the
     connections still open to it (``WITH (FORCE)``, PostgreSQL 13+).
     """
-    names: list[str] = []
+    urls: list[str] = []
 
     def make() -> str:
-        name = f"test_{uuid.uuid4().hex}"
-        with pg_admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(template_database)}"))
-        names.append(name)
-        return _psycopg_url(pg_url, name)
+        urls.append(clone_database(pg_admin, pg_url, template_database))
+        return urls[-1]
 
     yield make
-    with pg_admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)"))
+    for url in urls:
+        drop_database(pg_admin, url)
 
 
 @pytest.fixture
@@ -197,20 +178,7 @@ def bucket(s3: embedded.SeaweedS3, s3_client: S3Client) -> Iterator[str]:
 def put_objects(s3_client: S3Client) -> PutObjects:
     """``put_objects(bucket, objects)``: upload ``{key: body}`` (or ``(key, body)`` pairs) with 16
     threads; returns how many were uploaded."""
-
-    def put(bucket: str, objects: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> int:
-        items = objects.items() if isinstance(objects, Mapping) else objects
-
-        def one(item: tuple[str, bytes]) -> None:
-            s3_client.put_object(Bucket=bucket, Key=item[0], Body=item[1])
-
-        count = 0
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            for _ in pool.map(one, items):
-                count += 1
-        return count
-
-    return put
+    return put_objects_with(s3_client)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,21 +187,7 @@ def put_objects(s3_client: S3Client) -> PutObjects:
 
 @pytest.fixture
 def icefloe_env(database_url: str, s3: embedded.SeaweedS3, tmp_path: Path) -> dict[str, str]:
-    """Environment for ``subprocess.run(["icefloe", ...], env=icefloe_env)`` against the test's services.
-
-    The caller's ICEFLOE_*, AWS_* and PYICEBERG_* variables are dropped, so a developer's own
-    configuration cannot leak in; ``icefloe`` of this interpreter's environment comes first on PATH.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ICEFLOE_", "AWS_", "PYICEBERG_"))}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-    env.update(s3.env())
-    env.update(
-        ICEFLOE_DATABASE_URL=database_url,
-        ICEFLOE_HOME=str(tmp_path / "home"),
-        AWS_REGION="us-east-1",
-        AWS_DEFAULT_REGION="us-east-1",
-        # no ~/.aws config or credentials files
-        AWS_CONFIG_FILE=str(tmp_path / "aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "aws-credentials"),
-    )
+    """Environment for ``subprocess.run(["icefloe", ...], env=icefloe_env)`` against the test's
+    services (:func:`tests.support.services.service_env`), its home under ``tmp_path``."""
+    env = service_env(database_url, s3, tmp_path)
     return env

@@ -67,3 +67,7 @@ class Runtime:
 
     def close(self) -> None:
         self.db.dispose()
+        # A SQL catalog holds a pool of its own (in the ledger database, by default).
+        catalog_engine = getattr(self.__dict__.get("catalog"), "engine", None)
+        if isinstance(catalog_engine, Engine):
+            catalog_engine.dispose()

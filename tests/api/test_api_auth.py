@@ -1,4 +1,5 @@
-"""The auth matrix: every route x {no token, revoked token, reader, operator, admin}, over HTTP.
+"""The auth matrix: every route x {no token, revoked token, reader, operator, admin}, against the
+app in this process (``TestClient``).
 
 Routes that change something are called on targets that do not exist (ingestion 999999, ...) or
 with an empty body, so an allowed call answers 404/422 and a refused one 401/403, without a side
@@ -9,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
-from api_support import ApiServer
 
 from icefloe.api import create_app
 from icefloe.settings import Settings
+from tests.support.api import InProcessApi
 
 FIXTURE = "matrix-fixture"
 MISSING = "999999"
@@ -66,7 +66,7 @@ RANK = {"reader": 0, "operator": 1, "admin": 2}
 
 
 @pytest.fixture(scope="module")
-def api(module_api: ApiServer) -> ApiServer:
+def api(module_api: InProcessApi) -> InProcessApi:
     with module_api.client("admin") as admin:
         response = admin.post(
             "/api/v1/ingestions",
@@ -88,7 +88,7 @@ def test_matrix_covers_every_route(tmp_path: Any) -> None:
     ("method", "template", "path", "body", "least"), ROUTES, ids=[f"{r[0]} {r[1]}" for r in ROUTES]
 )
 def test_auth_matrix(
-    api: ApiServer, identity: str, method: str, template: str, path: str, body: Any, least: str | None
+    api: InProcessApi, identity: str, method: str, template: str, path: str, body: Any, least: str | None
 ) -> None:
     client = api.client(token=api.tokens[identity] if identity != "none" else None)
     with client:
@@ -121,13 +121,14 @@ def test_auth_matrix(
     "header",
     ["Bearer ifl_not-a-real-token", "Bearer", "Basic dXNlcjpwYXNz", "ifl_no-scheme", "Bearer garbage"],
 )
-def test_malformed_or_unknown_credentials_are_401(api: ApiServer, header: str) -> None:
-    response = httpx.get(api.url + "/api/v1/ingestions", headers={"Authorization": header}, timeout=60)
+def test_malformed_or_unknown_credentials_are_401(api: InProcessApi, header: str) -> None:
+    with api.client() as anonymous:
+        response = anonymous.get("/api/v1/ingestions", headers={"Authorization": header})
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
 
 
-def test_revocation_takes_effect_at_once_and_last_use_is_recorded(api: ApiServer) -> None:
+def test_revocation_takes_effect_at_once_and_last_use_is_recorded(api: InProcessApi) -> None:
     with api.client("admin") as admin:
         created = admin.post("/api/v1/tokens", json={"name": "short-lived", "role": "reader"})
         assert created.status_code == 201, created.text

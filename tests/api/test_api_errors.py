@@ -1,6 +1,7 @@
-"""Resources and their errors over HTTP (a server without a worker): problem details for bad input,
-missing resources and conflicts; pagination that stays correct while rows arrive; run
-cancellation; PATCH; deleting a busy ingestion; CORS off by default; request ids."""
+"""Resources and their errors, against the app in this process (``TestClient``, no worker):
+problem details for bad input, missing resources and conflicts; pagination that stays correct
+while rows arrive; run cancellation; PATCH; deleting a busy ingestion; CORS off by default;
+request ids."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
-from api_support import ApiServer
 from sqlalchemy.pool import NullPool
+
+from icefloe.api import ApiSettings
+from tests.support.api import InProcessApi
 
 
 def spec() -> dict[str, str]:
@@ -25,13 +28,13 @@ def spec() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def admin(module_api: ApiServer) -> Iterator[httpx.Client]:
+def admin(module_api: InProcessApi) -> Iterator[httpx2.Client]:
     with module_api.client("admin") as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def operator(module_api: ApiServer) -> Iterator[httpx.Client]:
+def operator(module_api: InProcessApi) -> Iterator[httpx2.Client]:
     with module_api.client("operator") as client:
         yield client
 
@@ -44,13 +47,13 @@ def db(module_database_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def ingestion(admin: httpx.Client) -> dict[str, Any]:
+def ingestion(admin: httpx2.Client) -> dict[str, Any]:
     created = admin.post("/api/v1/ingestions", json={"name": f"i-{uuid.uuid4().hex[:8]}", **spec()})
     assert created.status_code == 201, created.text
     return dict(created.json())
 
 
-def assert_problem(response: httpx.Response, status: int, kind: str, detail_has: str = "") -> dict[str, Any]:
+def assert_problem(response: httpx2.Response, status: int, kind: str, detail_has: str = "") -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body = dict(response.json())
@@ -83,12 +86,12 @@ def assert_problem(response: httpx.Response, status: int, kind: str, detail_has:
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
-def test_bad_ingestions_are_422(admin: httpx.Client, change: dict[str, Any], detail: str) -> None:
+def test_bad_ingestions_are_422(admin: httpx2.Client, change: dict[str, Any], detail: str) -> None:
     body = {"name": f"bad-{uuid.uuid4().hex[:8]}", **spec(), **change}
     assert_problem(admin.post("/api/v1/ingestions", json=body), 422, "invalid-request", detail)
 
 
-def test_overlapping_ingestions_of_one_table_are_refused(admin: httpx.Client) -> None:
+def test_overlapping_ingestions_of_one_table_are_refused(admin: httpx2.Client) -> None:
     source = f"s3://landing/ov-{uuid.uuid4().hex[:8]}/"
     first = {"name": f"ov-{uuid.uuid4().hex[:6]}", "source": source, "format": "csv", "table": "shop.ov"}
     assert admin.post("/api/v1/ingestions", json={**first, "pattern": "*.csv"}).status_code == 201
@@ -110,7 +113,7 @@ def test_overlapping_ingestions_of_one_table_are_refused(admin: httpx.Client) ->
     assert_problem(renamed, 422, "invalid-request", "all digits")
 
 
-def test_not_found_and_duplicate(admin: httpx.Client, ingestion: dict[str, Any]) -> None:
+def test_not_found_and_duplicate(admin: httpx2.Client, ingestion: dict[str, Any]) -> None:
     assert_problem(admin.get("/api/v1/ingestions/no-such-thing"), 404, "not-found", "no-such-thing")
     assert_problem(admin.get("/api/v1/runs/123456789"), 404, "not-found")
     assert_problem(admin.get(f"/api/v1/ingestions/{ingestion['id']}/files/987654"), 404, "not-found")
@@ -122,14 +125,14 @@ def test_not_found_and_duplicate(admin: httpx.Client, ingestion: dict[str, Any])
     assert admin.get(f"/api/v1/ingestions/{ingestion['name']}").json()["id"] == ingestion["id"]
 
 
-def test_unknown_path_and_method_are_problems(module_api: ApiServer, admin: httpx.Client) -> None:
+def test_unknown_path_and_method_are_problems(module_api: InProcessApi, admin: httpx2.Client) -> None:
     missing = admin.get("/api/v1/nothing-here")
     assert missing.status_code == 404 and missing.json()["type"] == "about:blank"
     wrong = admin.put("/api/v1/ingestions")
     assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/problem+json"
 
 
-def test_patch_pause_resume(admin: httpx.Client, ingestion: dict[str, Any]) -> None:
+def test_patch_pause_resume(admin: httpx2.Client, ingestion: dict[str, Any]) -> None:
     path = f"/api/v1/ingestions/{ingestion['id']}"
     patched = admin.patch(path, json={"max_files_per_commit": 7, "pattern": "**/*.jsonl", "schedule_cron": "0 * * * *"})
     assert patched.status_code == 200, patched.text
@@ -145,7 +148,7 @@ def test_patch_pause_resume(admin: httpx.Client, ingestion: dict[str, Any]) -> N
 
 
 def test_run_in_progress_and_cancel(
-    admin: httpx.Client, operator: httpx.Client, ingestion: dict[str, Any], db: sa.Engine
+    admin: httpx2.Client, operator: httpx2.Client, ingestion: dict[str, Any], db: sa.Engine
 ) -> None:
     path = f"/api/v1/ingestions/{ingestion['id']}"
     admin.post(f"{path}/pause")  # no worker runs here anyway; a paused ingestion's run waits
@@ -168,7 +171,7 @@ def test_run_in_progress_and_cancel(
 
 
 def test_delete_refused_while_a_worker_holds_a_lease(
-    admin: httpx.Client, ingestion: dict[str, Any], db: sa.Engine
+    admin: httpx2.Client, ingestion: dict[str, Any], db: sa.Engine
 ) -> None:
     path = f"/api/v1/ingestions/{ingestion['id']}"
     with db.begin() as conn:
@@ -203,7 +206,7 @@ def _add_files(db: sa.Engine, ingestion_id: int, names: range, status: str = "SU
 
 
 def test_file_pages_stay_correct_while_files_arrive(
-    admin: httpx.Client, ingestion: dict[str, Any], db: sa.Engine
+    admin: httpx2.Client, ingestion: dict[str, Any], db: sa.Engine
 ) -> None:
     path = f"/api/v1/ingestions/{ingestion['id']}/files"
     _add_files(db, ingestion["id"], range(0, 25))
@@ -233,7 +236,7 @@ def test_file_pages_stay_correct_while_files_arrive(
     assert_problem(admin.get(path, params={"modified_since": "yesterday"}), 422, "invalid-request")
 
 
-def test_ingestion_pages_and_filters(admin: httpx.Client) -> None:
+def test_ingestion_pages_and_filters(admin: httpx2.Client) -> None:
     prefix = f"page-{uuid.uuid4().hex[:6]}-"
     for n in range(5):
         fmt = "csv" if n % 2 else "jsonl"
@@ -242,7 +245,7 @@ def test_ingestion_pages_and_filters(admin: httpx.Client) -> None:
     names: list[str] = []
     cursor = None
     while True:
-        params = {"name_prefix": prefix, "limit": 2, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"name_prefix": prefix, "limit": 2, **({"cursor": cursor} if cursor else {})}
         page = admin.get("/api/v1/ingestions", params=params).json()
         names += [i["name"] for i in page["items"]]
         if (cursor := page["next_cursor"]) is None:
@@ -252,7 +255,7 @@ def test_ingestion_pages_and_filters(admin: httpx.Client) -> None:
     assert [i["name"] for i in csv] == [f"{prefix}1", f"{prefix}3"]
 
 
-def test_secrets_in_a_source_uri_are_not_returned(admin: httpx.Client) -> None:
+def test_secrets_in_a_source_uri_are_not_returned(admin: httpx2.Client) -> None:
     body = {
         **spec(),
         "name": f"s-{uuid.uuid4().hex[:6]}",
@@ -263,36 +266,38 @@ def test_secrets_in_a_source_uri_are_not_returned(admin: httpx.Client) -> None:
     assert "wJalrXUtnFEMI" not in created.text and created.json()["source"] == "s3://***@landing/x/"
 
 
-def test_request_id_cors_and_probes(module_api: ApiServer, admin: httpx.Client) -> None:
+def test_request_id_cors_and_probes(module_api: InProcessApi, admin: httpx2.Client) -> None:
     echoed = admin.get("/api/v1/ingestions", headers={"X-Request-ID": "trace-123"})
     assert echoed.headers["x-request-id"] == "trace-123"
     fresh = admin.get("/api/v1/ingestions", headers={"X-Request-ID": "bad id with spaces"})
     assert fresh.headers["x-request-id"] != "bad id with spaces" and len(fresh.headers["x-request-id"]) == 32
     # CORS is off by default: no Access-Control-* header, whatever the Origin.
-    preflight = httpx.options(
-        module_api.url + "/api/v1/ingestions",
-        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    with module_api.client() as anonymous:
+        preflight = anonymous.options(
+            "/api/v1/ingestions", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        )
+        assert not any(h.startswith("access-control-") for h in preflight.headers)
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        assert anonymous.get("/readyz").json() == {
+            "status": "ready",
+            "checks": {"database": "ok", "catalog": "ok"},
+        }
+        assert anonymous.get("/metrics").status_code == 401
+
+
+def test_metrics_public_and_cors_when_configured(make_api: Callable[..., InProcessApi]) -> None:
+    configured = ApiSettings.from_env(
+        {"ICEFLOE_API_METRICS_PUBLIC": "true", "ICEFLOE_API_CORS_ORIGINS": "https://ui.example"}
     )
-    assert not any(h.startswith("access-control-") for h in preflight.headers)
-    assert httpx.get(module_api.url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(module_api.url + "/readyz").json() == {
-        "status": "ready",
-        "checks": {"database": "ok", "catalog": "ok"},
-    }
-    assert httpx.get(module_api.url + "/metrics").status_code == 401
-
-
-def test_metrics_public_and_cors_when_configured(start_api: Callable[..., ApiServer]) -> None:
-    api = start_api(ICEFLOE_API_METRICS_PUBLIC="true", ICEFLOE_API_CORS_ORIGINS="https://ui.example")
-    metrics = httpx.get(api.url + "/metrics")
-    assert metrics.status_code == 200 and "icefloe_api_requests_total" in metrics.text
-    allowed = httpx.get(api.url + "/healthz", headers={"Origin": "https://ui.example"})
-    assert allowed.headers["access-control-allow-origin"] == "https://ui.example"
-    other = httpx.get(api.url + "/healthz", headers={"Origin": "https://evil.example"})
-    assert "access-control-allow-origin" not in other.headers
-    # Everything else still needs a token.
-    assert httpx.get(api.url + "/api/v1/ingestions").status_code == 401
-    assert api.stop() == 0
+    with make_api(configured).client() as anonymous:
+        metrics = anonymous.get("/metrics")
+        assert metrics.status_code == 200 and "icefloe_api_requests_total" in metrics.text
+        allowed = anonymous.get("/healthz", headers={"Origin": "https://ui.example"})
+        assert allowed.headers["access-control-allow-origin"] == "https://ui.example"
+        other = anonymous.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        # Everything else still needs a token.
+        assert anonymous.get("/api/v1/ingestions").status_code == 401
 
 
 def _request_series(metrics_text: str) -> set[str]:
@@ -303,11 +308,11 @@ def _request_series(metrics_text: str) -> set[str]:
     }
 
 
-def test_metrics_series_are_bounded_whatever_requests_arrive(module_api: ApiServer, admin: httpx.Client) -> None:
+def test_metrics_series_are_bounded_whatever_requests_arrive(module_api: InProcessApi, admin: httpx2.Client) -> None:
     before = _request_series(admin.get("/metrics").text)
     rng = random.Random(18)
     sent: list[str] = []
-    with httpx.Client(base_url=module_api.url, timeout=30) as anonymous:  # no token, as an attacker
+    with module_api.client() as anonymous:  # no token, as an attacker
         for i in range(30):
             method = "".join(rng.choices(string.ascii_uppercase, k=8)) if i % 2 else "GET"
             path = f"/{uuid.uuid4().hex}" if i % 3 else f"/api/v1/runs/{rng.randint(1, 10**9)}"
@@ -323,9 +328,9 @@ def test_metrics_series_are_bounded_whatever_requests_arrive(module_api: ApiServ
 
 
 def test_an_ingestion_made_by_the_cli_is_the_same_as_one_made_by_the_api(
-    module_api: ApiServer, admin: httpx.Client
+    module_env: dict[str, str], admin: httpx2.Client
 ) -> None:
-    options = {
+    options: dict[str, str | int] = {
         "source": "s3://landing/twins/",
         "format": "csv",
         "table": "shop.twins",
@@ -338,8 +343,17 @@ def test_an_ingestion_made_by_the_cli_is_the_same_as_one_made_by_the_api(
     }
     cli_args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items() if k != "schedule_cron"]
     cli = subprocess.run(
-        ["icefloe", "ingestion", "create", "cli-twin", *cli_args, "--schedule", options["schedule_cron"], "--json"],
-        env=module_api.env,
+        [
+            "icefloe",
+            "ingestion",
+            "create",
+            "cli-twin",
+            *cli_args,
+            "--schedule",
+            str(options["schedule_cron"]),
+            "--json",
+        ],
+        env=module_env,
         capture_output=True,
         text=True,
         timeout=300,

@@ -12,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
-from api_support import ApiServer
 from sqlalchemy.pool import NullPool
+
+from tests.support.api import ApiServer
+
+pytestmark = pytest.mark.server
 
 MAX_EXAMPLES = 10
 CHECKS = [
@@ -27,9 +31,9 @@ CHECKS = [
 
 
 def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(
-    module_api: ApiServer, module_database_url: str, tmp_path: Path
+    module_server: ApiServer, module_database_url: str, tmp_path: Path
 ) -> None:
-    with module_api.client("admin") as admin:
+    with module_server.client("admin") as admin:
         # Something to find for the operations that read one resource: ingestion 1, run 1, files 1-200.
         admin.post(
             "/api/v1/ingestions",
@@ -51,9 +55,9 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(
         [
             str(Path(sys.executable).parent / "schemathesis"),
             "run",
-            f"{module_api.url}/openapi.json",
+            f"{module_server.url}/openapi.json",
             "--header",
-            f"Authorization: Bearer {module_api.tokens['admin']}",
+            f"Authorization: Bearer {module_server.tokens['admin']}",
             "--checks",
             ",".join(CHECKS),
             "--phases",

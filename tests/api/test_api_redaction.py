@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
-from api_support import ApiServer
 from sqlalchemy.pool import NullPool
 
 from icefloe import embedded
+from tests.support.api import ApiServer
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
+
+pytestmark = pytest.mark.server  # a real `icefloe serve` and `icefloe run`
 
 CUT_EARLY, CUT_MID = "cut-early", "cut-mid"
 
@@ -113,7 +115,7 @@ def cutting_proxy(s3: embedded.SeaweedS3) -> Iterator[CuttingProxy]:
 
 def test_a_cut_connection_leaks_no_presigned_url(
     icefloe_env: dict[str, str],
-    start_api: Callable[..., ApiServer],
+    start_server: Callable[..., ApiServer],
     database_url: str,
     s3: embedded.SeaweedS3,
     bucket: str,
@@ -149,7 +151,7 @@ def test_a_cut_connection_leaks_no_presigned_url(
     for path, error_type, message in (r for r in ledger_text if len(r) == 3):
         assert error_type == "TransientError" and path in message, (path, message)
 
-    api = start_api()
+    api = start_server()
     with api.client("reader") as reader:
         listing = reader.get("/api/v1/ingestions/leaky/files", params={"status": "FAILED"}).text
 

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
-from api_support import ApiServer
 
 from icefloe import tables
 from icefloe.settings import Settings
+from tests.support.api import ApiServer
+from tests.support.ledger import TERMINAL
+from tests.support.services import PutObjects
+from tests.support.waiting import wait_for
 
-if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+pytestmark = pytest.mark.server
 
-FINISHED = {"SUCCESS", "PARTIAL", "FAILED", "CANCELLED"}
+
 RUN_TIMEOUT = 300.0
 
 
@@ -29,14 +31,14 @@ def jsonl(ids: range) -> bytes:
 
 
 def poll_run(client: httpx.Client, location: str) -> dict[str, Any]:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
+    """Until the run at ``location`` is finished, as a client would poll it."""
+
+    def finished() -> dict[str, Any] | None:
         run = client.get(location)
         assert run.status_code == 200, run.text
-        if run.json()["status"] in FINISHED:
-            return dict(run.json())
-        time.sleep(0.5)
-    raise AssertionError(f"run {location} not finished after {RUN_TIMEOUT}s: {run.json()}")
+        return dict(run.json()) if run.json()["status"] in TERMINAL else None
+
+    return wait_for(finished, timeout=RUN_TIMEOUT, what=f"run {location} to finish", interval=0.5)
 
 
 def all_files(client: httpx.Client, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
@@ -52,13 +54,13 @@ def all_files(client: httpx.Client, path: str, limit: int, **params: Any) -> lis
 
 
 def test_create_trigger_poll_list_retry_and_read_the_table(
-    start_api: Callable[..., ApiServer],
+    start_server: Callable[..., ApiServer],
     icefloe_env: dict[str, str],
     bucket: str,
     put_objects: PutObjects,
     database_url: str,
 ) -> None:
-    api = start_api(with_worker=True)
+    api = start_server(with_worker=True)
     # An admin token through the CLI, as an operator would make the first one.
     cli = subprocess.run(
         ["icefloe", "token", "create", "--name", "story-admin", "--role", "admin", "--json"],

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import default_catalog
 from pyiceberg.catalog.sql import SqlCatalog
+
+from tests.support.tables import default_catalog
 
 
 @pytest.fixture

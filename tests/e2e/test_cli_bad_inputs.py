@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from e2e_support import cli, create, one_json, run_json
 from pyiceberg.catalog.sql import SqlCatalog
 
+from tests.support.cli import cli, create, one_json, run_json
+
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def test_partial_run_of_csv_files(

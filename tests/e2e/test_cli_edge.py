@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
-from e2e_support import cli, create, one_json, stderr_lines
 from sqlalchemy.pool import NullPool
 
+from tests.support.cli import cli, create, one_json, stderr_lines
+
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def test_credentials_in_uris_are_never_printed(icefloe_env: dict[str, str]) -> None:

@@ -7,10 +7,10 @@ import socket
 import uuid
 from typing import TYPE_CHECKING
 
-from e2e_support import cli, create, one_json, run_json, stderr_lines
+from tests.support.cli import cli, create, one_json, run_json, stderr_lines
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def closed_port() -> int:

@@ -7,12 +7,13 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING
 
-from e2e_support import cli, create, one_json, run_json, stderr_lines
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.types import StringType, TimestamptzType
 
+from tests.support.cli import cli, create, one_json, run_json, stderr_lines
+
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def test_ingestion_lifecycle(
@@ -71,8 +72,8 @@ def test_ingestion_lifecycle(
 
     cli(env, "ingestion", "pause", "events")
     paused = cli(env, "run", "events", "--json", expect=2)
-    [line] = stderr_lines(paused)
-    assert "paused" in line and "events" in line
+    [message] = stderr_lines(paused)
+    assert "paused" in message and "events" in message
     assert paused.stdout.strip() == ""  # no run: no summary
 
     by_name = {i["name"]: i for i in one_json(cli(env, "ingestion", "list", "--json").stdout)}
@@ -98,5 +99,5 @@ def test_ingestion_lifecycle(
 
     cli(env, "ingestion", "delete", "other", "--yes")
     gone = cli(env, "ingestion", "show", "other", expect=2)
-    [line] = stderr_lines(gone)
-    assert "other" in line
+    [message] = stderr_lines(gone)
+    assert "other" in message

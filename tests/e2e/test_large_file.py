@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
-from e2e_support import RUN_FIELDS, create
 from pyiceberg.catalog.sql import SqlCatalog
+
+from tests.support.cli import RUN_FIELDS, create
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -64,7 +66,7 @@ def test_200mb_csv_is_streamed_within_a_memory_bound(
     bucket: str,
     s3_client: S3Client,
     tmp_path: Path,
-    record_property: pytest.RecordProperty,
+    record_property: Callable[[str, object], None],
 ) -> None:
     path = tmp_path / "big.csv"
     n_rows = write_csv(path)

@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_support import SparkServer
 from sqlalchemy.engine import make_url
 
 from icefloe import embedded
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
+from tests.support.engines import SparkServer
 
 WAREHOUSE_BUCKET = "warehouse"
 _ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_", "SPARK_")

@@ -10,21 +10,22 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
-from engine_support import SparkServer, define, run
 from sqlalchemy import text
 
-from icefloe import ingestions, ledger
+from icefloe import ingestions
 from icefloe.runtime import Runtime
+from tests.support.engines import SparkServer, define
+from tests.support.inprocess import files as statuses
+from tests.support.inprocess import run
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def jsonl(records: list[dict[str, Any]]) -> bytes:
@@ -39,12 +40,6 @@ def ids(rt: Runtime, table: str) -> list[int]:
     return sorted(rows(rt, table).column("id").to_pylist())
 
 
-def statuses(rt: Runtime, name: str) -> dict[str, dict[str, Any]]:
-    i = ingestions.get(rt.db, name)
-    with rt.db.connect() as conn:
-        return {str(r["file_path"]): r for r in ledger.list_files(conn, i.id, limit=100_000)}
-
-
 def leased(rt: Runtime, name: str) -> bool:
     """Whether a PROCESSING file of the ingestion still holds a live lease (database clock)."""
     i = ingestions.get(rt.db, name)
@@ -54,14 +49,6 @@ def leased(rt: Runtime, name: str) -> bool:
             {"i": i.id},
         ).first()
     return row is not None
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def icefloe_summaries(rt: Runtime, table: str) -> list[dict[str, str]]:
@@ -302,7 +289,7 @@ def test_a_conflicting_commit_is_searched_before_it_is_retried(
         wait_for(lambda: _table_lock_held(ert, "contract.cas"), timeout=120, what="icefloe in its commit window")
         external = table.refresh()
         arrow = external.scan(limit=1).to_arrow().slice(0, 0)
-        row = {f: [None] for f in arrow.schema.names}
+        row: dict[str, list[Any]] = {f: [None] for f in arrow.schema.names}
         row["id"] = [999]
         external.append(pa.Table.from_pydict(row, schema=arrow.schema))
 

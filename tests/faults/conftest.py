@@ -24,38 +24,23 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from ops_support import LedgerQueries
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.table import Table
 from sqlalchemy.pool import NullPool
 
 from icefloe import ingestions, ledger
 from icefloe.ingestions import IngestionSpec
-
-if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+from tests.support.services import PutObjects
+from tests.support.tables import SeededTable, default_catalog, jsonl_file
+from tests.support.waiting import wait_for
 
 TABLE = "faults.events"
 INGESTION = "events"
 LEASE_SECONDS = 3
-BATCH_ID = "icefloe.batch-id"
 RUN_TIMEOUT = 120.0  # one `icefloe run` of a few hundred tiny files takes seconds; a hang fails
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -80,7 +65,7 @@ class RunResult:
 
 
 @dataclass
-class FaultIngestion(LedgerQueries):
+class FaultIngestion(SeededTable):
     """A seeded S3 prefix, an ingestion of it, and the tools to run, break and check icefloe."""
 
     env: dict[str, str]
@@ -88,11 +73,12 @@ class FaultIngestion(LedgerQueries):
     bucket: str
     tmp_path: Path
     db: sa.Engine
-    ids: list[int] = field(default_factory=list)
+    ids: Counter[int] = field(default_factory=Counter)
     rows_per_file: dict[str, int] = field(default_factory=dict)  # s3:// URI → records
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
     _outputs: dict[int, tuple[Path, Path]] = field(default_factory=dict)  # pid → stdout, stderr files
     _catalog: SqlCatalog | None = None
+    table_identifier: str = TABLE
 
     wait_for = staticmethod(wait_for)
 
@@ -170,12 +156,6 @@ class FaultIngestion(LedgerQueries):
 
     # ------------------------------------------------------------------ ledger
 
-    def processing(self) -> list[sa.Row[Any]]:
-        return [f for f in self.files() if f.status == "PROCESSING"]
-
-    def all_succeeded(self) -> bool:
-        return self.statuses() == Counter({"SUCCESS": len(self.rows_per_file)})
-
     @contextlib.contextmanager
     def commit_lock_held(self) -> Iterator[None]:
         """Hold icefloe's per-table commit lock (the one every commit and reconciliation takes)
@@ -186,14 +166,7 @@ class FaultIngestion(LedgerQueries):
 
     def wait_leases_expired(self, timeout: float = 4 * LEASE_SECONDS + 10) -> None:
         """Until no PROCESSING file holds a live lease (by the database clock)."""
-        wait_for(
-            lambda: (
-                not self.ledger("SELECT 1 FROM files WHERE status = 'PROCESSING' AND lease_expires_at >= now() LIMIT 1")
-            ),
-            timeout=timeout,
-            what="the leases of PROCESSING files to expire",
-            interval=0.25,
-        )
+        super().wait_leases_expired(timeout)
 
     def run_until_done(self, max_runs: int = 3) -> list[RunResult]:
         """Runs (each after any lease left by a dead worker expired) until every file is SUCCESS."""
@@ -206,95 +179,6 @@ class FaultIngestion(LedgerQueries):
             if self.all_succeeded():
                 return results
         pytest.fail(f"files not all SUCCESS after {max_runs} clean runs: {dict(self.statuses())}")
-
-    # ------------------------------------------------------------------ table
-
-    table_identifier = TABLE
-
-    def new_catalog(self) -> SqlCatalog:
-        """A catalog of its own (for another thread); the caller disposes of its engine."""
-        return make_catalog(self.env)
-
-    @property
-    def catalog(self) -> SqlCatalog:
-        """The default catalog icefloe uses: a SQL catalog in the ledger database."""
-        if self._catalog is None:
-            self._catalog = make_catalog(self.env)
-        return self._catalog
-
-    def table(self) -> Table:
-        return self.catalog.load_table(TABLE)
-
-    def table_exists(self) -> bool:
-        return self.catalog.table_exists(TABLE)
-
-    def icefloe_snapshots(self, table: Table | None = None) -> list[Any]:
-        """The snapshots icefloe committed (every snapshot not marked by an external test writer)."""
-        table = table or self.table()
-        return [
-            s
-            for s in table.metadata.snapshots
-            if s.summary is None or "test.external-writer" not in s.summary.additional_properties
-        ]
-
-    def snapshots_of_batch(self, batch_id: uuid.UUID | str, table: Table | None = None) -> list[Any]:
-        return [
-            s
-            for s in self.icefloe_snapshots(table)
-            if s.summary is not None and s.summary.additional_properties.get(BATCH_ID) == str(batch_id)
-        ]
-
-    def assert_exact(self) -> Table:
-        """The whole exactly-once check: table ids, rows per file, ledger and snapshots agree."""
-        table = self.table()
-        data = table.scan(selected_fields=("id", "_source_file")).to_arrow()
-        sources = data["_source_file"].to_pylist()
-        ours = [i for i, s in zip(data["id"].to_pylist(), sources, strict=True) if s in self.rows_per_file]
-
-        actual, expected = Counter(ours), Counter(self.ids)
-        missing = sorted((expected - actual).elements())
-        twice = sorted((actual - expected).elements())
-        assert not missing and not twice, (
-            f"ids lost: {len(missing)} {missing[:20]}; ids duplicated: {len(twice)} {twice[:20]}"
-        )
-        per_file = Counter(s for s in sources if s in self.rows_per_file)
-        assert per_file == Counter(self.rows_per_file), "some file's rows are not in the table exactly once"
-
-        files = self.files()
-        not_done = [(f.file_path, f.status, f.error_type) for f in files if f.status != "SUCCESS"]
-        assert not not_done, f"{len(not_done)} file(s) not SUCCESS: {not_done[:10]}"
-        assert {f.file_path for f in files} == set(self.rows_per_file)
-
-        snapshots = self.icefloe_snapshots(table)
-        missing_batch = [
-            s.snapshot_id for s in snapshots if s.summary is None or BATCH_ID not in s.summary.additional_properties
-        ]
-        assert not missing_batch, f"icefloe snapshots without {BATCH_ID}: {missing_batch}"
-        props = [s.summary.additional_properties for s in snapshots]
-        batch_counts = Counter(p[BATCH_ID] for p in props)
-        assert all(n == 1 for n in batch_counts.values()), f"a batch committed twice: {batch_counts}"
-        assert all(p.get("icefloe.run-id") for p in props), "an icefloe snapshot without icefloe.run-id"
-        assert sum(int(p["icefloe.file-count"]) for p in props) == len(self.rows_per_file)
-
-        # Every file points at the snapshot that holds it, and each snapshot at as many files as it says.
-        by_snapshot = Counter(f.snapshot_id for f in files)
-        assert by_snapshot == Counter(
-            {s.snapshot_id: int(s.summary.additional_properties["icefloe.file-count"]) for s in snapshots}
-        ), "the ledger's snapshot ids do not match the snapshots' file counts"
-        return table
-
-
-def make_catalog(env: dict[str, str]) -> SqlCatalog:
-    """icefloe's default catalog for the environment of a test's runs."""
-    warehouse = (Path(env["ICEFLOE_HOME"]) / "warehouse").resolve()
-    warehouse.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog("icefloe", uri=env["ICEFLOE_DATABASE_URL"], warehouse=warehouse.as_uri())
-
-
-def jsonl_file(first_id: int, count: int) -> bytes:
-    return b"".join(
-        json.dumps({"id": i, "payload": f"record-{i}"}).encode() + b"\n" for i in range(first_id, first_id + count)
-    )
 
 
 @pytest.fixture
@@ -320,7 +204,7 @@ def make_faulty(
             key = f"in/part-{n:05d}.jsonl"
             objects[key] = jsonl_file(n * rows, rows)
             handle.rows_per_file[f"s3://{bucket}/{key}"] = rows
-        handle.ids = list(range(files * rows))
+        handle.ids = Counter(range(files * rows))
         assert put_objects(bucket, objects) == files
         ingestions.create(
             db,
@@ -335,7 +219,7 @@ def make_faulty(
         )
         # The catalog's own tables, made before any run starts: workers racing to create them on
         # a fresh database is a defect of its own (test_concurrent_runs' fresh-database test).
-        make_catalog(env).engine.dispose()
+        default_catalog(env).engine.dispose()
         made.append(handle)
         return handle
 
@@ -344,6 +228,5 @@ def make_faulty(
     finally:
         for handle in made:
             handle.stop_all()
-            if handle._catalog is not None:
-                handle._catalog.engine.dispose()
+            handle.close_catalog()
         db.dispose()

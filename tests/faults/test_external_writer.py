@@ -1,29 +1,30 @@
 """Another writer appends to the Iceberg table while icefloe ingests into it.
 
-The writer lands its commits inside icefloe's commit window: it waits until an icefloe process
-holds the per-table commit lock (icefloe has taken the lock, then loads the table and searches its
-snapshots; a ``before-commit`` pause keeps it there for PAUSE seconds), then commits an append it
-staged beforehand. icefloe's compare-and-swap then fails on the moved head; as pyiceberg's blind
-retry is off, icefloe retries in its own loop after a new snapshot search. At the end icefloe's
-ids are exact, every external row is there once, and the writer did land inside icefloe's windows.
+The writer lands its commits inside icefloe's commit window: at icefloe's ``before-commit`` point
+(icefloe holds the per-table commit lock, has loaded the table and searched its snapshots), the
+writer commits an append of its own, on every other batch. icefloe's compare-and-swap then fails on
+the moved head; as pyiceberg's blind retry is off, icefloe retries in its own loop after a new
+snapshot search, and counts the conflict (``icefloe_commit_conflicts_total``). At the end icefloe's
+ids are exact, every external row is there once, and every external append cost icefloe one retry.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pytest
-import sqlalchemy as sa
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from sqlalchemy.pool import NullPool
+
+from icefloe import faults, ingestions, metrics, worker
+from icefloe.runtime import Runtime
+from icefloe.settings import Settings
+from tests.support.services import ENV_PREFIXES
+from tests.support.tables import EXTERNAL_WRITER
 
 if TYPE_CHECKING:
     from tests.faults.conftest import FaultIngestion
@@ -31,93 +32,42 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.faults
 
 FILES, ROWS, PER_COMMIT = 96, 3, 8  # 12 batches
-APPENDS, ROWS_PER_APPEND = 8, 4
-PAUSE = 0.5  # icefloe's pause between its snapshot search and its commit, under the lock
+APPENDS, ROWS_PER_APPEND = 6, 4  # one inside the commit window of every other batch
 EXTERNAL_FIRST_ID = 10_000_000
-MARK = "test.external-writer"
-
-# Who holds an advisory lock in this database now: only icefloe's commit protocol takes one here.
-_LOCK_HOLDER = sa.text(
-    """
-    SELECT l.pid, a.xact_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    """
-)
 
 
-class ExternalWriter(threading.Thread):
-    """Commits APPENDS appends (ids from EXTERNAL_FIRST_ID, snapshots marked MARK), each inside a
-    commit window of icefloe, then lets that batch's retry through before staging the next."""
+class ExternalWriter:
+    """At icefloe's ``before-commit`` point (a stand-in for :func:`icefloe.faults.point`), commits
+    an append (ids from EXTERNAL_FIRST_ID, snapshots marked EXTERNAL_WRITER) on every other call,
+    APPENDS in all: each lands between icefloe's snapshot search and its compare-and-swap."""
 
-    def __init__(self, faulty: FaultIngestion, icefloe: subprocess.Popen[str], deadline: float) -> None:
-        super().__init__(name="external-writer", daemon=True)
+    def __init__(self, faulty: FaultIngestion) -> None:
         self.faulty = faulty
-        self.icefloe = icefloe
-        self.deadline = deadline
+        self.catalog = faulty.new_catalog()
         self.ids: list[int] = []
-        self.in_window = 0  # appends that landed while icefloe's same transaction held the lock
-        self.conflicts = 0  # the writer's own conflicts (icefloe committed first)
-        self.error: BaseException | None = None
+        self.calls = 0
+        self.appends = 0
+        self.lock = threading.Lock()  # icefloe's read threads never reach this point, but be safe
 
-    def _until(self, predicate: Callable[[], Any], what: str) -> Any:
-        """Poll until ``predicate`` holds; None once icefloe has ended; error after the deadline."""
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if self.icefloe.poll() is not None:
-                return None
-            if time.monotonic() > self.deadline:
-                raise TimeoutError(f"external writer: timed out waiting for {what}")
-            time.sleep(0.01)
-
-    def run(self) -> None:
-        catalog = self.faulty.new_catalog()
-        db = sa.create_engine(self.faulty.database_url, poolclass=NullPool)
-        name = self.faulty.table_identifier
-
-        def holder() -> tuple[int, dt.datetime] | None:
-            with db.connect() as conn:
-                row = conn.execute(_LOCK_HOLDER).first()
-            return None if row is None else (row.pid, row.xact_start)
-
-        def icefloe_snapshots() -> int:
-            return len(self.faulty.icefloe_snapshots(catalog.load_table(name)))
-
-        try:
-            if not self._until(lambda: catalog.table_exists(name), "icefloe to create the table"):
-                return
-            n = 0
-            while n < APPENDS:
-                ids = list(
-                    range(EXTERNAL_FIRST_ID + n * ROWS_PER_APPEND, EXTERNAL_FIRST_ID + (n + 1) * ROWS_PER_APPEND)
+    def point(self, name: str) -> None:
+        if name != "before-commit":
+            return
+        with self.lock:
+            self.calls += 1
+            if self.appends >= APPENDS or self.calls % 2 == 0:
+                return  # this attempt goes through: icefloe commits the batch
+            ids = list(
+                range(
+                    EXTERNAL_FIRST_ID + self.appends * ROWS_PER_APPEND,
+                    EXTERNAL_FIRST_ID + (self.appends + 1) * ROWS_PER_APPEND,
                 )
-                table = catalog.load_table(name)
-                tx = table.transaction()
-                tx.append(external_rows(table, ids, n), snapshot_properties={MARK: str(n)})
-                window = self._until(holder, "icefloe's next commit window")
-                if window is None:
-                    return
-                time.sleep(0.1)  # icefloe has loaded the table and searched it by now (it pauses PAUSE s)
-                before = icefloe_snapshots()
-                try:
-                    tx.commit_transaction()
-                except CommitFailedException:
-                    self.conflicts += 1
-                    continue
-                self.ids.extend(ids)
-                n += 1
-                if holder() == window:
-                    self.in_window += 1
-                # Let icefloe's retry of that batch through before staging the next append.
-                if self._until(lambda b=before: icefloe_snapshots() > b, "icefloe's retried commit") is None:
-                    return
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            catalog.engine.dispose()
-            db.dispose()
+            )
+            table = self.catalog.load_table(self.faulty.table_identifier)
+            table.append(
+                external_rows(table, ids, self.appends), snapshot_properties={EXTERNAL_WRITER: str(self.appends)}
+            )
+            self.ids.extend(ids)
+            self.appends += 1
 
 
 def external_rows(table: Table, ids: list[int], n: int) -> pa.Table:
@@ -132,33 +82,48 @@ def external_rows(table: Table, ids: list[int], n: int) -> pa.Table:
     return pa.Table.from_pydict({f.name: values.get(f.name, [None] * len(ids)) for f in schema}, schema=schema)
 
 
+@pytest.fixture
+def runtime_of(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[FaultIngestion], Runtime]]:
+    """``runtime_of(faulty)``: icefloe in this process on the fault harness's database and S3 (the
+    AWS SDK reads this process's environment, made to match for the test)."""
+    made: list[Runtime] = []
+
+    def make(faulty: FaultIngestion) -> Runtime:
+        for key, value in faulty.env.items():
+            if key.startswith(ENV_PREFIXES):
+                monkeypatch.setenv(key, value)
+        made.append(Runtime.open(Settings.from_env(faulty.env)))
+        return made[-1]
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+def conflicts(ingestion: str) -> float:
+    return metrics.REGISTRY.get_sample_value("icefloe_commit_conflicts_total", {"ingestion": ingestion}) or 0.0
+
+
 def test_concurrent_external_appends_do_not_break_exactly_once(
     make_faulty: Callable[..., FaultIngestion],
+    runtime_of: Callable[[FaultIngestion], Runtime],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     faulty = make_faulty(files=FILES, rows=ROWS, max_files_per_commit=PER_COMMIT)
+    rt = runtime_of(faulty)
+    writer = ExternalWriter(faulty)
+    monkeypatch.setattr(faults, "point", writer.point)
+    before = conflicts("events")
+    try:
+        run = worker.run_ingestion(rt, ingestions.get(rt.db, "events"), trigger="test")
+    finally:
+        writer.catalog.engine.dispose()
 
-    proc = faulty.start(fault=f"before-commit:sleep={PAUSE}", verbose=True)
-    writer = ExternalWriter(faulty, proc, deadline=time.monotonic() + 150)
-    writer.start()
-    result = faulty.finish(proc)
-    writer.join(timeout=max(1.0, writer.deadline - time.monotonic()))
-
-    assert not writer.is_alive(), "the external writer did not finish"
-    assert writer.error is None, f"external writer failed: {writer.error!r}"
-    assert result.returncode == 0, result.describe()
-    assert result.summary["files_succeeded"] == FILES
-    # The scenario happened: external commits landed inside icefloe's commit windows.
-    assert writer.in_window >= APPENDS // 2, (
-        f"only {writer.in_window} of {len(writer.ids) // ROWS_PER_APPEND} external appends landed "
-        f"inside an icefloe commit window ({writer.conflicts} writer conflicts)"
-    )
-    # ... and icefloe's commits there failed their compare-and-swap and were retried by icefloe
-    # (logged at INFO by icefloe.commit: "commit conflict on TABLE (attempt N)"). Usually one per
-    # window hit; fewer if icefloe, slowed down, loaded the table only after the external commit.
-    icefloe_conflicts = result.stderr.count("commit conflict")
-    assert icefloe_conflicts >= max(1, writer.in_window // 2), (
-        f"icefloe logged {icefloe_conflicts} commit conflicts for {writer.in_window} windows hit"
-    )
+    assert (run.status, run.files_succeeded) == ("SUCCESS", FILES), run
+    assert writer.appends == APPENDS, f"only {writer.appends} external appends in {writer.calls} commit windows"
+    # Each external append moved the head inside a window: icefloe's compare-and-swap failed, it
+    # counted the conflict and retried after a new search.
+    assert conflicts("events") - before == APPENDS
 
     table = faulty.assert_exact()  # icefloe's ids exact, one snapshot per batch, each with its batch id
     assert len(faulty.icefloe_snapshots(table)) == FILES // PER_COMMIT
@@ -169,5 +134,5 @@ def test_concurrent_external_appends_do_not_break_exactly_once(
     )
     assert external == Counter(writer.ids), "external rows lost or duplicated"
     assert data.num_rows == FILES * ROWS + len(writer.ids)
-    marked = [s for s in table.metadata.snapshots if s.summary and MARK in s.summary.additional_properties]
-    assert len(marked) == len(writer.ids) // ROWS_PER_APPEND
+    marked = [s for s in table.metadata.snapshots if s.summary and EXTERNAL_WRITER in s.summary.additional_properties]
+    assert len(marked) == APPENDS

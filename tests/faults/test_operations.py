@@ -8,7 +8,7 @@ an interval schedule with 3 workers; a helping worker killed while the run's exe
 Each test seeds JSONL files whose records carry unique ids and ends by checking the Iceberg table
 holds every seeded id exactly once, every file's rows once, every file SUCCESS, every snapshot with
 its own batch id (``Ops.assert_exact``). Every process is stopped by pid at the end of its test;
-every wait has a deadline. Helpers: ``ops_support.py``.
+every wait has a deadline. Helpers: ``tests/support`` (``workers.Ops``, ``fault_proxy``).
 
 The database-outage tests check exactly-once first (finishing the ingestion with plain runs if a
 run did not resume), then that the run resumed by itself; a failure names the defect when the
@@ -37,27 +37,24 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
-from ops_support import (
+
+from icefloe import embedded
+from tests.support.fault_proxy import (
     INTERNAL,
     PASS,
     SLOW_DOWN,
     DbProxy,
     Fault,
-    Ops,
-    RestartablePostgres,
-    RunDidNotResume,
-    RunFinishedEarly,
     S3FaultProxy,
     S3Request,
     db_target,
-    jsonl_file,
-    migrate,
-    tail,
     via_proxy,
-    wait_for,
 )
-
-from icefloe import embedded
+from tests.support.processes import tail
+from tests.support.services import RestartablePostgres, migrate
+from tests.support.tables import jsonl_file
+from tests.support.waiting import wait_for
+from tests.support.workers import Ops, RunDidNotResume, RunFinishedEarly
 
 pytestmark = pytest.mark.faults
 
@@ -177,11 +174,13 @@ def proxied_ops(make_ops: Callable[..., Ops], database_url: str) -> Iterator[Pro
 
 def _db_now(ops: Ops) -> dt.datetime:
     ((now,),) = ops.ledger("SELECT now()")
-    return now  # type: ignore[no-any-return]
+    return now
 
 
 # --------------------------------------------------------------------------------------------------
 # 1. PostgreSQL restarted while two workers process
+
+RESTART_DOWNTIME = 6.0  # seconds between the stop and the start of the restart
 
 
 def test_postgres_restart_while_two_workers_run(
@@ -200,7 +199,7 @@ def test_postgres_restart_while_two_workers_run(
     assert ops.statuses()["PROCESSING"] > 0, "nothing in flight at the restart: nothing would be tested"
 
     pg.stop()  # fast: sessions ended, transactions in flight rolled back
-    time.sleep(6)
+    time.sleep(RESTART_DOWNTIME)  # the fault itself: how long the database stays down
     pg.start()  # same port, same socket: the workers' URL is valid again
     restarted_at = _db_now(ops)
 
@@ -274,7 +273,8 @@ def test_a_run_does_not_finish_while_a_dead_helper_holds_its_files(make_ops: Cal
     )
     ops.kill(b)
     run = ops.wait_run(run_id, timeout=120, procs=[a])
-    time.sleep(5)  # housekeeping reconciles B's expired lease within lease/3
+    # Housekeeping reconciles B's expired lease within lease/3 (B died before committing: requeued).
+    wait_for(lambda: not ops.statuses()["PROCESSING"], timeout=60, what="B's expired lease to be reconciled")
     statuses = dict(ops.statuses())
     assert ops.stop_workers([a]) == [0], a.describe()
     if run.status == "SUCCESS" and statuses != {"SUCCESS": files}:
@@ -719,7 +719,8 @@ def test_interval_schedule_with_three_workers_fires_once_per_time(make_ops: Call
         "--json",
     )
     assert rc == 0, out + err
-    ((ingestion_id, anchor),) = ops.ledger("SELECT id, created_at FROM ingestions")
+    (row,) = ops.ledger("SELECT id, created_at FROM ingestions")
+    ingestion_id, anchor = row.id, row.created_at
 
     # Watch the runs for WINDOW seconds, adding files as they go; never two in progress.
     started = time.monotonic()

@@ -33,10 +33,6 @@ def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
-        if "catalog" in runtime.__dict__:
-            engine = getattr(runtime.catalog, "engine", None)
-            if engine is not None:
-                engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -28,15 +28,17 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from it_support import ingest, jsonl, run
 
 from icefloe import alerts
 from icefloe.alerts import AlertSettings, SmtpSettings
 from icefloe.retry import Backoff
 from icefloe.runtime import Runtime
+from tests.support.inprocess import ingest, run
+from tests.support.tables import jsonl
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 SECRET_PATH = "/hooks/T000/B000/s3cr3t-token"
 
@@ -437,9 +439,17 @@ def test_a_dead_receiver_costs_one_alert_per_call(db: sa.Engine, webhook: Webhoo
 
 
 def _wait_until_due(db: sa.Engine, seconds_after_creation: float) -> None:
-    with db.connect() as conn:
-        age = conn.execute(sa.text("SELECT extract(epoch FROM now() - max(created_at)) FROM alerts")).scalar_one()
-    time.sleep(max(0.0, seconds_after_creation - float(age)) + 0.1)
+    """Until the newest alert is that old by the database's clock (the one its backoff is judged by)."""
+
+    def age() -> float:
+        with db.connect() as conn:
+            return float(
+                conn.execute(sa.text("SELECT extract(epoch FROM now() - max(created_at)) FROM alerts")).scalar_one()
+            )
+
+    wait_for(
+        lambda: age() > seconds_after_creation, timeout=seconds_after_creation + 30, what="the backoff", interval=0.05
+    )
 
 
 def test_one_failing_channel_retries_the_alert_on_every_channel(

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from it_support import files, icefloe_snapshots, ids_by_file, ingest, jsonl, load_table, run
 
 from icefloe.runtime import Runtime
 from icefloe.schema import load_schema_file
+from tests.support.inprocess import files, ingest, run
+from tests.support.tables import icefloe_snapshots, ids_by_file, jsonl, load_table
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def parquet_bytes(ids: list[int]) -> bytes:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from it_support import cli, files, icefloe_snapshots, ids_by_file, ingest, jsonl, load_table, rows, run
 
 from icefloe.errors import PermanentFileError
 from icefloe.runtime import Runtime
+from tests.support.cli import cli
+from tests.support.inprocess import files, ingest, run
+from tests.support.tables import icefloe_snapshots, ids_by_file, jsonl, load_table, rows
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 @pytest.mark.parametrize("on_change", ["replace", "append"])

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from it_support import files, ingest, jsonl, load_table, rows, run
 from pyiceberg.types import BooleanType, DoubleType, LongType, StringType, TimestamptzType
 
 from icefloe.runtime import Runtime
 from icefloe.schema import load_schema_file
+from tests.support.inprocess import files, ingest, run
+from tests.support.tables import jsonl, load_table, rows
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 def zstd(data: bytes) -> bytes:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from it_support import icefloe_snapshots, ingest, jsonl, load_table, run
 from pyiceberg.types import StringType, TimestamptzType
 
 from icefloe.runtime import Runtime
+from tests.support.inprocess import ingest, run
+from tests.support.tables import icefloe_snapshots, jsonl, load_table
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 N_FILES = 1500
 ROWS_PER_FILE = 3

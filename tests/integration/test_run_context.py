@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from it_support import icefloe_snapshots, ingest, load_table, run
 
 from icefloe import logs
 from icefloe.runtime import Runtime
+from tests.support.inprocess import ingest, run
+from tests.support.tables import icefloe_snapshots, load_table
 
 if TYPE_CHECKING:
-    from tests.conftest import PutObjects
+    from tests.support.services import PutObjects
 
 
 class _Collect(logging.Handler):

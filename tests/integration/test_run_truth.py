@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
-from it_support import files, ingest
 
 from icefloe import ledger, runs, worker
 from icefloe.runtime import Runtime
+from tests.support.inprocess import files, ingest
 
 
 def test_a_run_with_a_file_still_processing_is_not_a_success(rt: Runtime, bucket: str) -> None:

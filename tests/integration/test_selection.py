@@ -8,13 +8,16 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from it_support import cli, files, ingest, jsonl, rows, run
 
 from icefloe.runtime import Runtime
+from tests.support.cli import cli
+from tests.support.inprocess import files, ingest, run
+from tests.support.tables import jsonl, rows
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from tests.conftest import PutObjects
+
+    from tests.support.services import PutObjects
 
 PREFIX = "in/"
 # keys below the prefix; each object holds one row whose id is the key itself

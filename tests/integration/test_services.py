@@ -20,7 +20,8 @@ from icefloe import embedded
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from tests.conftest import PutObjects
+
+    from tests.support.services import PutObjects
 
 
 def _inet_listeners(pid: int) -> list[tuple[str, int]]:

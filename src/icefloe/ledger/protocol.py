@@ -199,6 +199,7 @@ def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
                 ), extended AS (
                     UPDATE files SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
                     FROM mine WHERE files.id = mine.id AND mine.status = 'PROCESSING'
+                      AND files.status = 'PROCESSING'  -- re-checked on the row a racing commit updated
                 )
                 SELECT count(*) FROM mine
                 """

@@ -1,5 +1,4 @@
-"""Helpers of the end-to-end tests: the real ``icefloe`` CLI in a subprocess, results read back as a
-user would, with pyiceberg from the catalog icefloe writes by default."""
+"""The real ``icefloe`` CLI in a subprocess, and what it prints checked as a user would read it."""
 
 from __future__ import annotations
 
@@ -7,8 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
-
-from pyiceberg.catalog.sql import SqlCatalog
 
 # `icefloe run --json` prints one object with these fields (DESIGN.md, public contract)
 RUN_FIELDS = {
@@ -29,10 +26,11 @@ RUN_FIELDS = {
 
 
 def cli(
-    env: dict[str, str], *args: str, expect: int | None = 0, cwd: Path | None = None
+    env: dict[str, str], *args: str, expect: int | None = 0, cwd: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """``icefloe ARGS`` in a subprocess; ``expect``: the exit code it must end with (None: any)."""
-    proc = subprocess.run(["icefloe", *args], env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
+    """``icefloe ARGS`` in a subprocess; ``expect``: the exit code it must end with (None: any).
+    Whatever the exit code, it never prints a traceback."""
+    proc = subprocess.run(["icefloe", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if expect is not None:
         assert proc.returncode == expect, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -40,6 +38,7 @@ def cli(
 
 
 def create(env: dict[str, str], name: str, source: str, *options: str, fmt: str = "jsonl") -> None:
+    """``icefloe ingestion create NAME`` into the table ``e2e.NAME``."""
     cli(env, "ingestion", "create", name, "--source", source, "--format", fmt, "--table", f"e2e.{name}", *options)
 
 
@@ -68,10 +67,3 @@ def run_json(env: dict[str, str], name: str, expect: int = 0) -> dict[str, Any]:
 
 def stderr_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
-
-
-def default_catalog(env: dict[str, str]) -> SqlCatalog:
-    """The catalog icefloe uses when ICEFLOE_CATALOG is unset: a pyiceberg SQL catalog named
-    ``icefloe`` in the ledger database, warehouse under ``ICEFLOE_HOME``."""
-    warehouse = (Path(env["ICEFLOE_HOME"]) / "warehouse").resolve().as_uri()
-    return SqlCatalog("icefloe", uri=env["ICEFLOE_DATABASE_URL"], warehouse=warehouse)

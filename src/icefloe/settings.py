@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError
 
 DEFAULT_LEASE_SECONDS = 60
@@ -31,6 +32,8 @@ class Settings:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     # Parallel GETs + parses per batch (pyarrow releases the GIL while parsing).
     read_threads: int = 8
+    # How long `icefloe maintain` keeps snapshots (the snapshot search's recovery window).
+    snapshot_retention_seconds: int = 7 * 86400
 
     @property
     def warehouse(self) -> str:
@@ -54,6 +57,8 @@ class Settings:
             threads = max(1, int(threads_raw))
         except ValueError:
             raise ConfigurationError(f"ICEFLOE_READ_THREADS must be an integer, got {threads_raw!r}") from None
+        retention_raw = env.get("ICEFLOE_SNAPSHOT_RETENTION")
+        retention = parse_duration(retention_raw) if retention_raw else 7 * 86400
         url = env.get("ICEFLOE_DATABASE_URL") or None
         if url and url.startswith("postgresql://"):
             # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
@@ -64,4 +69,5 @@ class Settings:
             catalog_name=env.get("ICEFLOE_CATALOG") or None,
             lease_seconds=lease,
             read_threads=threads,
+            snapshot_retention_seconds=retention,
         )

@@ -439,7 +439,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import api_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
 from icefloe.engines.spark.cli import spark_app  # noqa: E402

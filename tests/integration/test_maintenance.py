@@ -91,7 +91,11 @@ def _data_files_on_storage(rt: Runtime, table: str) -> set[str]:
     t = load_table(rt, table)
     scheme, netloc, path = PyArrowFileIO.parse_location(t.location() + "/data")
     fs = t.io.fs_by_scheme(scheme, netloc)  # type: ignore[attr-defined]
-    return {maintenance._bare(i.path) for i in fs.get_file_info(FileSelector(path, recursive=True)) if i.type == FileType.File}
+    return {
+        maintenance._bare(i.path)
+        for i in fs.get_file_info(FileSelector(path, recursive=True))
+        if i.type == FileType.File
+    }
 
 
 def test_orphans_of_an_unknown_outcome_batch_are_spared_until_resolved(
@@ -115,7 +119,9 @@ def test_orphans_of_an_unknown_outcome_batch_are_spared_until_resolved(
 
     # Resolve it: the lease expires, reconciliation finds the batch in no snapshot → claimable again.
     with rt.db.begin() as conn:
-        conn.execute(text("UPDATE files SET lease_expires_at = now() - interval '1 minute' WHERE status = 'PROCESSING'"))
+        conn.execute(
+            text("UPDATE files SET lease_expires_at = now() - interval '1 minute' WHERE status = 'PROCESSING'")
+        )
     i = ingestions.get(rt.db, "orph")
     assert commit.reconcile_expired_leases(rt.db, rt.catalog, i, LockBounds.for_lease(5)).requeued == 2
 

@@ -45,6 +45,8 @@ class IngestionSpec:
     schedule_interval_seconds: int | None = None
     schedule_timezone: str = "UTC"
     allow_concurrent_runs: bool = False
+    # A worker maintains the table (compaction, expiry, orphans) every N seconds; None: never.
+    maintain_every_seconds: int | None = None
     # "arrow" (in-process) or "spark" (Spark Connect; remote from here or ICEFLOE_SPARK_REMOTE).
     engine: str = "arrow"
     spark_remote: str | None = None
@@ -74,6 +76,8 @@ class IngestionSpec:
             raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
         if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:
             raise ConfigurationError("alert_stale_after_seconds must be at least 1")
+        if self.maintain_every_seconds is not None and self.maintain_every_seconds < 60:
+            raise ConfigurationError("maintain_every_seconds must be at least 60")
         Schedule(self.schedule_cron, self.schedule_interval_seconds, self.schedule_timezone).validate()
         if self.engine not in ENGINES:
             raise ConfigurationError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
@@ -104,6 +108,7 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             schedule_interval_seconds=spec.schedule_interval_seconds,
             schedule_timezone=spec.schedule_timezone,
             allow_concurrent_runs=spec.allow_concurrent_runs,
+            maintain_every_seconds=spec.maintain_every_seconds,
             engine=spec.engine,
             spark_remote=spec.spark_remote,
         )
@@ -182,6 +187,7 @@ UPDATABLE = (
     "schedule_interval_seconds",
     "schedule_timezone",
     "allow_concurrent_runs",
+    "maintain_every_seconds",
     "pattern",
     "since",
     "schema",
@@ -219,6 +225,7 @@ def spec_of(ingestion: Ingestion) -> IngestionSpec:
         schedule_interval_seconds=ingestion.schedule_interval_seconds,
         schedule_timezone=ingestion.schedule_timezone,
         allow_concurrent_runs=ingestion.allow_concurrent_runs,
+        maintain_every_seconds=ingestion.maintain_every_seconds,
         engine=ingestion.engine,
         spark_remote=ingestion.spark_remote,
     )
@@ -304,6 +311,7 @@ def as_dict(i: Ingestion) -> dict[str, Any]:
         "schedule_interval_seconds": i.schedule_interval_seconds,
         "schedule_timezone": i.schedule_timezone,
         "allow_concurrent_runs": i.allow_concurrent_runs,
+        "maintain_every_seconds": i.maintain_every_seconds,
         "alert_stale_after_seconds": i.alert_stale_after_seconds,
         "engine": i.engine,
         "spark_remote": i.spark_remote,

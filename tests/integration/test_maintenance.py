@@ -131,3 +131,27 @@ def test_orphans_of_an_unknown_outcome_batch_are_spared_until_resolved(
     assert len(load_table(rt, "it.orph").metadata.snapshots) == 1  # only the current one is left
     assert run(rt, "orph").status == "SUCCESS"
     assert ids_by_file(rows(rt, "it.orph")) == expected
+
+
+def test_maintain_every_is_taken_by_one_worker_and_compacts(rt: Runtime, bucket: str, put_objects: PutObjects) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from icefloe import scheduler
+    from icefloe.daemon import WorkerProcess
+
+    expected = _seed(put_objects, bucket, 0, 6)
+    i = ingest(rt, "every", f"s3://{bucket}/in/", max_files_per_commit=2, maintain_every_seconds=3600)
+    assert ingestions.as_dict(i)["maintain_every_seconds"] == 3600
+    assert run(rt, "every").status == "SUCCESS"
+    assert scheduler.take_due_maintenance(rt.db) == []  # first due one interval after creation
+    with rt.db.begin() as conn:
+        conn.execute(text("UPDATE ingestions SET created_at = now() - interval '2 hours' WHERE id = :i"), {"i": i.id})
+    with ThreadPoolExecutor(8) as pool:  # eight workers asking at once: one gets it
+        taken = [ids for ids in pool.map(lambda _: scheduler.take_due_maintenance(rt.db), range(8)) if ids]
+    assert taken == [[i.id]]
+    with rt.db.begin() as conn:
+        conn.execute(text("UPDATE ingestions SET maintenance_due_at = now() WHERE id = :i"), {"i": i.id})
+    WorkerProcess(rt).maintain_due()
+    assert maintenance.table_health(load_table(rt, "it.every"))["data_files"] == 1
+    assert ids_by_file(rows(rt, "it.every")) == expected
+    assert scheduler.take_due_maintenance(rt.db) == []  # next one due in an hour

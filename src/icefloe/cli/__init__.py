@@ -127,6 +127,9 @@ def ingestion_create(
     every: Annotated[str | None, typer.Option(help="run at an interval, e.g. 10m, 1h")] = None,
     timezone: Annotated[str, typer.Option(help="time zone of --schedule")] = "UTC",
     allow_concurrent_runs: Annotated[bool, typer.Option("--allow-concurrent-runs")] = False,
+    maintain_every: Annotated[
+        str | None, typer.Option(help="a worker compacts and expires the table this often, e.g. 1h, 1d")
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="arrow (in-process) | spark (Spark Connect; needs the spark extra)")
     ] = "arrow",
@@ -157,6 +160,7 @@ def ingestion_create(
             **operations.schedule_options(schedule, every),
             schedule_timezone=timezone,
             allow_concurrent_runs=allow_concurrent_runs,
+            maintain_every_seconds=parse_duration(maintain_every) if maintain_every else None,
             alert_stale_after_seconds=parse_duration(alert_stale_after) if alert_stale_after else None,
             engine=engine,
             spark_remote=spark_remote,

@@ -45,6 +45,9 @@ TABLE_PROPERTIES = {
     # In-memory Arrow bytes per data file: bounds the writer's buffer (~30-60 MB of Parquet).
     "write.target-file-size-bytes": str(128 << 20),
     "write.parquet.compression-codec": "zstd",
+    # Exact bounds of _source_file (not truncated to 16 characters): a data file holding one source
+    # file's rows then matches a replace's delete strictly, and is dropped without being read.
+    "write.metadata.metrics.column._source_file": "full",
 }
 
 
@@ -166,11 +169,16 @@ class TableDestination:
 
 
 def ensure_icefloe_properties(table: Table) -> Table:
-    """Make sure pyiceberg's blind commit retry is off on ``table`` (tables not created by icefloe)."""
-    if table.properties.get("commit.retry.num-retries") == "0":
+    """Make sure pyiceberg's blind commit retry is off on ``table`` (tables not created by icefloe),
+    and the _source_file bounds exact (tables created by earlier versions)."""
+    wanted = {
+        k: TABLE_PROPERTIES[k] for k in ("commit.retry.num-retries", "write.metadata.metrics.column._source_file")
+    }
+    missing = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+    if not missing:
         return table
     with table.transaction() as tx:
-        tx.set_properties({"commit.retry.num-retries": "0"})
+        tx.set_properties(missing)
     return table.refresh()
 
 

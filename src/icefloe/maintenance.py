@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from sqlalchemy import Engine, text
 
-from icefloe import ledger, tables
+from icefloe import faults, ledger, tables
 from icefloe.commit import CLOCK_SKEW_MARGIN
 from icefloe.durations import format_duration
 from icefloe.errors import (
@@ -313,6 +313,7 @@ def _commit_rewrite(
         live = live_data_files(table)
         if any(f.file_path not in live for f in old):
             return None
+        faults.point("maintenance-before-commit")
         with tables.iceberg_errors(table_identifier):
             tx = table.transaction()
             with tx.update_snapshot(snapshot_properties=props).overwrite() as rewrite:
@@ -321,6 +322,7 @@ def _commit_rewrite(
                 for f in new:
                     rewrite.append_data_file(f)
             committed = tx.commit_transaction()
+        faults.point("maintenance-after-commit")
     current = committed.current_snapshot()
     if current is None:
         raise CommitError(f"{table_identifier}: the compaction left no current snapshot")

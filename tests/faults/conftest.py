@@ -229,12 +229,13 @@ class FaultIngestion(LedgerQueries):
         return self.catalog.table_exists(TABLE)
 
     def icefloe_snapshots(self, table: Table | None = None) -> list[Any]:
-        """The snapshots icefloe committed (every snapshot not marked by an external test writer)."""
+        """The snapshots of icefloe's batches (not an external test writer's, not `icefloe maintain`'s)."""
         table = table or self.table()
+        others = ("test.external-writer", "icefloe.maintenance")
         return [
             s
             for s in table.metadata.snapshots
-            if s.summary is None or "test.external-writer" not in s.summary.additional_properties
+            if s.summary is None or not any(k in s.summary.additional_properties for k in others)
         ]
 
     def snapshots_of_batch(self, batch_id: uuid.UUID | str, table: Table | None = None) -> list[Any]:

@@ -3,6 +3,7 @@ recovery window: the snapshot search still finds that batch, nothing is lost or 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Callable
@@ -11,12 +12,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from tests.conftest import PutObjects
     from tests.faults.conftest import FaultIngestion
 
 pytestmark = pytest.mark.faults
 INGESTION = "events"  # the ingestion make_faulty defines
 
 FILES, ROWS, PER_COMMIT = 40, 5, 5
+
+
+def jsonl_file(first_id: int, count: int) -> bytes:
+    return b"".join(json.dumps({"id": i}).encode() + b"\n" for i in range(first_id, first_id + count))
 
 
 def _maintain(faulty: FaultIngestion, fault: str | None) -> subprocess.CompletedProcess[str]:
@@ -31,10 +37,15 @@ def _maintain(faulty: FaultIngestion, fault: str | None) -> subprocess.Completed
 
 @pytest.mark.parametrize("point", ["maintenance-before-commit", "maintenance-after-commit"])
 def test_sigkill_during_maintenance_keeps_every_batch_findable(
-    make_faulty: Callable[..., FaultIngestion], point: str
+    make_faulty: Callable[..., FaultIngestion], put_objects: PutObjects, point: str
 ) -> None:
     faulty = make_faulty(files=FILES, rows=ROWS, max_files_per_commit=PER_COMMIT)
-    died = faulty.run(fault="after-commit")  # some batches committed, the last one's ledger update lost
+    assert faulty.run().returncode == 0  # FILES / PER_COMMIT small data files
+    more = {f"in/more-{n:03d}.jsonl": jsonl_file(10_000 + n * ROWS, ROWS) for n in range(PER_COMMIT)}
+    put_objects(faulty.bucket, more)
+    faulty.rows_per_file.update({f"s3://{faulty.bucket}/{k}": ROWS for k in more})
+    faulty.ids += [10_000 + i for i in range(PER_COMMIT * ROWS)]
+    died = faulty.run(fault="after-commit")  # its batch committed, the ledger update lost: unknown outcome
     assert died.returncode == -signal.SIGKILL, died.describe()
     dead_batch = faulty.processing()
     assert len(dead_batch) == PER_COMMIT

@@ -86,7 +86,8 @@ def maintenance_figures(
         line = json.dumps({"id": n, "payload": f"record-{n}"}) + "\n"
         svc.s3.put_object(Bucket=bench.LANDING, Key=f"tiny/t{n:06d}.jsonl", Body=line.encode())
     tiny = ["ingestion", "create", "tiny", "--source", f"s3://{bench.LANDING}/tiny/", "--format", "jsonl"]
-    subprocess.run([args.icefloe, *tiny, "--table", "bench.tiny", "--max-files-per-commit", "2"], env=env, check=True)
+    create = [args.icefloe, *tiny, "--table", "bench.tiny", "--max-files-per-commit", "2"]
+    subprocess.run(create, env=env, check=True, capture_output=True)
     subprocess.run([args.icefloe, "run", "tiny", "--json"], env=env, check=True, capture_output=True)
     seconds, report = timed_json([args.icefloe, "maintain", "tiny", "--json"], env)
     out["tiny_files"] = {"files": args.maintain, "seconds": seconds, **report}

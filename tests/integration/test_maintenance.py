@@ -92,7 +92,7 @@ def _data_files_on_storage(rt: Runtime, table: str) -> set[str]:
     scheme, netloc, path = PyArrowFileIO.parse_location(t.location() + "/data")
     fs = t.io.fs_by_scheme(scheme, netloc)  # type: ignore[attr-defined]
     return {
-        maintenance._bare(i.path)
+        maintenance.bare(i.path)
         for i in fs.get_file_info(FileSelector(path, recursive=True))
         if i.type == FileType.File
     }
@@ -114,7 +114,7 @@ def test_orphans_of_an_unknown_outcome_batch_are_spared_until_resolved(
     unresolved = _maintain(rt, "it.orph", now=later)
     assert unresolved["orphans"]["orphans_removed"] == 0  # type: ignore[index]
     assert unresolved["expiry"]["snapshots_expired"] == 0  # type: ignore[index]
-    dead_file = staged - {maintenance._bare(p) for p in maintenance.referenced_paths(load_table(rt, "it.orph"))}
+    dead_file = staged - {maintenance.bare(p) for p in maintenance.referenced_paths(load_table(rt, "it.orph"))}
     assert len(dead_file) == 1 and dead_file <= _data_files_on_storage(rt, "it.orph")  # spared
 
     # Resolve it: the lease expires, reconciliation finds the batch in no snapshot → claimable again.

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -102,7 +103,10 @@ class Measurement:
 
     @property
     def peak_rss_bytes(self) -> int:
-        return max(self.peak_rss_tree_bytes, self.ru_maxrss_bytes)
+        # The polled process-tree peak only: ru_maxrss is not this loader's. Linux carries a process's
+        # RSS high-water mark across fork and exec, so a loader forked by the harness after it held
+        # 1 GB reported 1 GB even for `python -c pass`. (ru_maxrss stays in the JSON, informative.)
+        return self.peak_rss_tree_bytes
 
 
 @dataclass
@@ -696,6 +700,35 @@ class Bench:
             )
         return res
 
+    # DuckDB → Parquet: the engine limit ------------------------------------------
+    def duckdb(self, ds: Dataset, rep: int) -> Result:
+        info = self.dataset_info[ds.name]
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "duckdb_loader.py"),
+            "--bucket",
+            LANDING,
+            "--prefix",
+            f"{ds.name}/",
+            "--format",
+            ds.fmt,
+            "--out",
+            f"duckdb/{ds.name}-r{rep}.parquet",
+        ]
+        m = measure(argv, self.ref_env(), self.logs / f"duckdb-{ds.name}-r{rep}", self.args.timeout)
+        res = self._result("duckdb", ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
+        res.note = "no Iceberg, no ledger: one Parquet file. " + res.note
+        if res.status != "OK":
+            return res
+        try:
+            out = json.loads(m.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res.status, res.note = "WRONG", f"no summary line from the DuckDB loader: {m.stdout[-300:]}"
+            return res
+        res.loader_output, res.internal_seconds = out, out.get("seconds")
+        verify(res, TableCheck(out["rows"], out["distinct_ids"], out["min_id"], out["max_id"], 0), full=True)
+        return res
+
     # dlt (optional) -----------------------------------------------------------
     def dlt(self, ds: Dataset, rep: int) -> Result:
         info = self.dataset_info[ds.name]
@@ -845,7 +878,7 @@ class Bench:
                 run_quiet([str(self.args.icefloe), "spark-server", "stop"], self.spark_env(), "spark-server stop")
 
     def run_all(self) -> None:
-        loaders = [x for x in ("batched", "perfile", "dlt", "icefloe") if x in self.args.loaders]
+        loaders = [x for x in ("batched", "perfile", "dlt", "duckdb", "icefloe") if x in self.args.loaders]
         if self.args.with_spark:
             loaders.append("icefloe-spark")
             self.start_spark_server()
@@ -866,6 +899,8 @@ class Bench:
                             r = self.icefloe(ds, rep, engine="spark")
                         elif loader == "dlt":
                             r = self.dlt(ds, rep)
+                        elif loader == "duckdb":
+                            r = self.duckdb(ds, rep)
                         else:
                             r = self.ref_loader(loader, ds, rep)
                             attempt = 1
@@ -1016,8 +1051,11 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
     for ds in dict.fromkeys(r.dataset for r in results):
         ice, batched = by.get((ds, "icefloe")), by.get((ds, "batched"))
         perfile, dlt = by.get((ds, "perfile")), by.get((ds, "dlt"))
+        duck = by.get((ds, "duckdb"))
         if ice is None:
             continue
+        if duck is not None:
+            out.append(_ratio_row(ds, "icefloe/duckdb", ice, duck, ice.seconds, duck.seconds, "the engine limit"))
         if batched is not None:
             out.append(_ratio_row(ds, "icefloe/batched", ice, batched, ice.seconds, batched.seconds, ""))
         if batched is not None and ice.status == batched.status == "OK":
@@ -1168,8 +1206,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--loaders",
         default="batched,perfile,icefloe",
-        help="which loaders to run, of batched,perfile,dlt,icefloe (default batched,perfile,icefloe; "
-        "--with-dlt adds dlt)",
+        help="which loaders to run, of batched,perfile,dlt,duckdb,icefloe (default batched,perfile,icefloe; "
+        "--with-dlt adds dlt; duckdb needs `pip install duckdb`, the bench extra)",
     )
     p.add_argument(
         "--with-spark",
@@ -1219,8 +1257,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown or not args.datasets:
         p.error(f"unknown dataset(s) {unknown}; choose among {', '.join(DATASETS)}")
     args.loaders = {x.strip() for x in args.loaders.split(",") if x.strip()} | ({"dlt"} if args.with_dlt else set())
-    if not args.loaders or args.loaders - {"batched", "perfile", "dlt", "icefloe"}:
-        p.error("--loaders takes batched, perfile, dlt, icefloe")
+    if not args.loaders or args.loaders - {"batched", "perfile", "dlt", "duckdb", "icefloe"}:
+        p.error("--loaders takes batched, perfile, dlt, duckdb, icefloe")
+    if "duckdb" in args.loaders and importlib.util.find_spec("duckdb") is None:
+        p.error("--loaders duckdb needs the duckdb package: pip install 'icefloe[bench]'")
     args.refbench = args.refbench.resolve()
     if not args.refbench.is_file():
         p.error(f"refbench.py not found at {args.refbench}")

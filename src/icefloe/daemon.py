@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from icefloe import commit, ingestions, ledger, logs, runs, scheduler, worker
+from icefloe import commit, ingestions, ledger, logs, maintenance, runs, scheduler, worker
 from icefloe.ledger import LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
@@ -62,6 +62,8 @@ class WorkerProcess:
             threads.append(
                 threading.Thread(target=self._every, args=(lambda: extra(self.rt),), name="alerts", daemon=True)
             )
+        # Its own thread: compacting a table takes a while and must not delay lease reconciliation.
+        threads.append(threading.Thread(target=self._every, args=(self.maintain_due,), name="maintenance", daemon=True))
         threads += [
             threading.Thread(target=self._slot_loop, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)
         ]
@@ -137,3 +139,30 @@ class WorkerProcess:
                     commit.reconcile_expired_leases(
                         self.rt.db, self.rt.catalog, ingestion, LockBounds.for_lease(self.rt.settings.lease_seconds)
                     )
+
+    def maintain_due(self) -> None:
+        """``icefloe maintain`` of every table whose ``maintain_every`` is due, once across workers."""
+        for ingestion_id in scheduler.take_due_maintenance(self.rt.db):
+            if self.stop.is_set():
+                return
+            ingestion = ingestions.get(self.rt.db, ingestion_id)
+            try:
+                report = maintenance.maintain(
+                    self.rt.db,
+                    self.rt.catalog,
+                    ingestion.table_identifier,
+                    lease_seconds=self.rt.settings.lease_seconds,
+                    retention_seconds=self.rt.settings.snapshot_retention_seconds,
+                )
+            except Exception as exc:  # the next interval tries again; ingestion goes on meanwhile
+                log.error("maintenance of %s failed: %s", ingestion.name, exc)
+                continue
+            c = report["compaction"]
+            log.info(
+                "maintained %s: %d small files rewritten into %d, %d snapshots expired, %d orphans removed",
+                ingestion.table_identifier,
+                c["files_rewritten"],
+                c["files_written"],
+                report["expiry"]["snapshots_expired"],
+                report["orphans"]["orphans_removed"],
+            )

@@ -1,7 +1,8 @@
 """Test-only fault points: make this process die or pause at a named step of the protocol.
 
 ``ICEFLOE_FAULT_POINT=after-claim`` (or ``after-write``, ``before-commit``, ``after-commit``,
-``during-discovery``) kills the process with SIGKILL the first time it reaches that point;
+``during-discovery``, ``maintenance-before-commit``, ``maintenance-after-commit``) kills the
+process with SIGKILL the first time it reaches that point;
 ``NAME:sleep=SECONDS`` pauses there instead. Unset, :func:`point` does nothing.
 """
 
@@ -11,7 +12,15 @@ import os
 import signal
 import time
 
-POINTS = ("during-discovery", "after-claim", "after-write", "before-commit", "after-commit")
+POINTS = (
+    "during-discovery",
+    "after-claim",
+    "after-write",
+    "before-commit",
+    "after-commit",
+    "maintenance-before-commit",
+    "maintenance-after-commit",
+)
 
 
 def point(name: str) -> None:

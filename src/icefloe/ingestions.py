@@ -47,6 +47,8 @@ class IngestionSpec:
     schedule_interval_seconds: int | None = None
     schedule_timezone: str = "UTC"
     allow_concurrent_runs: bool = False
+    # A worker maintains the table (compaction, expiry, orphans) every N seconds; None: never.
+    maintain_every_seconds: int | None = None
     # "arrow" (in-process) or "spark" (Spark Connect; remote from here or ICEFLOE_SPARK_REMOTE).
     engine: str = "arrow"
     spark_remote: str | None = None
@@ -81,6 +83,8 @@ class IngestionSpec:
             raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
         if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:
             raise ConfigurationError("alert_stale_after_seconds must be at least 1")
+        if self.maintain_every_seconds is not None and self.maintain_every_seconds < 60:
+            raise ConfigurationError("maintain_every_seconds must be at least 60")
         Schedule(self.schedule_cron, self.schedule_interval_seconds, self.schedule_timezone).validate()
         if self.engine not in ENGINES:
             raise ConfigurationError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")

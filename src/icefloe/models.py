@@ -87,6 +87,10 @@ class Ingestion(Base):
     schedule_timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
     # Alert when no run has succeeded for this long (seconds); None: no staleness alert.
     alert_stale_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    # `icefloe maintain` of the table by any one worker every N seconds; None: only by hand.
+    maintain_every_seconds: Mapped[int | None] = mapped_column(Integer)
+    # When a worker next maintains the table (taken FOR UPDATE SKIP LOCKED); None: created_at + every.
+    maintenance_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # Start a scheduled run even when another run of this ingestion is in progress.
     allow_concurrent_runs: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -113,3 +113,33 @@ def enqueue_due_runs(db: Engine) -> int:
             log.info("scheduled run of %s for %s", row.name, due.isoformat())
             queued += 1
     return queued
+
+
+def take_due_maintenance(db: Engine) -> list[int]:
+    """Ids of the ingestions whose table maintenance is due, each taken by exactly one caller.
+
+    The due-time moves one interval ahead in the same statement that picks the row (``FOR UPDATE
+    SKIP LOCKED``; the outer condition is re-checked on the locked row), so however many workers
+    call this, a due maintenance goes to one of them. A first maintenance is due one interval after
+    the ingestion was created; one that crashes waits for the next interval.
+    """
+    with db.begin() as conn:
+        rows = conn.execute(
+            text(
+                """
+                WITH due AS (
+                    SELECT id FROM ingestions
+                    WHERE status = 'ACTIVE' AND maintain_every_seconds IS NOT NULL
+                      AND coalesce(maintenance_due_at, created_at + make_interval(secs => maintain_every_seconds))
+                          <= now()
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE ingestions i SET maintenance_due_at = now() + make_interval(secs => i.maintain_every_seconds)
+                FROM due WHERE i.id = due.id
+                  AND coalesce(i.maintenance_due_at, i.created_at + make_interval(secs => i.maintain_every_seconds))
+                      <= now()
+                RETURNING i.id
+                """
+            )
+        ).all()
+    return [r.id for r in rows]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar, cast
 
+from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError
 
 DEFAULT_LEASE_SECONDS = 60
@@ -217,6 +218,8 @@ class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    # How long `icefloe maintain` keeps snapshots (the snapshot search's recovery window).
+    snapshot_retention_seconds: int = 7 * 86400
 
     @property
     def warehouse(self) -> str:
@@ -238,6 +241,8 @@ class Settings:
         log_format = env.get("ICEFLOE_LOG_FORMAT") or None
         if log_format not in (None, "json", "text"):
             raise ConfigurationError(f"ICEFLOE_LOG_FORMAT must be json or text, got {log_format!r}")
+        retention_raw = env.get("ICEFLOE_SNAPSHOT_RETENTION")
+        retention = parse_duration(retention_raw) if retention_raw else 7 * 86400
         return cls(
             home=home,
             database_url=url,
@@ -250,6 +255,7 @@ class Settings:
             spark=SparkSettings.from_env(env),
             alerts=AlertSettings.from_env(env),
             api=ApiSettings.from_env(env),
+            snapshot_retention_seconds=retention,
         )
 
 

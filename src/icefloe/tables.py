@@ -14,6 +14,7 @@ import logging
 import os
 import unicodedata
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,9 @@ TABLE_PROPERTIES = {
     # In-memory Arrow bytes per data file: bounds the writer's buffer (~30-60 MB of Parquet).
     "write.target-file-size-bytes": str(128 << 20),
     "write.parquet.compression-codec": "zstd",
+    # Exact bounds of _source_file (not truncated to 16 characters): a data file holding one source
+    # file's rows then matches a replace's delete strictly, and is dropped without being read.
+    "write.metadata.metrics.column._source_file": "full",
 }
 
 
@@ -197,11 +201,16 @@ class TableDestination:
 
 
 def ensure_icefloe_properties(table: Table) -> Table:
-    """Make sure pyiceberg's blind commit retry is off on ``table`` (tables not created by icefloe)."""
-    if table.properties.get("commit.retry.num-retries") == "0":
+    """Make sure pyiceberg's blind commit retry is off on ``table`` (tables not created by icefloe),
+    and the _source_file bounds exact (tables created by earlier versions)."""
+    wanted = {
+        k: TABLE_PROPERTIES[k] for k in ("commit.retry.num-retries", "write.metadata.metrics.column._source_file")
+    }
+    missing = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+    if not missing:
         return table
     with table.transaction() as tx:
-        tx.set_properties({"commit.retry.num-retries": "0"})
+        tx.set_properties(missing)
     return table.refresh()
 
 
@@ -308,7 +317,10 @@ def commit_rows(
         snapshots = 0
         if replaced:
             # pyiceberg's pydantic-based In() confuses mypy; the call is its documented form.
-            tx.delete(In(SOURCE_FILE_COLUMN, list(replaced)), snapshot_properties=properties)  # type: ignore[call-arg, arg-type]
+            with warnings.catch_warnings():
+                # An earlier version that failed left no rows: nothing to delete is fine.
+                warnings.filterwarnings("ignore", "Delete operation did not match any records", UserWarning)
+                tx.delete(In(SOURCE_FILE_COLUMN, list(replaced)), snapshot_properties=properties)  # type: ignore[call-arg, arg-type]
             snapshots += 1
         if data_files:
             with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:

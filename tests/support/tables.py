@@ -112,12 +112,13 @@ class SeededTable(LedgerQueries):
         return self.statuses() == Counter({"SUCCESS": len(self.rows_per_file)})
 
     def icefloe_snapshots(self, table: Table | None = None) -> list[Any]:
-        """The snapshots icefloe committed (every snapshot not marked by a test's external writer)."""
+        """The snapshots of icefloe's batches (not a test's external writer's, not `icefloe maintain`'s)."""
         table = table or self.table()
+        others = (EXTERNAL_WRITER, "icefloe.maintenance")
         return [
             s
             for s in table.metadata.snapshots
-            if s.summary is None or EXTERNAL_WRITER not in s.summary.additional_properties
+            if s.summary is None or not any(k in s.summary.additional_properties for k in others)
         ]
 
     def snapshots_of_batch(self, batch_id: uuid.UUID | str, table: Table | None = None) -> list[Any]:

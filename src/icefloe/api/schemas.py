@@ -90,6 +90,9 @@ class IngestionCreate(BaseModel):
     alert_stale_after_seconds: int | None = Field(
         default=None, ge=1, le=INT32, description="alert when no run succeeded for this long"
     )
+    maintain_every_seconds: int | None = Field(
+        default=None, ge=60, le=INT32, description="a worker compacts and expires the table this often"
+    )
     engine: EngineName = "arrow"
     spark_remote: str | None = Field(
         default=None,
@@ -151,6 +154,7 @@ class IngestionUpdate(BaseModel):
     engine: Annotated[EngineName | None, _not_null({"enum": list(get_args(EngineName)), "type": "string"})] = None
     spark_remote: str | None = Field(default=None, max_length=2000)
     alert_stale_after_seconds: int | None = Field(default=None, ge=1, le=INT32)
+    maintain_every_seconds: int | None = Field(default=None, ge=60, le=INT32)
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -162,6 +166,7 @@ class IngestionUpdate(BaseModel):
             "schedule_interval_seconds",
             "spark_remote",
             "alert_stale_after_seconds",
+            "maintain_every_seconds",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -223,6 +228,7 @@ class IngestionOut(BaseModel):
     schedule_timezone: str
     allow_concurrent_runs: bool
     alert_stale_after_seconds: int | None
+    maintain_every_seconds: int | None
     engine: str
     spark_remote: str | None
     status: IngestionStatus

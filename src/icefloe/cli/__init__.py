@@ -137,6 +137,9 @@ def ingestion_create(
     every: Annotated[str | None, typer.Option(help="run at an interval, e.g. 10m, 1h")] = None,
     timezone: Annotated[str, typer.Option(help="time zone of --schedule")] = "UTC",
     allow_concurrent_runs: Annotated[bool, typer.Option("--allow-concurrent-runs")] = False,
+    maintain_every: Annotated[
+        str | None, typer.Option(help="a worker compacts and expires the table this often, e.g. 1h, 1d")
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="arrow (in-process) | spark (Spark Connect; needs the spark extra)")
     ] = "arrow",
@@ -167,6 +170,7 @@ def ingestion_create(
             **operations.schedule_options(schedule, every),
             schedule_timezone=timezone,
             allow_concurrent_runs=allow_concurrent_runs,
+            maintain_every_seconds=parse_duration(maintain_every) if maintain_every else None,
             alert_stale_after_seconds=parse_duration(alert_stale_after) if alert_stale_after else None,
             engine=engine,
             spark_remote=spark_remote,
@@ -460,7 +464,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import api_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
 from icefloe.engines.spark.cli import spark_app  # noqa: E402

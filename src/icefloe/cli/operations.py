@@ -44,6 +44,7 @@ def ingestion_update(
     engine: Annotated[str | None, typer.Option(help="arrow | spark")] = None,
     spark_remote: Annotated[str | None, typer.Option(help="Spark Connect URL, e.g. sc://host:15002")] = None,
     alert_stale_after: Annotated[str | None, typer.Option(help="e.g. 2h; alert when no run succeeded")] = None,
+    maintain_every: Annotated[str | None, typer.Option(help="e.g. 1d; a worker maintains the table")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -66,6 +67,7 @@ def ingestion_update(
             "engine": engine,
             "spark_remote": spark_remote,
             "alert_stale_after_seconds": parse_duration(alert_stale_after) if alert_stale_after else None,
+            "maintain_every_seconds": parse_duration(maintain_every) if maintain_every else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if not changes:

@@ -1,7 +1,8 @@
 """The in-process engine: boto3 GETs, pyarrow parsing, pyiceberg's Parquet writer.
 
-Small files are fetched and parsed in parallel (pyarrow releases the GIL) and packed together
-into shared data files; a large file is streamed on its own into its own data files. Memory is
+Small files are fetched and parsed in parallel (pyarrow releases the GIL); tiny ones are packed
+together into shared data files, one of at least ``OWN_DATA_FILE_BYTES`` gets its own (a replace
+of it then drops whole files); a large file is streamed on its own into its own data files. Memory is
 bounded by ``PREFETCH_BYTES`` of compressed objects in flight plus ``FLUSH_BYTES`` of Arrow data
 buffered for writing, whatever the file sizes.
 """
@@ -50,6 +51,9 @@ SMALL_FILE_BYTES = 32 << 20  # fetched whole and parsed in parallel; larger file
 PREFETCH_BYTES = 64 << 20  # object bytes of small files fetched ahead (enough to keep 2 cores parsing)
 FLUSH_BYTES = 128 << 20  # Arrow bytes buffered before a shared data file is written
 STREAM_CHUNK_BYTES = 64 << 20  # Arrow bytes of a streamed large file held per data file written
+# A source file at least this large gets data files of its own, so that replacing it (--on-change
+# replace) drops those whole instead of rewriting the rows of the files packed with it.
+OWN_DATA_FILE_BYTES = 1 << 20
 
 
 @dataclass
@@ -250,10 +254,13 @@ class ArrowEngine:
                 except FileError as exc:
                     self._record_failure(staged, read.file, exc, read.bytes_read, ms)
                     continue
+            own = read.file.size >= OWN_DATA_FILE_BYTES
+            if own:
+                flush()
             buffer.append(conformed)
             buffered_bytes += conformed.nbytes
             buffered_outcomes.append(FileOutcome(read.file, conformed.num_rows, read.bytes_read, ms))
-            if buffered_bytes >= FLUSH_BYTES:
+            if own or buffered_bytes >= FLUSH_BYTES:
                 flush()
         flush()
         settle_write()

@@ -329,7 +329,7 @@ def run_command(
             out.record(summary, title=f"run {run.id} of {i.name}: {run.status}")
             if run.files_failed:
                 out.message(
-                    f"[yellow]{run.files_failed} file(s) failed:[/yellow] icefloe files {i.name} --status FAILED"
+                    f"{run.files_failed} file(s) failed: icefloe files {i.name} --status FAILED", style="yellow"
                 )
         return {"SUCCESS": EXIT_OK, "PARTIAL": EXIT_PARTIAL}.get(run.status, EXIT_RUN_FAILED)
 
@@ -442,7 +442,11 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import (  # noqa: E402, F401  (api_commands: serve, token)
+    api_commands,
+    operations,
+    table_commands,
+)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
 from icefloe.spark.cli import spark_app  # noqa: E402

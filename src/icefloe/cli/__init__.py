@@ -442,11 +442,9 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import (  # noqa: E402, F401  (api_commands: serve, token)
-    api_commands,
-    operations,
-    table_commands,
-)
+from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
+from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
 from icefloe.spark.cli import spark_app  # noqa: E402

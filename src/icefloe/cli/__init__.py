@@ -433,7 +433,7 @@ def demo_command() -> None:
     from icefloe import demo
 
     out = Output(False)
-    _guard(out, lambda: demo.run(out))
+    _guard(out, lambda: demo.run(out, Settings.from_env()))
 
 
 def main() -> None:

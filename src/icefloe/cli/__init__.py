@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables
 from icefloe.cli.output import Output as Output
+from icefloe.cli.output import show_flags_as_flags
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, IcefloeError
@@ -23,6 +24,7 @@ from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
 from icefloe.settings import Settings
 
+show_flags_as_flags()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion.")
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
 ingestion_app = typer.Typer(no_args_is_help=True, help="Define and manage ingestions.")
@@ -253,15 +255,23 @@ def ingestion_resume(name: str) -> None:
 
 
 @ingestion_app.command("delete")
-def ingestion_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+def ingestion_delete(
+    name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False, as_json: JsonOpt = False
+) -> None:
     """Delete an ingestion and its ledger (the Iceberg table is kept)."""
-    out = Output(False)
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete ingestion {name} and its ledger?"):
-        raise typer.Exit(EXIT_USAGE)
+    out = Output(as_json)
+    if not yes:
+        if not sys.stdin.isatty():  # a script: deleting a ledger is never implied
+            out.error(f"not deleting ingestion {name} without --yes (no terminal to confirm on)")
+            raise typer.Exit(EXIT_USAGE)
+        if not typer.confirm(f"delete ingestion {name} and its ledger?"):
+            raise typer.Exit(EXIT_USAGE)
 
     def body() -> None:
         with _runtime() as rt:
             ingestions.delete(rt.db, name)
+        if as_json:
+            out.json({"deleted": name})
         out.message(f"deleted {name}")
 
     _guard(out, body)
@@ -355,10 +365,15 @@ def files_command(
             i = ingestions.get(rt.db, name)
             with rt.db.connect() as conn:
                 rows = ledger.list_files(conn, i.id, status=status.upper() if status else None, limit=limit)
+        if as_json:
+            out.json(rows)
+            return
+        # The key below the prefix: short enough for 80 columns, and what --history and retry --path take.
+        shown = [r | {"key": ingestions.key_below_prefix(i, str(r["file_path"]))} for r in rows]
         out.table(
-            rows,
-            ["file_path", "status", "records_ingested", "retry_count", "error_type", "error_message"],
-            title=f"files of {name}",
+            shown,
+            ["key", "status", "records_ingested", "retry_count", "error_type", "error_message"],
+            title=f"files of {name} (keys below {i.source})",
         )
 
     _guard(out, body)
@@ -366,20 +381,25 @@ def files_command(
 
 @app.command("retry")
 def retry_command(
-    name: str, path: Annotated[str | None, typer.Option(help="only this file (key or s3:// URI)")] = None
+    name: str,
+    path: Annotated[str | None, typer.Option(help="only this file (key below the prefix, or s3:// URI)")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make FAILED files eligible again now (the next run or worker picks them up)."""
-    out = Output(False)
+    out = Output(as_json)
 
     def body() -> None:
         with _runtime() as rt:
             i = ingestions.get(rt.db, name)
-            uri = path
-            if path is not None and not path.startswith("s3://"):
-                uri = S3Location.parse(i.source).uri(path)
             with rt.db.begin() as conn:
+                uri = None if path is None else str(operations.find_file(conn, i, path)["file_path"])
                 n = ledger.make_retryable(conn, i.id, uri)
-        out.message(f"{n} file(s) will be retried")
+        if as_json:
+            out.json({"ingestion": i.name, "file_path": uri, "retried": n})
+        elif uri is not None and n == 0:
+            out.message(f"{uri} is not FAILED: nothing to retry")
+        else:
+            out.message(f"{n} file(s) will be retried (icefloe run {i.name})")
 
     _guard(out, body)
 

@@ -21,6 +21,22 @@ from rich.table import Table
 from rich.text import Text
 
 
+def show_flags_as_flags() -> None:
+    """Typer's help prints ``<bool>`` after every flag (``--yes <bool>``), as if it took a value; a
+    flag's column stays empty instead. (Typer >= 0.2x renders a type for every option.)"""
+    from typer.core import TyperOption
+
+    display = TyperOption.display_type_rich
+    if getattr(display, "_icefloe", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else display(self, ctx)
+
+    display_type_rich._icefloe = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
@@ -48,7 +64,8 @@ def cell(value: Any) -> str:
         return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(cell(v) for v in value)
-    return str(value)
+    # One line per value: a multi-line error message (a library's) must not break a table or a record.
+    return " ".join(str(value).splitlines()) if isinstance(value, str) else str(value)
 
 
 class Output:

@@ -374,6 +374,7 @@ def files_command(
             shown,
             ["key", "status", "records_ingested", "retry_count", "error_type", "error_message"],
             title=f"files of {name} (keys below {i.source})",
+            keep=["key"],
         )
 
     _guard(out, body)

@@ -92,7 +92,16 @@ class Output:
         else:
             self.console.print(Text(text, style=style or ""), soft_wrap=False)
 
-    def table(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
+    def table(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str],
+        title: str | None = None,
+        *,
+        keep: Sequence[str] = (),
+    ) -> None:
+        """Rows as a table; on a narrow terminal the ``keep`` columns (e.g. a file's key) keep their
+        width (up to half the screen) and the others wrap."""
         if self.as_json:
             self.json([dict(r) for r in rows])
             return
@@ -101,9 +110,11 @@ class Output:
             self._plain_table(cells, columns, title)
             return
         table = Table(title=Text(title) if title else None, show_lines=False)
-        for col in columns:
+        for i, col in enumerate(columns):
             # fold: a long path or message wraps inside its cell instead of being cut with "…"
-            table.add_column(Text(col), overflow="fold")
+            longest = max([len(col), *(len(values[i]) for values in cells)])
+            min_width = min(longest, self.console.width // 2) if col in keep else None
+            table.add_column(Text(col), overflow="fold", min_width=min_width)
         for values in cells:
             table.add_row(*(Text(v) for v in values))
         self.console.print(table)

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -19,6 +19,9 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from icefloe.errors import PermanentFileError
+
+if TYPE_CHECKING:
+    from icefloe.models import Ingestion
 
 BLOCK_SIZE = 4 << 20  # bytes of text parsed per record batch
 _CORRUPTION_HINTS = (
@@ -48,6 +51,18 @@ class ReadOptions:
     csv_delimiter: str = ","
     csv_quote_char: str = '"'
     csv_header: bool = True
+
+    @classmethod
+    def for_ingestion(cls, ingestion: Ingestion) -> ReadOptions:
+        from icefloe.schema import user_arrow_schema
+
+        return cls(
+            format=ingestion.format,
+            schema=user_arrow_schema(ingestion.schema) if ingestion.schema else None,
+            csv_delimiter=ingestion.csv_delimiter,
+            csv_quote_char=ingestion.csv_quote_char,
+            csv_header=ingestion.csv_header,
+        )
 
 
 def compression_of(path: str) -> str | None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables
+from icefloe import alerts, engines, ingestions, ledger, logs, migrations, runs, tables
 from icefloe.cli.output import Output as Output
 from icefloe.cli.output import show_flags_as_flags
 from icefloe.discovery import Filter, listing_pages
@@ -164,10 +164,7 @@ def ingestion_create(
             spark_remote=spark_remote,
         )
         spec.validate()
-        if spec.engine == "spark":
-            from icefloe.spark import require_client
-
-            require_client()  # one line naming icefloe[spark] when the client is missing
+        engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
         with _runtime() as rt:
             created = ingestions.create(rt.db, spec)
         out.record(ingestions.as_dict(created), title=f"created ingestion {created.name}")
@@ -468,6 +465,6 @@ from icefloe.cli import services_commands as services_commands  # noqa: E402  (s
 from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
-from icefloe.spark.cli import spark_app  # noqa: E402
+from icefloe.engines.spark.cli import spark_app  # noqa: E402
 
 app.add_typer(spark_app, name="spark-server")

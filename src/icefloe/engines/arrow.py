@@ -17,14 +17,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
 
 from icefloe import tables
-from icefloe.engines import StagedBatch
+from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
     LeaseLostError,
@@ -34,9 +35,13 @@ from icefloe.errors import (
 )
 from icefloe.formats import ReadOptions, record_batches, spooled
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
-from icefloe.retry import IN_PLACE_ATTEMPTS
+from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
 from icefloe.s3 import ObjectReader, object_errors
 from icefloe.schema import arrow_target, conform
+
+if TYPE_CHECKING:
+    from icefloe.models import Ingestion
+    from icefloe.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ class ArrowEngine:
             except TransientFileError as exc:
                 if attempt == IN_PLACE_ATTEMPTS:
                     return _Read(file, None, exc, nbytes, started)
-                self._sleep(0.5 * 2**attempt)
+                self._sleep(IN_PLACE.delay(attempt))
             except (FileError, ObjectChangedError) as exc:
                 return _Read(file, None, exc, nbytes, started)
             except Exception as exc:  # never let one file take the batch down
@@ -138,7 +143,11 @@ class ArrowEngine:
             in_flight -= file.size
             yield future.result()
 
-    # ------------------------------------------------------------------ staging
+    # ------------------------------------------------------------------ the seam
+
+    def commit(self, table: Table, staged: StagedBatch, properties: dict[str, str], replaced: list[str]) -> Committed:
+        snapshot_id, snapshots = tables.commit_rows(table, properties, replaced, data_files=staged.data_files)
+        return Committed(snapshot_id, snapshots)
 
     def stage(self, batch: Batch, cancelled: threading.Event) -> StagedBatch:
         staged = StagedBatch()
@@ -265,13 +274,13 @@ class ArrowEngine:
                 if staged.table is not None:
                     tables.delete_data_files(staged.table, written)
                 if isinstance(exc, TransientFileError) and attempt < IN_PLACE_ATTEMPTS:
-                    self._sleep(0.5 * 2**attempt)
+                    self._sleep(IN_PLACE.delay(attempt))
                     continue
                 if isinstance(exc, OSError) and not isinstance(exc, FileError):
                     # Not the source file's fault: writing to the warehouse failed (network, store).
                     exc = TransientFileError(f"{file.file_path}: writing its data files failed: {exc}")
                     if attempt < IN_PLACE_ATTEMPTS:
-                        self._sleep(0.5 * 2**attempt)
+                        self._sleep(IN_PLACE.delay(attempt))
                         continue
                 if not isinstance(exc, FileError | ObjectChangedError):
                     exc = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
@@ -328,7 +337,7 @@ class ArrowEngine:
         if not isinstance(error, FileError):
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
         log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
-        staged.failed.append((file, error, nbytes, ms))
+        staged.failed.append(FailedFile(file, error, nbytes, ms))
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -356,3 +365,15 @@ class _CountingReader(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
+    """The arrow engine for ``ingestion`` (registered in :data:`icefloe.engines.ENGINES`)."""
+    return ArrowEngine(
+        objects=rt.objects,
+        catalog=rt.catalog,
+        table_identifier=ingestion.table_identifier,
+        options=ReadOptions.for_ingestion(ingestion),
+        infer_schema=ingestion.schema is None,
+        threads=rt.settings.read_threads,
+    )

@@ -98,7 +98,7 @@ def spark_conf(name: str, props: Mapping[str, str], settings: Settings) -> str:
     conf = {prefix: "org.apache.iceberg.spark.SparkCatalog"}
     kind = props.get("type", "")
     if kind == "sql":
-        from icefloe.spark.session import jdbc_settings
+        from icefloe.engines.spark.session import jdbc_settings
 
         jdbc, user, password = jdbc_settings(props["uri"], settings)
         conf |= {f"{prefix}.type": "jdbc", f"{prefix}.uri": jdbc, f"{prefix}.jdbc.schema-version": "V1"}

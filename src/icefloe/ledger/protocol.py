@@ -483,15 +483,6 @@ def reconcile_lost(conn: Connection, files: Sequence[ExpiredFile], max_retries: 
 # --------------------------------------------------------------------------- retries & queries
 
 
-def find_file(conn: Connection, ingestion_id: int, paths: list[str]) -> dict[str, object] | None:
-    """The ledger row of the first of ``paths`` the ingestion has seen, or None."""
-    for path in paths:
-        rows = list_files(conn, ingestion_id, path=path, limit=1)
-        if rows:
-            return rows[0]
-    return None
-
-
 def make_retryable(conn: Connection, ingestion_id: int, file_path: str | None = None) -> int:
     """Make FAILED files claimable now (``icefloe retry``), giving them a fresh retry budget."""
     return conn.execute(

@@ -170,3 +170,12 @@ def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
         {"f": file_id},
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def find_file(conn: Connection, ingestion_id: int, paths: list[str]) -> dict[str, object] | None:
+    """The ledger row of the first of ``paths`` the ingestion has seen, or None."""
+    for path in paths:
+        rows = list_files(conn, ingestion_id, path=path, limit=1)
+        if rows:
+            return rows[0]
+    return None

@@ -7,10 +7,9 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icefloe import alerts, engines, ingestions, ledger, logs, migrations, runs, tables
 from icefloe.cli.output import Output as Output
@@ -300,36 +299,12 @@ def run_command(
                     out.record(data, title=f"queued run {queued.id} of {i.name}")
                 return EXIT_OK
             from icefloe import worker  # the engine stack imports in seconds: only commands that run it
+            from icefloe.cli import progress
 
-            show_bar = not as_json and out.console.is_terminal
-            if show_bar:
-                with Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[records]} records"),
-                    TimeElapsedColumn(),
-                    console=out.console,
-                    transient=True,
-                ) as bar:
-                    task = bar.add_task("discovering", total=None, records=0)
-
-                    def progress(p: Any) -> None:
-                        if p.phase == "discovering":
-                            bar.update(task, description=f"discovering ({p.discovered} listed)")
-                        else:
-                            bar.update(
-                                task,
-                                description="processing",
-                                total=p.claimable,
-                                completed=p.succeeded + p.failed,
-                                records=p.records,
-                            )
-
-                    run = worker.run_ingestion(rt, i, trigger="cli", progress=progress)
-            else:
-                run = worker.run_ingestion(rt, i, trigger="cli")
-            summary = runs.summary(run, i.name)
+            with progress.run_progress(out) as callback:
+                run = worker.run_ingestion(rt, i, trigger="cli", progress=callback)
+            # Failed files of earlier runs in their backoff: exit 0 with those outstanding is no surprise.
+            summary = runs.summary(run, i.name) | progress.waiting_retries(rt.db, i)
         if as_json:
             out.json(summary)
         else:
@@ -338,6 +313,9 @@ def run_command(
                 out.message(
                     f"{run.files_failed} file(s) failed: icefloe files {i.name} --status FAILED", style="yellow"
                 )
+            progress.say_waiting(out, i, summary)
+        if run.status != "FAILED" and run.files_discovered == 0:
+            out.warning(f"no object under {i.source} matches the ingestion (pattern {i.pattern or '*'})")
         return {"SUCCESS": EXIT_OK, "PARTIAL": EXIT_PARTIAL}.get(run.status, EXIT_RUN_FAILED)
 
     raise typer.Exit(_guard(out, body))

@@ -81,6 +81,8 @@ def ingestion_update(
 def runs_command(
     name: str,
     limit: Annotated[int, typer.Option()] = 20,
+    watch: Annotated[bool, typer.Option("--watch", help="follow the latest run (or --run) until it ends")] = False,
+    run_id: Annotated[int | None, typer.Option("--run", help="the run to --watch")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs of an ingestion with their status and counters, newest first."""
@@ -89,6 +91,11 @@ def runs_command(
     def body() -> None:
         with _runtime() as rt:
             i = ingestions.get(rt.db, name)
+            if watch or run_id is not None:
+                from icefloe.cli import progress
+
+                progress.watch(out, rt.db, i, run_id)
+                return
             rows = [
                 runs.summary(r, i.name) | {"trigger": r.trigger, "started_at": r.started_at, "worker_id": r.worker_id}
                 for r in runs.list_for(rt.db, i.id, limit=limit)

@@ -179,3 +179,18 @@ def find_file(conn: Connection, ingestion_id: int, paths: list[str]) -> dict[str
         if rows:
             return rows[0]
     return None
+
+
+def retry_backlog(conn: Connection, ingestion_id: int, max_retries: int) -> tuple[int, dt.datetime | None]:
+    """FAILED files with attempts left that wait out their backoff: (how many, when the first is due)."""
+    row = conn.execute(
+        text(
+            """
+            SELECT count(*) AS n, min(next_attempt_at) AS due FROM files
+            WHERE ingestion_id = :i AND status = 'FAILED' AND retry_count < :max_retries
+              AND next_attempt_at > now() AND next_attempt_at < 'infinity'
+            """
+        ),
+        {"i": ingestion_id, "max_retries": max_retries},
+    ).one()
+    return int(row.n), row.due

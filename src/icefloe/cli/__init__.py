@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -16,7 +16,7 @@ from icefloe.cli.output import Output as Output
 from icefloe.cli.output import show_flags_as_flags
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
-from icefloe.errors import ConfigurationError, IcefloeError
+from icefloe.errors import ConfigurationError, IcefloeError, SourceError
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
@@ -134,9 +134,10 @@ def ingestion_create(
     spark_remote: Annotated[
         str | None, typer.Option(help="sc://host:15002 for --engine spark (default: $ICEFLOE_SPARK_REMOTE)")
     ] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="do not list the source once to check it")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Define an ingestion."""
+    """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
     out = Output(as_json)
 
     def body() -> None:
@@ -166,9 +167,26 @@ def ingestion_create(
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
         with _runtime() as rt:
             created = ingestions.create(rt.db, spec)
-        out.record(ingestions.as_dict(created), title=f"created ingestion {created.name}")
+            warnings = [] if no_check else _source_warnings(rt, created)
+        data = ingestions.as_dict(created) | ({"warnings": warnings} if warnings else {})
+        out.record(data, title=f"created ingestion {created.name}")
+        for warning in warnings:
+            out.warning(warning)
 
     _guard(out, body)
+
+
+def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
+    """What one listing page of a new ingestion's source says is likely wrong (nothing: [])."""
+    location = S3Location.parse(ingestion.source)
+    try:
+        page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), [])
+    except SourceError as exc:
+        return [f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)"]
+    if not page:
+        what = f"matches --pattern {ingestion.pattern}" if ingestion.pattern else "is there"
+        return [f"no object under {ingestion.source} {what} yet (first listing page)"]
+    return []
 
 
 @ingestion_app.command("list")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from icefloe.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 REMOTE_ENV = "ICEFLOE_SPARK_REMOTE"
 DEFAULT_SCHEME = "s3a"
@@ -64,6 +67,14 @@ def resolve_remote(ingestion_remote: str | None, environ: Mapping[str, str] | No
     if not remote.startswith("sc://"):
         raise ConfigurationError(f"a Spark Connect remote looks like sc://host:15002, got {remote!r}")
     return remote
+
+
+def local_remote(settings: Settings) -> str | None:
+    """The remote of the local server `icefloe spark-server start` runs for this home, if it is up."""
+    from icefloe.engines.spark import server
+
+    report = server.status(server.default_state_dir(settings.home))
+    return str(report["remote"]) if report.get("running") and report.get("listening") else None
 
 
 def jdbc_settings(database_url: str, settings: Settings) -> tuple[str, str | None, str | None]:
@@ -145,7 +156,14 @@ def target_for(
     catalog: Catalog, settings: Settings, ingestion_remote: str | None, environ: Mapping[str, str] | None = None
 ) -> SparkTarget:
     env = os.environ if environ is None else environ
-    remote = resolve_remote(ingestion_remote, env)
+    try:
+        remote = resolve_remote(ingestion_remote, env)
+    except ConfigurationError:
+        local = local_remote(settings)
+        if local is None:
+            raise
+        log.info("no Spark remote configured: using the local server of `icefloe spark-server start` at %s", local)
+        remote = local
     mode = env.get("ICEFLOE_SPARK_CATALOG", "client")
     if mode not in ("client", "server"):
         raise ConfigurationError(f"ICEFLOE_SPARK_CATALOG must be client or server, got {mode!r}")

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 FILE_STATUSES = ("DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED")
 RUN_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED")
 INGESTION_STATUSES = ("ACTIVE", "PAUSED")
-FORMATS = ("csv", "jsonl", "parquet")
+FORMATS = ("csv", "jsonl", "json", "parquet")
 ON_CHANGE = ("replace", "append")
 ENGINES = ("arrow", "spark")
 

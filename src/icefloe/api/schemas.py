@@ -25,7 +25,7 @@ from icefloe import ingestions, runs
 from icefloe.models import ApiToken, Ingestion, Run
 
 # These mirror icefloe.models (FORMATS, ON_CHANGE, ...); tests/api check they stay equal.
-Format = Literal["csv", "jsonl", "parquet"]
+Format = Literal["csv", "jsonl", "json", "parquet"]
 OnChange = Literal["replace", "append"]
 IngestionStatus = Literal["ACTIVE", "PAUSED"]
 RunStatus = Literal["PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED"]

@@ -109,7 +109,7 @@ def _parse_since(value: str | None) -> dt.datetime | None:
 def ingestion_create(
     name: str,
     source: Annotated[str, typer.Option(help="s3://bucket/prefix/")],
-    format: Annotated[str, typer.Option(help="csv | jsonl | parquet")],
+    format: Annotated[str, typer.Option(help="csv | jsonl | json (an array of objects) | parquet")],
     table: Annotated[str, typer.Option(help="namespace.table")],
     pattern: Annotated[str | None, typer.Option(help="glob below the prefix: * ** ? [..] {a,b}")] = None,
     since: Annotated[str | None, typer.Option(help="only objects modified at/after (ISO-8601)")] = None,

@@ -323,6 +323,9 @@ def run_command(
                 run = worker.run_ingestion(rt, i, trigger="cli", progress=callback)
             # Failed files of earlier runs in their backoff: exit 0 with those outstanding is no surprise.
             summary = runs.summary(run, i.name) | progress.waiting_retries(rt.db, i)
+            from icefloe import advice
+
+            summary["warnings"] = advice.run_warnings(rt, i, run)
         if as_json:
             out.json(summary)
         else:
@@ -332,8 +335,8 @@ def run_command(
                     f"{run.files_failed} file(s) failed: icefloe files {i.name} --status FAILED", style="yellow"
                 )
             progress.say_waiting(out, i, summary)
-        if run.status != "FAILED" and run.files_discovered == 0:
-            out.warning(f"no object under {i.source} matches the ingestion (pattern {i.pattern or '*'})")
+        for warning in summary["warnings"]:
+            out.warning(warning)
         return {"SUCCESS": EXIT_OK, "PARTIAL": EXIT_PARTIAL}.get(run.status, EXIT_RUN_FAILED)
 
     raise typer.Exit(_guard(out, body))

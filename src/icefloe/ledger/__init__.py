@@ -30,6 +30,7 @@ from icefloe.ledger.protocol import (
 from icefloe.ledger.queries import (
     attempts,
     count_claimable,
+    empty_files_of_run,
     files_by_status,
     find_file,
     get_file,
@@ -57,6 +58,7 @@ __all__ = [
     "connect",
     "count_claimable",
     "describe",
+    "empty_files_of_run",
     "files_by_status",
     "files_still_owned",
     "find_file",

@@ -194,3 +194,15 @@ def retry_backlog(conn: Connection, ingestion_id: int, max_retries: int) -> tupl
         {"i": ingestion_id, "max_retries": max_retries},
     ).one()
     return int(row.n), row.due
+
+
+def empty_files_of_run(conn: Connection, ingestion_id: int, run_id: int, limit: int = 5) -> tuple[int, list[str]]:
+    """Files a run ingested as SUCCESS with 0 records: (how many, the first few paths)."""
+    rows = conn.execute(
+        text(
+            "SELECT file_path, count(*) OVER () AS n FROM files WHERE ingestion_id = :i AND run_id = :r "
+            "AND status = 'SUCCESS' AND records_ingested = 0 ORDER BY id LIMIT :limit"
+        ),
+        {"i": ingestion_id, "r": run_id, "limit": limit},
+    ).all()
+    return (int(rows[0].n) if rows else 0), [str(r.file_path) for r in rows]

@@ -80,13 +80,15 @@ def _options(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonOpt = False) -> None:
     """Apply pending migrations to the ledger database."""
-    out = Output(False)
+    out = Output(as_json)
 
     def body() -> None:
         with _runtime() as rt:
             migrations.upgrade(rt.database_url)
+        if as_json:
+            out.json({"ledger": "up to date"})
         out.message("ledger schema is up to date")
 
     _guard(out, body)
@@ -245,27 +247,29 @@ def ingestion_check(name: str, as_json: JsonOpt = False) -> None:
     _guard(out, body)
 
 
-def _set_status(name: str, status: str) -> None:
-    out = Output(False)
+def _set_status(name: str, status: str, as_json: bool) -> None:
+    out = Output(as_json)
 
     def body() -> None:
         with _runtime() as rt:
             ingestions.set_status(rt.db, name, status)
+        if as_json:
+            out.json({"name": name, "status": status})
         out.message(f"{name}: {status}")
 
     _guard(out, body)
 
 
 @ingestion_app.command("pause")
-def ingestion_pause(name: str) -> None:
+def ingestion_pause(name: str, as_json: JsonOpt = False) -> None:
     """Pause an ingestion: `run` refuses it until resumed."""
-    _set_status(name, "PAUSED")
+    _set_status(name, "PAUSED", as_json)
 
 
 @ingestion_app.command("resume")
-def ingestion_resume(name: str) -> None:
+def ingestion_resume(name: str, as_json: JsonOpt = False) -> None:
     """Resume a paused ingestion."""
-    _set_status(name, "ACTIVE")
+    _set_status(name, "ACTIVE", as_json)
 
 
 @ingestion_app.command("delete")

@@ -1,10 +1,12 @@
 # Developer entry points. `make test` is the one command: it creates .venv and installs icefloe
-# with its dev extras on first use (and again whenever pyproject.toml changes).
+# with its dev extras on first use (and again whenever pyproject.toml changes). `make demo` needs
+# only the runtime dependencies (and the embedded S3): it installs those, quietly, when missing.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icefloe-installed
+RUNTIME_STAMP := $(VENV)/.icefloe-runtime
 
 .PHONY: venv test test-fast test-spark lint demo
 
@@ -13,7 +15,16 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.[dev]'
-	touch $@
+	touch $@ $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "make demo: installing icefloe and its runtime dependencies into $(VENV) (first run only)..."
+	@# uv installs the ~50 runtime packages in seconds where pip takes a minute; pip if uv fails.
+	@( $(BIN)/python -m pip install -q --disable-pip-version-check uv \
+	   && $(BIN)/uv pip install -q --python $(BIN)/python -e '.[embedded-s3]' ) \
+	 || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[embedded-s3]'
+	@touch $@
 
 test: venv
 	$(BIN)/pytest -p no:cacheprovider -q -m "not spark" --durations=25
@@ -37,5 +48,5 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-demo: venv
-	$(BIN)/icefloe demo
+demo: $(RUNTIME_STAMP)
+	@$(BIN)/icefloe demo

@@ -1,21 +1,25 @@
 """`icefloe demo`: the whole flow on embedded services, with sample data, in about a minute.
 
-Starts an embedded PostgreSQL and an embedded S3 server (SeaweedFS) under a fresh directory,
+Starts (or uses, after `icefloe services start --s3`) an embedded PostgreSQL and an embedded S3
+server (SeaweedFS) under ICEFLOE_HOME, where the data stays for `icefloe sql` and the rest,
 writes sample files (JSON lines, gzipped, one corrupt), creates an ingestion, runs it, shows the
 ledger and the Iceberg table, changes a file and runs again, then stops what it started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
 import json
 import random
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
-from icefloe import embedded, ingestions, ledger, runs, tables, worker
+from icefloe import embedded, ingestions, ledger, query, runs, services, tables, worker
 from icefloe.cli.output import Output
+from icefloe.errors import NotFoundError
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
 from icefloe.settings import S3Settings, Settings
@@ -55,25 +59,59 @@ def write_sample_files(s3: Any) -> int:
     return next_id
 
 
-def run(out: Output) -> None:
-    home = Path(tempfile.mkdtemp(prefix="icefloe-demo-"))
-    out.message(f"[bold]icefloe demo[/bold] — embedded services under {home}")
-    server = embedded.start_seaweedfs(home / "s3")
+NEXT_STEPS = """
+What next (from a clone: .venv/bin/icefloe, or `source .venv/bin/activate` first):
+  icefloe sql "SELECT event_type, count(*) FROM demo.events GROUP BY 1"   # SQL on the table (DuckDB)
+  icefloe table show demo.events                    # schema, files, snapshots with their run ids
+  icefloe files demo-events --status FAILED         # the ledger: what failed and why
+  icefloe files demo-events --history dt=2025-01-03/part-9.jsonl.gz   # every attempt at one file
+  icefloe services start && icefloe catalog connect  # reach the catalog from pyiceberg, Spark, DuckDB"""
+
+
+def _reset(rt: Runtime) -> None:
+    """Start over: the previous demo's ingestion (and ledger) and table go."""
+    with contextlib.suppress(NotFoundError):
+        ingestions.delete(rt.db, "demo-events")
+    if tables.load_table(rt.catalog, "demo.events") is not None:
+        rt.catalog.drop_table("demo.events")
+
+
+def run(out: Output, settings: Settings) -> None:
+    """The demo, on the embedded services of ``settings.home`` (ICEFLOE_HOME), where its data stays."""
+    home = settings.home.expanduser().resolve()
+    out.message(f"icefloe demo: embedded PostgreSQL and S3, data under {home}", style="bold")
+    running = services.status(home)
+    server: embedded.SeaweedS3 | None = None
+    if running is not None and "s3" in running:
+        s3_env = dict(running["s3"]["env"])
+    else:
+        shutil.rmtree(home / "demo-s3", ignore_errors=True)
+        server = embedded.start_seaweedfs(home / "demo-s3")
+        s3_env = server.env()
     # The demo's own settings: its services, whatever this shell's ICEFLOE_* and AWS_* say.
-    settings = Settings(
+    demo_settings = dataclasses.replace(
+        settings,
         home=home,
+        database_url=None,
+        catalog_name=None,
+        warehouse_url=None,
         s3=S3Settings(
-            endpoint_url=server.endpoint,
-            region=server.region,
-            access_key_id=server.access_key,
-            secret_access_key=server.secret_key,
+            endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+            region=s3_env.get("AWS_REGION", "us-east-1"),
+            access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+            secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
         ),
     )
     rt: Runtime | None = None
     try:
-        embedded.create_bucket(server, BUCKET)
-        rt = Runtime.open(settings)
-        out.message(f"S3 (SeaweedFS) at {server.endpoint}; PostgreSQL under {home / 'postgres'}")
+        if server is not None:
+            embedded.create_bucket(server, BUCKET)
+        else:
+            with contextlib.suppress(Exception):  # exists already
+                embedded_client(s3_env).create_bucket(Bucket=BUCKET)
+        rt = Runtime.open(demo_settings)
+        out.message(f"S3 (SeaweedFS) at {s3_env['AWS_ENDPOINT_URL']}; PostgreSQL under {home / 'postgres'}")
+        _reset(rt)
         rows = write_sample_files(rt.s3)
         out.message(f"wrote {rows} events in 12 files + 1 corrupt file + _SUCCESS markers to s3://{BUCKET}/events/")
 
@@ -100,12 +138,13 @@ def run(out: Output) -> None:
 
         table = tables.load_table(rt.catalog, "demo.events")
         assert table is not None
-        preview = table.scan(limit=5).to_arrow()
-        out.message(
-            f"\nIceberg table demo.events: {table.scan().to_arrow().num_rows} rows, "
-            f"{len(table.metadata.snapshots)} snapshot(s); first rows:"
+        statement = (
+            "SELECT event_type, count(*) AS events, round(sum(amount), 2) AS amount "
+            "FROM demo.events GROUP BY 1 ORDER BY 2 DESC"
         )
-        out.table(preview.to_pylist(), preview.schema.names)
+        out.message(f'\n$ icefloe sql "{statement}"')
+        result = query.run(rt.catalog, statement, limit=None)
+        out.table(result.records(), result.columns)
 
         rt.s3.put_object(
             Bucket=BUCKET,
@@ -124,5 +163,29 @@ def run(out: Output) -> None:
     finally:
         if rt is not None:
             rt.close()
-        server.stop()
-    out.message(f"\nservices stopped; data left in {home}")
+        if server is not None:
+            server.stop()
+    out.message(NEXT_STEPS)
+    if home != (Path.home() / ".icefloe").resolve():
+        out.message(f"  export ICEFLOE_HOME={home}   # where the demo's data is (default ~/.icefloe)")
+    stopped = "the demo's S3 server has stopped" if server is not None else "S3 keeps running (icefloe services stop)"
+    out.message(
+        f"\nYour data: ledger and catalog in PostgreSQL under {home / 'postgres'}, table files under "
+        f"{home / 'warehouse'}; {stopped}."
+    )
+    out.message("Run it again: make demo (or icefloe demo): it starts over with a fresh ingestion and table.")
+
+
+def embedded_client(env: dict[str, str]) -> Any:
+    """A boto3 client for an S3 server given by its AWS_* variables."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env.get("AWS_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}),
+    )

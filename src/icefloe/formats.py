@@ -1,4 +1,4 @@
-"""File formats: CSV, JSON lines and Parquet, with compression chosen by extension.
+"""File formats: CSV, JSON lines, JSON documents and Parquet, with compression chosen by extension.
 
 Readers turn an input stream into Arrow record batches, streaming: a file of any size is read in
 blocks. pyarrow's errors are translated here into :class:`PermanentFileError` with an error type
@@ -7,6 +7,8 @@ a user can act on.
 
 from __future__ import annotations
 
+import io
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +48,7 @@ _COMPRESSION_BY_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd
 class ReadOptions:
     """How an ingestion's files are parsed."""
 
-    format: str  # csv | jsonl | parquet
+    format: str  # csv | jsonl | json | parquet
     schema: pa.Schema | None = None  # None: inferred
     csv_delimiter: str = ","
     csv_quote_char: str = '"'
@@ -93,6 +95,8 @@ def _classify(exc: Exception, uri: str, *, declared_schema: bool = False) -> Per
         kind = "UnreadableFile"
     if len(message) > 500:
         message = message[:500] + "…"
+    if kind == "MalformedJSON" and "changed from object to array" in lower:
+        message += " (one JSON document holding an array of objects? --format json reads those)"
     return PermanentFileError(f"{uri}: {message}", error_type=kind)
 
 
@@ -152,6 +156,9 @@ def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOp
         codec = compression_of(path)
         if codec is not None:
             stream = pa.CompressedInputStream(stream, codec)
+        if options.format == "json":
+            # A document (an array of objects, or one object) as JSON lines, converted as it streams.
+            stream = pa.PythonFile(JsonDocumentLines(stream, uri), mode="r")
         try:
             reader = _csv_batches(stream, options) if options.format == "csv" else _json_batches(stream, options)
         except pa.ArrowInvalid as exc:
@@ -166,7 +173,7 @@ def record_batches(source: IO[bytes] | pa.NativeFile, path: str, options: ReadOp
 
 def _check_text_columns(batch: pa.RecordBatch, options: ReadOptions, uri: str) -> None:
     """Refuse invalid UTF-8: pyarrow reads it in CSV as binary, and in JSON as invalid strings."""
-    if options.format == "jsonl":
+    if options.format in ("jsonl", "json"):
         batch.validate(full=True)  # raises ArrowInvalid "Invalid UTF8 ..." → EncodingError
     for field in batch.schema:
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
@@ -179,6 +186,96 @@ def _check_text_columns(batch: pa.RecordBatch, options: ReadOptions, uri: str) -
                 raise PermanentFileError(
                     f"{uri}: column {field.name!r} is not valid UTF-8 text", error_type="EncodingError"
                 )
+
+
+_JSON_SPECIAL = re.compile(rb'[\\"\[\]{},\r\n]')
+
+
+class JsonDocumentLines(io.RawIOBase):
+    """A JSON document holding an array of objects (``[{…}, {…}]``, vega's ``cars.json``) or one
+    object, read as JSON lines: one object per line, for pyarrow's streaming JSON reader.
+
+    Streams: the input is read 1 MiB at a time and only the state of the scan (inside a string,
+    after a backslash, nesting depth) is kept, so a large array stays within the reader's memory
+    bound. Commas between the array's elements become newlines, newlines inside an object (a
+    pretty-printed document) become spaces; the brackets of the array are dropped.
+    """
+
+    def __init__(self, raw: Any, uri: str) -> None:
+        self._raw = raw
+        self._uri = uri
+        self._pending = b""
+        self._depth = 0  # brackets open: in an array, 1 is between its elements
+        self._array: bool | None = None  # None until the first non-blank byte
+        self._in_string = False
+        self._escaped = False
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._done:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                self._done = True
+                if self._depth != 0 or self._in_string:
+                    raise PermanentFileError(f"{self._uri}: truncated JSON document", error_type="MalformedJSON")
+                break
+            self._pending = self._convert(bytes(chunk))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _convert(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        start = 0
+        if self._array is None:
+            stripped = chunk.lstrip()
+            if not stripped:
+                return b""
+            if stripped[:1] not in (b"[", b"{"):
+                raise PermanentFileError(
+                    f"{self._uri}: a JSON document must hold an array of objects or one object",
+                    error_type="MalformedJSON",
+                )
+            self._array = stripped[:1] == b"["
+            start = len(chunk) - len(stripped)
+        for match in _JSON_SPECIAL.finditer(chunk, start):
+            pos, char = match.start(), match.group()
+            if self._escaped:
+                self._escaped = False
+                continue
+            if self._in_string:
+                if char == b"\\":
+                    self._escaped = True
+                elif char == b'"':
+                    self._in_string = False
+                continue
+            out += chunk[start:pos]
+            start = pos + 1
+            if char == b'"':
+                self._in_string = True
+                out += char
+            elif char in (b"\r", b"\n"):
+                out += b" "
+            elif char in (b"[", b"{"):
+                self._depth += 1
+                if not (self._array and self._depth == 1):
+                    out += char
+            elif char in (b"]", b"}"):
+                self._depth -= 1
+                if self._array and self._depth == 0:
+                    out += b"\n"
+                else:
+                    out += char
+                    if not self._array and self._depth == 0:
+                        out += b"\n"
+            elif char == b",":
+                out += b"\n" if self._array and self._depth == 1 else char
+        out += chunk[start:]
+        return bytes(out)
 
 
 def spooled(body: Any, max_in_memory: int = 64 << 20) -> IO[bytes]:

@@ -302,6 +302,22 @@ def check_name(name: str) -> None:
         raise ConfigurationError(f"name {name!r} holds a '/' or blanks at its ends")
 
 
+def file_uri_candidates(ingestion: Ingestion, key_or_uri: str) -> list[str]:
+    """The ledger paths a user's file argument may mean, most likely first: a full ``s3://`` URI; a
+    key below the ingestion's prefix (as `icefloe files` shows it); a key of the bucket."""
+    if key_or_uri.startswith("s3://"):
+        return [key_or_uri]
+    location = S3Location.parse(ingestion.source)
+    below = location.uri(location.prefix + key_or_uri.lstrip("/"))
+    in_bucket = location.uri(key_or_uri.lstrip("/"))
+    return [below] if below == in_bucket else [below, in_bucket]
+
+
+def key_below_prefix(ingestion: Ingestion, file_path: str) -> str:
+    """A ledger path as the key below the ingestion's prefix (unchanged if not below it)."""
+    return file_path.removeprefix(ingestion.source if ingestion.source.endswith("/") else ingestion.source + "/")
+
+
 def as_dict(i: Ingestion) -> dict[str, Any]:
     """An ingestion as the CLI's --json and the API show it: the CLI's option names in snake_case,
     credentials written into its URIs masked (:func:`icefloe.redaction.redact_uri`)."""

@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 FileStatus = Literal["DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED"]
 RunStatus = Literal["PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED"]
 IngestionStatus = Literal["ACTIVE", "PAUSED"]
-Format = Literal["csv", "jsonl", "parquet"]
+Format = Literal["csv", "jsonl", "json", "parquet"]
 OnChange = Literal["replace", "append"]
 EngineName = Literal["arrow", "spark"]
 Role = Literal["reader", "operator", "admin"]

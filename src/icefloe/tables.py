@@ -9,6 +9,7 @@ icefloe retries in its own loop (:mod:`icefloe.commit`) after that check instead
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import os
@@ -368,3 +369,59 @@ def describe(table: Table) -> dict[str, Any]:
         "snapshots": len(table.metadata.snapshots),
         "current_snapshot_id": snap.snapshot_id if snap else None,
     }
+
+
+ICEFLOE_COLUMNS = ("_source_file", "_ingested_at")  # every row: the object it came from, when its batch landed
+SMALL_FILE_FRACTION = 4  # a data file under 1/4 of write.target-file-size-bytes counts as small
+
+
+def summary(table: Table) -> dict[str, Any]:
+    """What `icefloe table show` prints: schema, rows, data files and their sizes, snapshots, location."""
+    snap = table.current_snapshot()
+    props = snap.summary.additional_properties if snap is not None and snap.summary is not None else {}
+    target = int(table.properties.get("write.target-file-size-bytes", TABLE_PROPERTIES["write.target-file-size-bytes"]))
+    sizes = [task.file.file_size_in_bytes for task in table.scan().plan_files()] if snap is not None else []
+    small = target // SMALL_FILE_FRACTION
+    snapshots = []
+    for s in table.metadata.snapshots:
+        extra = s.summary.additional_properties if s.summary is not None else {}
+        snapshots.append(
+            {
+                "snapshot_id": s.snapshot_id,
+                "committed_at": dt.datetime.fromtimestamp(s.timestamp_ms / 1000, dt.UTC),
+                "operation": s.summary.operation.value if s.summary is not None else None,
+                "added_records": _int(extra.get("added-records")),
+                "deleted_records": _int(extra.get("deleted-records")),
+                "batch_id": extra.get("icefloe.batch-id"),
+                "run_id": _int(extra.get("icefloe.run-id")),
+                "file_count": _int(extra.get("icefloe.file-count")),
+            }
+        )
+    return {
+        "table": ".".join(table.name()),
+        "location": table.location(),
+        "metadata_location": table.metadata_location,
+        "rows": _int(props.get("total-records")) or 0,
+        "data_files": len(sizes),
+        "data_bytes": sum(sizes),
+        "average_file_bytes": sum(sizes) // len(sizes) if sizes else 0,
+        "small_files": sum(1 for size in sizes if size < small),
+        "small_file_threshold_bytes": small,
+        "current_snapshot_id": snap.snapshot_id if snap else None,
+        "columns": [
+            {
+                "id": field.field_id,
+                "name": field.name,
+                "type": str(field.field_type),
+                "required": field.required,
+                "added_by_icefloe": field.name in ICEFLOE_COLUMNS,
+            }
+            for field in table.schema().fields
+        ],
+        "snapshots": snapshots,
+        "properties": dict(table.properties),
+    }
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None

@@ -42,6 +42,7 @@ class Progress:
     succeeded: int = 0
     failed: int = 0
     records: int = 0
+    bytes_read: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -254,6 +255,7 @@ def _record(
     state.succeeded += result.succeeded
     state.failed += len(staged.failed)
     state.records += staged.records
+    state.bytes_read += staged.bytes_read
 
 
 def run_ingestion(

@@ -120,3 +120,10 @@ def test_java_home_is_17_or_21() -> None:
     except IcefloeError:
         pytest.skip("no Java 17/21 here")
     assert server._java_major(home) in (17, 21)
+
+
+def test_no_remote_configured_falls_back_to_the_local_server_only_when_it_is_up(tmp_path: Path) -> None:
+    from icefloe.engines.spark.session import local_remote
+    from icefloe.settings import Settings
+
+    assert local_remote(Settings(home=tmp_path)) is None  # nothing started: the one-line error stays

@@ -11,19 +11,20 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icefloe import alerts, engines, ingestions, ledger, logs, runs, tables
 from icefloe.cli.output import Output as Output
+from icefloe.cli.output import show_flags_as_flags
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
-from icefloe.errors import ConfigurationError, IcefloeError
+from icefloe.errors import ConfigurationError, IcefloeError, SourceError
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
 from icefloe.settings import Settings
 
+show_flags_as_flags()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion.")
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
 ingestion_app = typer.Typer(no_args_is_help=True, help="Define and manage ingestions.")
@@ -89,12 +90,14 @@ def _options(
 
 
 @db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context) -> None:
+def db_upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Apply pending migrations to the ledger database."""
-    out = Output(False)
+    out = Output(as_json)
 
     def body() -> None:
         Runtime.open(current_settings(ctx), migrate=True).close()
+        if as_json:
+            out.json({"ledger": "up to date"})
         out.message("ledger schema is up to date")
 
     _guard(out, body)
@@ -118,7 +121,7 @@ def ingestion_create(
     ctx: typer.Context,
     name: str,
     source: Annotated[str, typer.Option(help="s3://bucket/prefix/")],
-    format: Annotated[str, typer.Option(help="csv | jsonl | parquet")],
+    format: Annotated[str, typer.Option(help="csv | jsonl | json (an array of objects) | parquet")],
     table: Annotated[str, typer.Option(help="namespace.table")],
     pattern: Annotated[str | None, typer.Option(help="glob below the prefix: * ** ? [..] {a,b}")] = None,
     since: Annotated[str | None, typer.Option(help="only objects modified at/after (ISO-8601)")] = None,
@@ -146,9 +149,10 @@ def ingestion_create(
     spark_remote: Annotated[
         str | None, typer.Option(help="sc://host:15002 for --engine spark (default: $ICEFLOE_SPARK_REMOTE)")
     ] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="do not list the source once to check it")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Define an ingestion."""
+    """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
     out = Output(as_json)
 
     def body() -> None:
@@ -179,9 +183,26 @@ def ingestion_create(
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
         with _runtime(ctx) as rt:
             created = ingestions.create(rt.db, spec)
-        out.record(ingestions.as_dict(created), title=f"created ingestion {created.name}")
+            warnings = [] if no_check else _source_warnings(rt, created)
+        data = ingestions.as_dict(created) | ({"warnings": warnings} if warnings else {})
+        out.record(data, title=f"created ingestion {created.name}")
+        for warning in warnings:
+            out.warning(warning)
 
     _guard(out, body)
+
+
+def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
+    """What one listing page of a new ingestion's source says is likely wrong (nothing: [])."""
+    location = S3Location.parse(ingestion.source)
+    try:
+        page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), [])
+    except SourceError as exc:
+        return [f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)"]
+    if not page:
+        what = f"matches --pattern {ingestion.pattern}" if ingestion.pattern else "is there"
+        return [f"no object under {ingestion.source} {what} yet (first listing page)"]
+    return []
 
 
 @ingestion_app.command("list")
@@ -240,39 +261,52 @@ def ingestion_check(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> 
     _guard(out, body)
 
 
-def _set_status(ctx: typer.Context, name: str, status: str) -> None:
-    out = Output(False)
+def _set_status(ctx: typer.Context, name: str, status: str, as_json: bool) -> None:
+    out = Output(as_json)
 
     def body() -> None:
         with _runtime(ctx) as rt:
             ingestions.set_status(rt.db, name, status)
+        if as_json:
+            out.json({"name": name, "status": status})
         out.message(f"{name}: {status}")
 
     _guard(out, body)
 
 
 @ingestion_app.command("pause")
-def ingestion_pause(ctx: typer.Context, name: str) -> None:
+def ingestion_pause(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Pause an ingestion: `run` refuses it until resumed."""
-    _set_status(ctx, name, "PAUSED")
+    _set_status(ctx, name, "PAUSED", as_json)
 
 
 @ingestion_app.command("resume")
-def ingestion_resume(ctx: typer.Context, name: str) -> None:
+def ingestion_resume(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Resume a paused ingestion."""
-    _set_status(ctx, name, "ACTIVE")
+    _set_status(ctx, name, "ACTIVE", as_json)
 
 
 @ingestion_app.command("delete")
-def ingestion_delete(ctx: typer.Context, name: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+def ingestion_delete(
+    ctx: typer.Context,
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Delete an ingestion and its ledger (the Iceberg table is kept)."""
-    out = Output(False)
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete ingestion {name} and its ledger?"):
-        raise typer.Exit(EXIT_USAGE)
+    out = Output(as_json)
+    if not yes:
+        if not sys.stdin.isatty():  # a script: deleting a ledger is never implied
+            out.error(f"not deleting ingestion {name} without --yes (no terminal to confirm on)")
+            raise typer.Exit(EXIT_USAGE)
+        if not typer.confirm(f"delete ingestion {name} and its ledger?"):
+            raise typer.Exit(EXIT_USAGE)
 
     def body() -> None:
         with _runtime(ctx) as rt:
             ingestions.delete(rt.db, name)
+        if as_json:
+            out.json({"deleted": name})
         out.message(f"deleted {name}")
 
     _guard(out, body)
@@ -305,44 +339,26 @@ def run_command(
                     out.record(data, title=f"queued run {queued.id} of {i.name}")
                 return EXIT_OK
             from icefloe import worker  # the engine stack imports in seconds: only commands that run it
+            from icefloe.cli import progress
 
-            show_bar = not as_json and out.console.is_terminal
-            if show_bar:
-                with Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[records]} records"),
-                    TimeElapsedColumn(),
-                    console=out.console,
-                    transient=True,
-                ) as bar:
-                    task = bar.add_task("discovering", total=None, records=0)
+            with progress.run_progress(out) as callback:
+                run = worker.run_ingestion(rt, i, trigger="cli", progress=callback)
+            # Failed files of earlier runs in their backoff: exit 0 with those outstanding is no surprise.
+            summary = runs.summary(run, i.name) | progress.waiting_retries(rt.db, i)
+            from icefloe import advice
 
-                    def progress(p: Any) -> None:
-                        if p.phase == "discovering":
-                            bar.update(task, description=f"discovering ({p.discovered} listed)")
-                        else:
-                            bar.update(
-                                task,
-                                description="processing",
-                                total=p.claimable,
-                                completed=p.succeeded + p.failed,
-                                records=p.records,
-                            )
-
-                    run = worker.run_ingestion(rt, i, trigger="cli", progress=progress)
-            else:
-                run = worker.run_ingestion(rt, i, trigger="cli")
-            summary = runs.summary(run, i.name)
+            summary["warnings"] = advice.run_warnings(rt, i, run)
         if as_json:
             out.json(summary)
         else:
             out.record(summary, title=f"run {run.id} of {i.name}: {run.status}")
             if run.files_failed:
                 out.message(
-                    f"[yellow]{run.files_failed} file(s) failed:[/yellow] icefloe files {i.name} --status FAILED"
+                    f"{run.files_failed} file(s) failed: icefloe files {i.name} --status FAILED", style="yellow"
                 )
+            progress.say_waiting(out, i, summary)
+        for warning in summary["warnings"]:
+            out.warning(warning)
         return {"SUCCESS": EXIT_OK, "PARTIAL": EXIT_PARTIAL}.get(run.status, EXIT_RUN_FAILED)
 
     raise typer.Exit(_guard(out, body))
@@ -368,10 +384,16 @@ def files_command(
             i = ingestions.get(rt.db, name)
             with rt.db.connect() as conn:
                 rows = ledger.list_files(conn, i.id, status=status.upper() if status else None, limit=limit)
+        if as_json:
+            out.json(rows)
+            return
+        # The key below the prefix: short enough for 80 columns, and what --history and retry --path take.
+        shown = [r | {"key": ingestions.key_below_prefix(i, str(r["file_path"]))} for r in rows]
         out.table(
-            rows,
-            ["file_path", "status", "records_ingested", "retry_count", "error_type", "error_message"],
-            title=f"files of {name}",
+            shown,
+            ["key", "status", "records_ingested", "retry_count", "error_type", "error_message"],
+            title=f"files of {name} (keys below {i.source})",
+            keep=["key"],
         )
 
     _guard(out, body)
@@ -381,20 +403,24 @@ def files_command(
 def retry_command(
     ctx: typer.Context,
     name: str,
-    path: Annotated[str | None, typer.Option(help="only this file (key or s3:// URI)")] = None,
+    path: Annotated[str | None, typer.Option(help="only this file (key below the prefix, or s3:// URI)")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make FAILED files eligible again now (the next run or worker picks them up)."""
-    out = Output(False)
+    out = Output(as_json)
 
     def body() -> None:
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
-            uri = path
-            if path is not None and not path.startswith("s3://"):
-                uri = S3Location.parse(i.source).uri(path)
             with rt.db.begin() as conn:
+                uri = None if path is None else str(operations.find_file(conn, i, path)["file_path"])
                 n = ledger.make_retryable(conn, i.id, uri)
-        out.message(f"{n} file(s) will be retried")
+        if as_json:
+            out.json({"ingestion": i.name, "file_path": uri, "retried": n})
+        elif uri is not None and n == 0:
+            out.message(f"{uri} is not FAILED: nothing to retry")
+        else:
+            out.message(f"{n} file(s) will be retried (icefloe run {i.name})")
 
     _guard(out, body)
 
@@ -444,12 +470,12 @@ def alerts_list(
 
 
 @app.command("demo")
-def demo_command() -> None:
+def demo_command(ctx: typer.Context) -> None:
     """The whole flow on embedded services with sample data."""
     from icefloe import demo
 
     out = Output(False)
-    _guard(out, lambda: demo.run(out))
+    _guard(out, lambda: demo.run(out, current_settings(ctx)))
 
 
 def main() -> None:
@@ -465,6 +491,8 @@ def main() -> None:
 
 # Commands defined in their own modules register themselves on `app` when imported.
 from icefloe.cli import api_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
+from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
 from icefloe.engines.spark.cli import spark_app  # noqa: E402

@@ -14,6 +14,7 @@ from icefloe import ingestions, ledger, runs
 from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _runtime, app, current_settings, ingestion_app
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, NotFoundError
+from icefloe.models import Ingestion
 from icefloe.settings import AlertSettings
 
 
@@ -84,6 +85,8 @@ def runs_command(
     ctx: typer.Context,
     name: str,
     limit: Annotated[int, typer.Option()] = 20,
+    watch: Annotated[bool, typer.Option("--watch", help="follow the latest run (or --run) until it ends")] = False,
+    run_id: Annotated[int | None, typer.Option("--run", help="the run to --watch")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs of an ingestion with their status and counters, newest first."""
@@ -92,6 +95,11 @@ def runs_command(
     def body() -> None:
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
+            if watch or run_id is not None:
+                from icefloe.cli import progress
+
+                progress.watch(out, rt.db, i, run_id)
+                return
             rows = [
                 runs.summary(r, i.name) | {"trigger": r.trigger, "started_at": r.started_at, "worker_id": r.worker_id}
                 for r in runs.list_for(rt.db, i.id, limit=limit)
@@ -115,19 +123,25 @@ def runs_command(
     _guard(out, body)
 
 
+def find_file(conn: Any, ingestion: Ingestion, path: str) -> dict[str, Any]:
+    """The ledger row a user's KEY (below the prefix, of the bucket, or a full URI) names; exit 2 if none."""
+    row = ledger.find_file(conn, ingestion.id, ingestions.file_uri_candidates(ingestion, path))
+    if row is None:
+        raise NotFoundError(f"no file {path!r} in ingestion {ingestion.name!r} (icefloe files {ingestion.name})")
+    return row
+
+
 def history_command(ctx: typer.Context, out: Output, name: str, path: str) -> None:
     """`icefloe files NAME --history KEY`: every attempt at one file."""
     with _runtime(ctx) as rt:
         i = ingestions.get(rt.db, name)
         with rt.db.connect() as conn:
-            rows = ledger.list_files(conn, i.id, path=ingestions.file_uri(i, path), limit=1)
-            if not rows:
-                raise NotFoundError(f"no file {path!r} in ingestion {name!r}")
-            history = ledger.attempts(conn, int(str(rows[0]["id"])))
+            row = find_file(conn, i, path)
+            history = ledger.attempts(conn, int(str(row["id"])))
     out.table(
         history,
         ["recorded_at", "version", "status", "error_type", "error_message", "run_id", "worker_id"],
-        title=f"attempts at {rows[0]['file_path']}",
+        title=f"attempts at {row['file_path']}",
     )
 
 

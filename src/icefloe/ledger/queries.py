@@ -180,3 +180,39 @@ def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
         {"f": file_id},
     ).mappings()
     return [_shown(r) for r in rows]
+
+
+def find_file(conn: Connection, ingestion_id: int, paths: list[str]) -> dict[str, object] | None:
+    """The ledger row of the first of ``paths`` the ingestion has seen, or None."""
+    for path in paths:
+        rows = list_files(conn, ingestion_id, path=path, limit=1)
+        if rows:
+            return rows[0]
+    return None
+
+
+def retry_backlog(conn: Connection, ingestion_id: int, max_retries: int) -> tuple[int, dt.datetime | None]:
+    """FAILED files with attempts left that wait out their backoff: (how many, when the first is due)."""
+    row = conn.execute(
+        text(
+            """
+            SELECT count(*) AS n, min(next_attempt_at) AS due FROM files
+            WHERE ingestion_id = :i AND status = 'FAILED' AND retry_count < :max_retries
+              AND next_attempt_at > now() AND next_attempt_at < 'infinity'
+            """
+        ),
+        {"i": ingestion_id, "max_retries": max_retries},
+    ).one()
+    return int(row.n), row.due
+
+
+def empty_files_of_run(conn: Connection, ingestion_id: int, run_id: int, limit: int = 5) -> tuple[int, list[str]]:
+    """Files a run ingested as SUCCESS with 0 records: (how many, the first few paths)."""
+    rows = conn.execute(
+        text(
+            "SELECT file_path, count(*) OVER () AS n FROM files WHERE ingestion_id = :i AND run_id = :r "
+            "AND status = 'SUCCESS' AND records_ingested = 0 ORDER BY id LIMIT :limit"
+        ),
+        {"i": ingestion_id, "r": run_id, "limit": limit},
+    ).all()
+    return (int(rows[0].n) if rows else 0), [str(r.file_path) for r in rows]

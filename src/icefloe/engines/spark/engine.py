@@ -172,6 +172,8 @@ class SparkEngine:
                 opts["inferSchema"] = str(schema is None).lower()
         elif self.options.format == "jsonl":
             opts.update(mode="FAILFAST", encoding="UTF-8", multiLine="false")
+        elif self.options.format == "json":  # one document per file: an array of objects, or one object
+            opts.update(mode="FAILFAST", encoding="UTF-8", multiLine="true")
         elif self.options.format == "parquet" and schema is None:
             opts["mergeSchema"] = "true"
         if schema is not None:

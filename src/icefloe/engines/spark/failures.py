@@ -43,7 +43,7 @@ def file_error_type(message: str, fmt: str) -> str:
     """The ledger's ``error_type`` for a file Spark could not read (README, "Errors and retries")."""
     lower = message.lower()
     if "malformed" in lower or "failfast" in lower:
-        return {"csv": "MalformedCSV", "jsonl": "MalformedJSON"}.get(fmt, "CorruptFile")
+        return {"csv": "MalformedCSV", "jsonl": "MalformedJSON", "json": "MalformedJSON"}.get(fmt, "CorruptFile")
     if "header does not conform" in lower or "csv header" in lower:
         return "MalformedCSV"
     if "cast" in lower or "overflow" in lower or "cannot parse" in lower or "cannot_parse" in lower:

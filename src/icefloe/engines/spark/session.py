@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +32,8 @@ from icefloe.settings import Settings, SparkSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 # How this session writes the Parquet files icefloe commits: Iceberg wants microsecond timestamps
 # (Spark's default is INT96); set per session so any cluster behaves the same.
@@ -61,6 +64,14 @@ def resolve_remote(ingestion_remote: str | None, spark: SparkSettings) -> str:
     if not remote.startswith("sc://"):
         raise ConfigurationError(f"a Spark Connect remote looks like sc://host:15002, got {remote!r}")
     return remote
+
+
+def local_remote(settings: Settings) -> str | None:
+    """The remote of the local server `icefloe spark-server start` runs for this home, if it is up."""
+    from icefloe.engines.spark import server
+
+    report = server.status(server.default_state_dir(settings.home))
+    return str(report["remote"]) if report.get("running") and report.get("listening") else None
 
 
 def jdbc_settings(database_url: str, settings: Settings) -> tuple[str, str | None, str | None]:
@@ -139,7 +150,14 @@ def catalog_conf(catalog: Catalog, settings: Settings) -> dict[str, str]:
 
 
 def target_for(catalog: Catalog, settings: Settings, ingestion_remote: str | None) -> SparkTarget:
-    remote = resolve_remote(ingestion_remote, settings.spark)
+    try:
+        remote = resolve_remote(ingestion_remote, settings.spark)
+    except ConfigurationError:
+        local = local_remote(settings)
+        if local is None:
+            raise
+        log.info("no Spark remote configured: using the local server of `icefloe spark-server start` at %s", local)
+        remote = local
     conf = catalog_conf(catalog, settings) if settings.spark.catalog == "client" else {}
     scheme = settings.spark.scheme
     return SparkTarget(remote=remote, catalog_name=catalog.name, catalog_conf=conf, scheme=scheme)

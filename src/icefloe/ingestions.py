@@ -38,6 +38,7 @@ class IngestionSpec:
     csv_delimiter: str = ","
     csv_quote_char: str = '"'
     csv_header: bool = True
+    csv_null_values: list[str] | None = None  # None: only an empty unquoted field is NULL
     # Alert when no run has succeeded for this long (seconds); None: never.
     alert_stale_after_seconds: int | None = None
     # Runs by itself on a cron expression or every N seconds, in schedule_timezone.
@@ -70,6 +71,10 @@ class IngestionSpec:
             raise ConfigurationError("max_retries must be 0 or more")
         if len(self.csv_delimiter) != 1 or len(self.csv_quote_char) != 1:
             raise ConfigurationError("csv delimiter and quote char must be single characters")
+        if self.csv_null_values is not None and (
+            len(self.csv_null_values) > 100 or any(not isinstance(v, str) or len(v) > 100 for v in self.csv_null_values)
+        ):
+            raise ConfigurationError("csv_null_values must be at most 100 texts of at most 100 characters")
         if self.since is not None and self.since.tzinfo is None:
             raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
         if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:
@@ -99,6 +104,7 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             csv_delimiter=spec.csv_delimiter,
             csv_quote_char=spec.csv_quote_char,
             csv_header=spec.csv_header,
+            csv_null_values=spec.csv_null_values,
             alert_stale_after_seconds=spec.alert_stale_after_seconds,
             schedule_cron=spec.schedule_cron,
             schedule_interval_seconds=spec.schedule_interval_seconds,
@@ -192,6 +198,7 @@ UPDATABLE = (
     "csv_delimiter",
     "csv_quote_char",
     "csv_header",
+    "csv_null_values",
     "engine",
     "spark_remote",
 )
@@ -214,6 +221,7 @@ def spec_of(ingestion: Ingestion) -> IngestionSpec:
         csv_delimiter=ingestion.csv_delimiter,
         csv_quote_char=ingestion.csv_quote_char,
         csv_header=ingestion.csv_header,
+        csv_null_values=ingestion.csv_null_values,
         alert_stale_after_seconds=ingestion.alert_stale_after_seconds,
         schedule_cron=ingestion.schedule_cron,
         schedule_interval_seconds=ingestion.schedule_interval_seconds,
@@ -300,6 +308,7 @@ def as_dict(i: Ingestion) -> dict[str, Any]:
         "csv_delimiter": i.csv_delimiter,
         "csv_quote_char": i.csv_quote_char,
         "csv_header": i.csv_header,
+        "csv_null_values": i.csv_null_values,
         "schedule_cron": i.schedule_cron,
         "schedule_interval_seconds": i.schedule_interval_seconds,
         "schedule_timezone": i.schedule_timezone,

@@ -8,10 +8,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from icefloe.errors import ConfigurationError
+from icefloe.schema import DEFAULT_MAX_NESTING, MAX_NESTING_LIMIT
+
+DEFAULT_MAX_LINE_BYTES = 256 << 20
 
 DEFAULT_LEASE_SECONDS = 60
 
@@ -31,6 +35,10 @@ class Settings:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     # Parallel GETs + parses per batch (pyarrow releases the GIL while parsing).
     read_threads: int = 8
+    # Levels of struct/list/map a column may nest; deeper files are FAILED (InvalidSchema).
+    max_nesting: int = DEFAULT_MAX_NESTING
+    # Longest line (record) of a text file; longer lines fail the file (LineTooLong).
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     @property
     def warehouse(self) -> str:
@@ -54,6 +62,8 @@ class Settings:
             threads = max(1, int(threads_raw))
         except ValueError:
             raise ConfigurationError(f"ICEFLOE_READ_THREADS must be an integer, got {threads_raw!r}") from None
+        nesting = _int_setting(env, "ICEFLOE_MAX_NESTING", DEFAULT_MAX_NESTING, 1, MAX_NESTING_LIMIT)
+        line_bytes = _int_setting(env, "ICEFLOE_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, 1 << 20, 2**31 - 1)
         url = env.get("ICEFLOE_DATABASE_URL") or None
         if url and url.startswith("postgresql://"):
             # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
@@ -64,4 +74,17 @@ class Settings:
             catalog_name=env.get("ICEFLOE_CATALOG") or None,
             lease_seconds=lease,
             read_threads=threads,
+            max_nesting=nesting,
+            max_line_bytes=line_bytes,
         )
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
+    return value

@@ -26,7 +26,7 @@ from pyiceberg.exceptions import (
 )
 
 from icefloe.errors import CommitConflictError, ConfigurationError
-from icefloe.schema import new_columns, table_arrow_schema
+from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, new_columns, table_arrow_schema
 from icefloe.settings import Settings
 
 if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
@@ -144,9 +144,15 @@ class TableDestination:
     identifier: str
     declared: pa.Schema | None
     infer: bool
+    max_nesting: int = DEFAULT_MAX_NESTING
 
-    def table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
-        """The table ``data_schema``'s rows go to (``table``: the one loaded so far, if any)."""
+    def table_for(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Table:
+        """The table ``data_schema``'s rows go to (``table``: the one loaded so far, if any).
+
+        A schema no table can hold (see :func:`check_schema`) raises :class:`PermanentFileError`
+        naming ``uri`` before anything reaches the catalog.
+        """
+        check_schema(data_schema, uri or "data", self.max_nesting)
         if table is None:
             table = load_table(self.catalog, self.identifier)
         if table is None:

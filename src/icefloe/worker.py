@@ -145,6 +145,9 @@ def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
         csv_delimiter=ingestion.csv_delimiter,
         csv_quote_char=ingestion.csv_quote_char,
         csv_header=ingestion.csv_header,
+        csv_null_values=tuple(ingestion.csv_null_values) if ingestion.csv_null_values is not None else ("",),
+        max_nesting=rt.settings.max_nesting,
+        max_line_bytes=rt.settings.max_line_bytes,
     )
     return ArrowEngine(
         objects=rt.objects,

@@ -306,7 +306,7 @@ def expanded(data: bytes, path: str, fmt: str, limit: int) -> bytes | None:
     if codec is None or fmt == "parquet":
         return data
     with translated_errors(path):
-        text: bytes = pa.CompressedInputStream(pa.BufferReader(data), codec).read(limit + 1).to_pybytes()
+        text: bytes = pa.CompressedInputStream(pa.BufferReader(data), codec).read(limit + 1)
     return None if len(text) > limit else text
 
 

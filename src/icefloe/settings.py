@@ -39,6 +39,8 @@ class Settings:
     max_nesting: int = DEFAULT_MAX_NESTING
     # Longest line (record) of a text file; longer lines fail the file (LineTooLong).
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    # Child processes parsing fetched files (a parser crash costs one file); 0: parse in-process.
+    parser_processes: int = field(default_factory=lambda: max(1, os.cpu_count() or 2))
 
     @property
     def warehouse(self) -> str:
@@ -64,6 +66,7 @@ class Settings:
             raise ConfigurationError(f"ICEFLOE_READ_THREADS must be an integer, got {threads_raw!r}") from None
         nesting = _int_setting(env, "ICEFLOE_MAX_NESTING", DEFAULT_MAX_NESTING, 1, MAX_NESTING_LIMIT)
         line_bytes = _int_setting(env, "ICEFLOE_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, 1 << 20, 2**31 - 1)
+        parsers = _int_setting(env, "ICEFLOE_PARSER_PROCESSES", max(1, os.cpu_count() or 2), 0, 64)
         url = env.get("ICEFLOE_DATABASE_URL") or None
         if url and url.startswith("postgresql://"):
             # Accept libpq-style URLs too; SQLAlchemy needs the driver spelled out.
@@ -76,6 +79,7 @@ class Settings:
             read_threads=threads,
             max_nesting=nesting,
             max_line_bytes=line_bytes,
+            parser_processes=parsers,
         )
 
 

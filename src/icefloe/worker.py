@@ -156,6 +156,7 @@ def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
         options=options,
         infer_schema=ingestion.schema is None,
         threads=rt.settings.read_threads,
+        parser_processes=rt.settings.parser_processes,
     )
 
 

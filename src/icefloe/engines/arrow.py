@@ -25,7 +25,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from icefloe import tables
-from icefloe.engines import StagedBatch
+from icefloe.engines import StagedBatch, isolation
 from icefloe.errors import (
     FileError,
     LeaseLostError,
@@ -78,6 +78,7 @@ class ArrowEngine:
         options: ReadOptions,
         infer_schema: bool,
         threads: int = 8,
+        parser_processes: int = 0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.objects = objects
@@ -88,6 +89,8 @@ class ArrowEngine:
             catalog, table_identifier, options.schema, infer_schema, max_nesting=options.max_nesting
         )
         self.threads = threads
+        # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
+        self._pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
         self._sleep = sleep
 
     # ------------------------------------------------------------------ reading
@@ -100,11 +103,10 @@ class ArrowEngine:
             try:
                 data = self.objects.read(file.file_path, file.etag)
                 nbytes = len(data)
-                text = expanded(data, file.file_path, self.options.format, SMALL_FILE_BYTES)
-                if text is None:
-                    return _Read(file, None, None, nbytes, started, expands=True)
                 options = self.options
-                table = parse_whole(text, file.file_path, options)
+                table = self._parse(data, file.file_path, options)
+                if table is None:
+                    return _Read(file, None, None, nbytes, started, expands=True)
                 if target is None or not set(table.schema.names) <= set(target.names):
                     return _Read(file, table, None, nbytes, started)
                 while True:
@@ -118,7 +120,10 @@ class ArrowEngine:
                         if not exc.retry_as_text or options.format == "parquet" or exc.column in options.text_columns:
                             raise
                         options = replace(options, text_columns=options.text_columns | {exc.column})
-                        table = parse_whole(text, file.file_path, options)
+                        table = self._parse(data, file.file_path, options)
+                        if table is None:
+                            raise
+
             except TransientFileError as exc:
                 if attempt == IN_PLACE_ATTEMPTS:
                     return _Read(file, None, exc, nbytes, started)
@@ -134,6 +139,13 @@ class ArrowEngine:
                     started,
                 )
         raise AssertionError("unreachable")
+
+    def _parse(self, data: bytes, path: str, options: ReadOptions) -> pa.Table | None:
+        """A fetched file's rows, or None when it expands beyond SMALL_FILE_BYTES (stream it)."""
+        if self._pool is not None:
+            return self._pool.parse(data, path, options, SMALL_FILE_BYTES)
+        text = expanded(data, path, options.format, SMALL_FILE_BYTES)
+        return None if text is None else parse_whole(text, path, options)
 
     def _prefetched(
         self,

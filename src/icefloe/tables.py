@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pyarrow.fs import AwsStandardS3RetryStrategy
 from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: o
 log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG_NAME = "icefloe"
+WAREHOUSE_ATTEMPTS = 10
 # Properties icefloe sets on the tables it writes (and enforces before each commit).
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
@@ -71,6 +73,8 @@ def load(settings: Settings, database_url: str) -> Catalog:
             # pyarrow's S3 client gives up after 3 s without progress; a busy store stalls longer.
             props.setdefault("s3.connect-timeout", "10")
             props.setdefault("s3.request-timeout", "60")
+            # and after 3 attempts: a throttling warehouse (503 SlowDown) would fail the run.
+            props.setdefault("s3.retry-strategy-impl", "icefloe.tables.WarehouseRetryStrategy")
         else:
             os.makedirs(settings.home / "warehouse", exist_ok=True)
         # pyiceberg creates its catalog tables on first use with check-then-create, which races when
@@ -92,6 +96,17 @@ def load(settings: Settings, database_url: str) -> Catalog:
         raise
     except Exception as exc:
         raise ConfigurationError(f"cannot load the Iceberg catalog: {exc}") from exc
+
+
+class WarehouseRetryStrategy(AwsStandardS3RetryStrategy):  # type: ignore[misc]  # pyarrow: untyped
+    """Retries of warehouse requests (data files, metadata): the AWS SDK's standard strategy —
+    throttling and 5xx retried with exponential backoff and jitter — with 10 attempts instead of 3,
+    so that a store answering a few percent of requests ``503 SlowDown`` (as S3 does under load)
+    slows a run down instead of failing it. Named in the catalog property ``s3.retry-strategy-impl``
+    (set by default for an ``s3://`` ``ICEFLOE_WAREHOUSE``; set it on your own catalog likewise)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_attempts=WAREHOUSE_ATTEMPTS)
 
 
 def split_identifier(identifier: str) -> tuple[str, str]:

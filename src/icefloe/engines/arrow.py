@@ -24,8 +24,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from icefloe import tables
-from icefloe.engines import StagedBatch, isolation
+from icefloe import isolation, tables
+from icefloe.engines import StagedBatch
 from icefloe.errors import (
     FileError,
     LeaseLostError,
@@ -228,7 +228,7 @@ class ArrowEngine:
                 return
             assert staged.table is not None
             table, combined = staged.table, pa.concat_tables(buffer)
-            writing = writer.submit(lambda: list(tables.write_data_files(table, combined, combined.schema)))
+            writing = writer.submit(self._write_shared, table, combined)
             writing_outcomes = list(buffered_outcomes)
             buffer.clear()
             buffered_outcomes.clear()
@@ -291,6 +291,22 @@ class ArrowEngine:
         flush()
         settle_write()
         return expanding
+
+    def _write_shared(self, table: Table, rows: pa.Table) -> list[DataFile]:
+        """Write the packed rows of small files; a failing warehouse (after pyarrow's own retries)
+        is retried here with backoff, rewriting the chunk, before it fails the batch."""
+        for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
+            written: list[DataFile] = []
+            try:
+                written.extend(tables.write_data_files(table, rows, rows.schema))
+                return written
+            except OSError as exc:
+                tables.delete_data_files(table, written)
+                if attempt == IN_PLACE_ATTEMPTS:
+                    raise
+                log.warning("writing data files failed (%s); retrying", exc)
+                self._sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _stage_large(self, staged: StagedBatch, file: ClaimedFile, ingested_at: pa.Scalar) -> None:
         """Stream one large file into its own data files; a failure discards only those.

@@ -7,7 +7,7 @@ and parsed in a small pool of child processes: bytes go in through a pipe, Arrow
 A child that dies costs only the file it was parsing (FAILED ``ParserCrashed``, at the first crash)
 and is replaced; the rest of the batch goes on.
 
-Children are plain ``python -m icefloe.engines.isolation`` processes speaking length-prefixed
+Children are plain ``python -m icefloe.isolation`` processes speaking length-prefixed
 frames on stdin/stdout: nothing of the worker (threads, connections, its ``__main__``) is forked
 or imported into them. Each starts once (importing pyarrow: ~0.3 s) and serves many files.
 """
@@ -73,7 +73,7 @@ def _reply(path: str, options: ReadOptions, limit: int, data: bytes) -> list[byt
 
 
 def _serve() -> None:
-    """A child (``python -m icefloe.engines.isolation``): parse requests until stdin closes."""
+    """A child (``python -m icefloe.isolation``): parse requests until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the parent's to handle
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the pipe
@@ -89,7 +89,7 @@ def _serve() -> None:
 class _Child:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "icefloe.engines.isolation"],
+            [sys.executable, "-m", "icefloe.isolation"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C on the terminal goes to the worker, which stops us

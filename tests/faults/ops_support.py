@@ -415,6 +415,20 @@ class Ops(LedgerQueries):
         if self._catalog is None:
             from pyiceberg.catalog.sql import SqlCatalog
 
+            if self.env.get("ICEFLOE_WAREHOUSE", "").startswith("s3://"):
+                # The test reads an S3 warehouse directly, not through the processes' proxy.
+                self._catalog = SqlCatalog(
+                    "icefloe",
+                    uri=self.database_url,
+                    warehouse=self.env["ICEFLOE_WAREHOUSE"],
+                    **{
+                        "s3.endpoint": self.s3_client.meta.endpoint_url,
+                        "s3.access-key-id": self.env["AWS_ACCESS_KEY_ID"],
+                        "s3.secret-access-key": self.env["AWS_SECRET_ACCESS_KEY"],
+                        "s3.region": "us-east-1",
+                    },
+                )
+                return self._catalog
             warehouse = (Path(self.env["ICEFLOE_HOME"]) / "warehouse").resolve()
             warehouse.mkdir(parents=True, exist_ok=True)
             self._catalog = SqlCatalog("icefloe", uri=self.database_url, warehouse=warehouse.as_uri())

@@ -24,7 +24,6 @@ from test_large_file import tree_rss
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
     from tests.conftest import PutObjects
 
 CRASHER = ('{"id": 9, "x": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}\n").encode()

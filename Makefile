@@ -25,7 +25,7 @@ ICEFLOE_SPARK_CACHE ?= $(HOME)/.cache/icefloe/spark
 test-spark: venv
 	$(BIN)/python -m pip install -q -e '.[dev,spark]'
 	ICEFLOE_SPARK_CACHE=$(ICEFLOE_SPARK_CACHE) $(BIN)/icefloe spark-server install
-	ICEFLOE_SPARK_CACHE=$(ICEFLOE_SPARK_CACHE) $(BIN)/pytest -p no:cacheprovider -q -m spark tests/spark --durations=10
+	ICEFLOE_SPARK_CACHE=$(ICEFLOE_SPARK_CACHE) $(BIN)/pytest -p no:cacheprovider -q -m spark tests/engines --durations=10
 
 lint: venv
 	$(BIN)/ruff check .

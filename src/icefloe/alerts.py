@@ -21,6 +21,7 @@ on ``incident_key``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -42,7 +43,8 @@ from typing import Any, Protocol, TypeVar
 import urllib3
 from sqlalchemy import Engine, text
 
-from icefloe.errors import ConfigurationError, IcefloeError
+from icefloe.errors import AlertDeliveryError, ConfigurationError
+from icefloe.retry import ALERT_DELIVERY, WEBHOOK_IN_PLACE
 
 log = logging.getLogger(__name__)
 N = TypeVar("N", int, float)
@@ -52,12 +54,6 @@ FILES_LISTED = 20
 """How many failed files one ``files_failed`` alert lists; ``total`` counts them all."""
 DEFAULT_LOOKBACK_SECONDS = 86400
 """Failed runs and files older than this are not alerted (e.g. the history before alerts were on)."""
-
-
-class AlertDeliveryError(IcefloeError):
-    """A channel could not deliver an alert; the message names the channel, never its secrets."""
-
-    error_type = "AlertDelivery"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,7 +217,7 @@ class WebhookChannel:
 
     name = "webhook"
     attempts = 3
-    backoff_seconds = 0.5  # then 1 s: the next retries are deliver()'s, minutes later
+    backoff = WEBHOOK_IN_PLACE  # the next retries are deliver()'s, minutes later
 
     def __init__(self, url: str, timeout_seconds: float) -> None:
         self._url = url
@@ -238,7 +234,7 @@ class WebhookChannel:
         with urllib3.PoolManager(timeout=self._timeout) as http:
             for attempt in range(self.attempts):
                 if attempt:
-                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                    time.sleep(self.backoff.delay(attempt))
                 try:
                     response = http.request(
                         "POST", self._url, body=body, headers=headers, retries=False, redirect=False
@@ -338,25 +334,6 @@ def _send(channel: Channel, message: AlertMessage) -> str | None:
     except Exception as exc:  # a bug in a channel must not stop the others, nor hold the alert forever
         return _describe(exc, ())
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# retry schedule (pure)
-
-
-def retry_schedule(max_attempts: int, *, base_seconds: float = 60.0, cap_seconds: float = 3600.0) -> list[float]:
-    """Seconds after an alert's creation from which attempt ``k`` (0-based) may be made.
-
-    Exponential: 0, base, 3·base, 7·base, … with each gap capped at ``cap_seconds``. Derived from
-    ``created_at`` and ``attempts`` alone, so the schedule needs no column of its own. Attempts that
-    fell due while no worker ran are made one per :func:`deliver` call, not all at once.
-    """
-    schedule: list[float] = []
-    due = 0.0
-    for attempt in range(max_attempts):
-        schedule.append(due)
-        due += min(cap_seconds, base_seconds * 2**attempt)
-    return schedule
 
 
 # --------------------------------------------------------------------------------------------------
@@ -525,7 +502,8 @@ def deliver(
     """Send due unsent alerts through every channel; returns how many were sent.
 
     An alert is sent when every channel took it; otherwise the attempt and the error are recorded
-    and it is tried again, after :func:`retry_schedule`, up to ``max_attempts`` times, then kept
+    and it is tried again, after :data:`icefloe.retry.ALERT_DELIVERY` (1, 3, 7 … minutes after its
+    creation), up to ``max_attempts`` times, then kept
     unsent (``icefloe alerts list`` shows it). A call sends at most ``limit`` alerts and stops at
     the first that fails, so it is bounded by one failing send (the channels' timeouts) however
     many alerts are due. ``channels`` defaults to :func:`channels_for` ``settings``; with none,
@@ -537,7 +515,7 @@ def deliver(
         channels = channels_for(settings)
     if not channels:
         return 0
-    schedule = retry_schedule(max_attempts, base_seconds=backoff_base_seconds)
+    schedule = dataclasses.replace(ALERT_DELIVERY, base=backoff_base_seconds).schedule(max_attempts)
     sent = 0
     for _ in range(limit):
         with db.begin() as conn:

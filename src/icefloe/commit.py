@@ -1,6 +1,6 @@
-"""The commit protocol (DESIGN.md, steps 3-5): exactly once under crashes and many workers.
+"""The exactly-once protocol's commit side (DESIGN.md, steps 3-5): commit, unknown outcome, reconcile.
 
-Data files are written before we get here, outside any lock. Then, in one ledger transaction
+Data files are staged before we get here, outside any lock. Then, in one ledger transaction
 holding the per-table advisory lock:
 
 1. fencing: every file version of the batch must still carry our ``lease_token``; a stale
@@ -8,37 +8,62 @@ holding the per-table advisory lock:
 2. snapshot search: reload the table and look, in the snapshots since the files were first
    claimed, for any batch id that ever held these versions. Found → that commit already landed
    (ours, retried after an unknown outcome, or a dead worker's): the files are SUCCESS, we
-   commit nothing. Iceberg's compare-and-swap on the table head makes search + commit one
-   atomic step: a late commit landing in between makes ours fail, and we search again;
-3. commit the data files (and, under ``replace``, the deletion of the previous versions' rows)
-   with ``icefloe.batch-id`` in the snapshot summary;
+   commit nothing;
+3. the engine's commit: one Iceberg transaction (under ``replace`` also deleting the previous
+   versions' rows) with ``icefloe.batch-id`` in the snapshot summary. It is a compare-and-swap on
+   the table head loaded in step 2: if anything committed since, it fails and we search again;
 4. mark the files SUCCESS with the snapshot id, and release the lock (commit the transaction).
 
-A crash between 3 and 4 rolls back 4; the expired lease is reconciled by the same search.
+A crash between 3 and 4 rolls back 4; the expired lease is reconciled by the same search
+(:func:`reconcile_expired_leases`, step 5).
+
+**The commit window is bounded** (:class:`~icefloe.ledger.LockBounds`, from the lease): a waiter
+gives up on the lock after ``wait`` and retries; PostgreSQL ends the session of a holder idle in
+the transaction (or in one statement) longer than ``hold``, which releases the lock. A worker
+frozen inside the window (SIGSTOP, GC pause, VM freeze, partition) therefore stalls its table for
+at most ``hold`` seconds, and whatever moment it resumes at, nothing is committed twice:
+
+- frozen before its Iceberg commit: when it resumes, its commit still goes out (the catalog has
+  its own connection) — but only as a compare-and-swap on the head it searched. If another worker
+  committed to the table since (for instance these very files, reclaimed after the frozen
+  worker's leases expired), the swap fails; the retry's fencing check finds the leases gone and
+  commits nothing. If nobody committed since, its commit lands first and whoever holds the files
+  now finds its batch id in the snapshot search (every batch id that ever held a file version is
+  kept) and commits nothing of them: once either way;
+- frozen after its Iceberg commit, before the ledger update: its session is gone, so the update
+  never happens; the files' leases expire and reconciliation finds the batch id (SUCCESS). When
+  it resumes, its ledger update fails, its retry is fenced off.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
-from pyiceberg.expressions import In
-from pyiceberg.table import Table
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
-from icefloe import faults, ledger, tables
-from icefloe.engines import StagedBatch
-from icefloe.errors import CommitConflictError, CommitError, LeaseLostError
-from icefloe.ledger import Batch
-from icefloe.schema import SOURCE_FILE_COLUMN
+from icefloe import faults, ledger, metrics, retry, runs, tables
+from icefloe.errors import (
+    CommitConflictError,
+    CommitError,
+    CommitOutcomeUnknownError,
+    LeaseLostError,
+    LedgerUnavailableError,
+    TableBusyError,
+)
+from icefloe.ledger import Batch, ExpiredFile, FileOutcome, LockBounds
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from icefloe.engines import Engine as StagingEngine
+    from icefloe.engines import StagedBatch
+    from icefloe.models import Ingestion
 
 log = logging.getLogger(__name__)
 
@@ -52,90 +77,136 @@ class CommitResult:
     snapshot_id: int | None
     committed: bool  # False: found already landed (no new snapshot from us)
     snapshots: int  # snapshots this commit added (delete + append under replace)
+    succeeded: int  # files now SUCCESS (fewer than staged when some were released)
 
 
-def _since_ms(first_claimed_at: dt.datetime) -> int:
-    return int((first_claimed_at - CLOCK_SKEW_MARGIN).timestamp() * 1000)
+@dataclass(frozen=True)
+class Reconciled:
+    committed: int  # expired leases whose batch was found in a snapshot → SUCCESS
+    requeued: int  # not found → claimable again (or FAILED WorkerLost when out of attempts)
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def search_since_ms(first_claimed_at: Iterable[dt.datetime | None]) -> int:
+    """Where the snapshot search starts: the earliest first claim, less the clock-skew margin."""
+    claimed = [c for c in first_claimed_at if c is not None]
+    return int((min(claimed) - CLOCK_SKEW_MARGIN).timestamp() * 1000) if claimed else 0
+
+
+def covering_snapshot(batch_ids: Iterable[uuid.UUID], landed: dict[uuid.UUID, int]) -> int | None:
+    """The snapshot holding a file version, given every batch id that ever held it, or None."""
+    return next((landed[b] for b in batch_ids if b in landed), None)
+
+
+def split_landed(
+    outcomes: Sequence[FileOutcome], batch_id: uuid.UUID, landed: dict[uuid.UUID, int]
+) -> tuple[dict[int, list[FileOutcome]], list[FileOutcome]]:
+    """Files of a batch found already committed, by snapshot id, and the rest (to release)."""
+    by_snapshot: dict[int, list[FileOutcome]] = {}
+    rest: list[FileOutcome] = []
+    for outcome in outcomes:
+        snapshot = covering_snapshot((*outcome.file.batch_ids, batch_id), landed)
+        if snapshot is None:
+            rest.append(outcome)
+        else:
+            by_snapshot.setdefault(snapshot, []).append(outcome)
+    return by_snapshot, rest
+
+
+def split_expired(
+    expired: Sequence[ExpiredFile], landed: dict[uuid.UUID, int]
+) -> tuple[list[tuple[ExpiredFile, int]], list[ExpiredFile]]:
+    """Expired leases whose batch landed (with the snapshot), and those whose batch did not."""
+    committed, lost = [], []
+    for f in expired:
+        snapshot = covering_snapshot(f.batch_ids, landed)
+        if snapshot is None:
+            lost.append(f)
+        else:
+            committed.append((f, snapshot))
+    return committed, lost
+
+
+def replaced_sources(outcomes: Sequence[FileOutcome], replace_changed: bool) -> list[str]:
+    """``_source_file`` values whose earlier versions' rows this batch replaces (versions > 1)."""
+    return sorted({o.file.file_path for o in outcomes if o.file.version > 1}) if replace_changed else []
+
+
+# --------------------------------------------------------------------------- the commit
 
 
 def commit_batch(
-    engine: Engine,
+    db: Engine,
     catalog: Catalog,
+    engine: StagingEngine,
     *,
     table_identifier: str,
     batch: Batch,
     staged: StagedBatch,
     run_id: int | None,
     replace_changed: bool,
+    bounds: LockBounds,
+    ingestion: str = "",
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:
     """Commit a staged batch exactly once and mark its succeeded files SUCCESS.
 
-    Raises :class:`LeaseLostError` when another worker owns any file of the batch now.
+    Raises :class:`LeaseLostError` when another worker owns any file of the batch now, and
+    :class:`LedgerUnavailableError` when the ledger stayed away through every attempt (the batch
+    stays leased: once the lease expires, reconciliation decides from the snapshots).
     """
     files = [o.file for o in staged.succeeded]
     props = tables.snapshot_properties(batch.batch_id, run_id, len(files))
-    # Files at version > 1 had rows from an earlier version (same _source_file): replace them.
-    replaced = sorted({f.file_path for f in files if f.version > 1}) if replace_changed else []
+    replaced = replaced_sources(staged.succeeded, replace_changed)
+    last: Exception | None = None
     for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
         try:
-            with engine.begin() as conn:
-                ledger.lock_table(conn, table_identifier)
+            with db.begin() as conn:
+                ledger.lock_table(conn, table_identifier, bounds)
                 owned = ledger.files_still_owned(conn, files)
                 if len(owned) != len(files):
                     raise LeaseLostError(
                         f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; committing nothing"
                     )
-                if not staged.data_files and not replaced and staged.commit is None:
+                if staged.records == 0 and not replaced:
                     # No rows to add or remove (empty files): nothing can be duplicated or lost.
                     ledger.mark_succeeded(conn, staged.succeeded, None, batch.batch_id)
-                    return CommitResult(None, committed=False, snapshots=0)
-                table = tables.load_table(catalog, table_identifier)
-                if table is None:
-                    raise CommitError(f"table {table_identifier} disappeared before the commit")
-                table = tables.ensure_icefloe_properties(table)
-                landed = tables.snapshots_with_batches(table, batch.all_batch_ids, _since_ms(batch.first_claimed_at))
+                    return CommitResult(None, committed=False, snapshots=0, succeeded=len(files))
+                with tables.iceberg_errors(table_identifier):
+                    table = tables.load_table(catalog, table_identifier)
+                    if table is None:
+                        raise CommitError(f"table {table_identifier} disappeared before the commit")
+                    table = tables.ensure_icefloe_properties(table)
+                landed = tables.snapshots_with_batches(
+                    table, batch.all_batch_ids, search_since_ms(f.first_claimed_at for f in files)
+                )
                 if landed:
                     return _already_landed(conn, batch, staged, landed)
                 faults.point("before-commit")
-                if staged.commit is not None:
-                    snapshot_id, count = staged.commit(table, props, replaced)
-                else:
-                    snapshot_id, count = _iceberg_commit(table, staged, props, replaced)
+                committed = engine.commit(table, staged, props, replaced)
                 faults.point("after-commit")
-                ledger.mark_succeeded(conn, staged.succeeded, snapshot_id, batch.batch_id)
-                return CommitResult(snapshot_id, committed=True, snapshots=count)
-        except CommitFailedException as exc:
+                ledger.mark_succeeded(conn, staged.succeeded, committed.snapshot_id, batch.batch_id)
+                return CommitResult(committed.snapshot_id, True, committed.snapshots, succeeded=len(files))
+        except CommitConflictError as exc:
             # The table head moved (another writer); the search must run again on the new head.
+            metrics.COMMIT_CONFLICTS.labels(ingestion).inc()
             log.info("commit conflict on %s (attempt %d): %s", table_identifier, attempt, exc)
-            last: Exception = exc
-        except (CommitStateUnknownException, OperationalError, OSError) as exc:
+            last = exc
+        except TableBusyError as exc:
+            log.info("%s (attempt %d); retrying", exc, attempt)
+            last = exc
+        except (CommitOutcomeUnknownError, LedgerUnavailableError) as exc:
             # Maybe committed: keep the data files; the next attempt's search tells.
             log.warning("commit outcome unknown on %s (attempt %d): %s", table_identifier, attempt, exc)
             last = exc
-        sleep(min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
-    if isinstance(last, CommitFailedException):
+        sleep(retry.COMMIT.delay(attempt))
+    if isinstance(last, LedgerUnavailableError):
+        raise last
+    if isinstance(last, CommitConflictError | TableBusyError):
         raise CommitConflictError(f"could not commit to {table_identifier}: {MAX_COMMIT_ATTEMPTS} conflicts") from last
     raise CommitError(f"could not commit to {table_identifier}: {last}") from last
-
-
-def _iceberg_commit(table: Table, staged: StagedBatch, props: dict[str, str], replaced: list[str]) -> tuple[int, int]:
-    """One Iceberg transaction: delete the replaced files' old rows, append the new data files."""
-    tx = table.transaction()
-    snapshots = 0
-    if replaced:
-        # pyiceberg's pydantic-based In() confuses mypy; the call is its documented form.
-        tx.delete(In(SOURCE_FILE_COLUMN, replaced), snapshot_properties=props)  # type: ignore[call-arg, arg-type]
-        snapshots += 1
-    if staged.data_files:
-        with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-            for data_file in staged.data_files:
-                append.append_data_file(data_file)
-        snapshots += 1
-    committed = tx.commit_transaction()
-    current = committed.current_snapshot()
-    assert current is not None
-    return current.snapshot_id, snapshots
 
 
 def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed: dict[uuid.UUID, int]) -> CommitResult:
@@ -145,15 +216,65 @@ def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed:
     know), we are done. Files not covered cannot be committed from our data files (they mix
     rows of covered files), so they are released, unpenalised, to be read again.
     """
-    covered = [o for o in staged.succeeded if (set(o.file.batch_ids) | {batch.batch_id}) & landed.keys()]
-    rest = [o.file for o in staged.succeeded if o not in covered]
-    snapshot_by_file = {
-        o.file.id: next(landed[b] for b in (*o.file.batch_ids, batch.batch_id) if b in landed) for o in covered
-    }
-    for snapshot_id in set(snapshot_by_file.values()):
-        ledger.mark_succeeded(
-            conn, [o for o in covered if snapshot_by_file[o.file.id] == snapshot_id], snapshot_id, batch.batch_id
-        )
-    ledger.release(conn, rest, batch.batch_id)
-    log.info("batch %s already in the table (%d files); %d released", batch.batch_id, len(covered), len(rest))
-    return CommitResult(next(iter(landed.values())), committed=False, snapshots=0)
+    by_snapshot, rest = split_landed(staged.succeeded, batch.batch_id, landed)
+    for snapshot_id, outcomes in by_snapshot.items():
+        ledger.mark_succeeded(conn, outcomes, snapshot_id, batch.batch_id)
+    ledger.release(conn, [o.file for o in rest], batch.batch_id)
+    covered = sum(len(o) for o in by_snapshot.values())
+    log.info("batch %s already in the table (%d files); %d released", batch.batch_id, covered, len(rest))
+    return CommitResult(next(iter(landed.values())), committed=False, snapshots=0, succeeded=covered)
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+
+def reconcile_expired_leases(db: Engine, catalog: Catalog, ingestion: Ingestion, bounds: LockBounds) -> Reconciled:
+    """Resolve PROCESSING files whose lease expired (DESIGN.md step 5), under the per-table lock.
+
+    The holder is dead or frozen past its lease: if any batch that ever held a file is in a
+    snapshot, the file is SUCCESS (and its run's counters say so); otherwise it is claimable again,
+    the crash counting as an attempt. A table busy past the wait bound is left for the next pass.
+    """
+    table_identifier = ingestion.table_identifier
+    with db.connect() as conn:
+        if not ledger.any_expired_lease(conn, ingestion.id):
+            return Reconciled(0, 0)
+    try:
+        with db.begin() as conn:
+            ledger.lock_table(conn, table_identifier, bounds)
+            expired = ledger.lock_expired_leases(conn, ingestion.id)
+            if not expired:
+                return Reconciled(0, 0)
+            with tables.iceberg_errors(table_identifier):
+                table = tables.load_table(catalog, table_identifier)
+            landed: dict[uuid.UUID, int] = {}
+            if table is not None:
+                batch_ids = {b for f in expired for b in f.batch_ids}
+                since = search_since_ms(f.first_claimed_at for f in expired)
+                landed = tables.snapshots_with_batches(table, batch_ids, since)
+            committed, lost = split_expired(expired, landed)
+            ledger.reconcile_committed(conn, [f for f, _ in committed], [s for _, s in committed])
+            ledger.reconcile_lost(conn, lost, ingestion.max_retries)
+    except (TableBusyError, CommitOutcomeUnknownError) as exc:
+        log.info("reconciliation of %s postponed: %s", ingestion.name, exc)
+        return Reconciled(0, 0)
+    for run_id, n in _count_by_run(f for f, _ in committed).items():
+        runs.add(db, run_id, files_succeeded=n)
+    metrics.RECONCILIATIONS.labels(ingestion.name, "committed").inc(len(committed))
+    metrics.RECONCILIATIONS.labels(ingestion.name, "requeued").inc(len(lost))
+    log.info(
+        "reconciled %d expired lease(s) of %s: %d committed, %d requeued",
+        len(expired),
+        ingestion.name,
+        len(committed),
+        len(lost),
+    )
+    return Reconciled(len(committed), len(lost))
+
+
+def _count_by_run(files: Iterable[ExpiredFile]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for f in files:
+        if f.run_id is not None:
+            counts[f.run_id] = counts.get(f.run_id, 0) + 1
+    return counts

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from icefloe import ingestions, ledger, runs, scheduler, worker
+from icefloe import commit, ingestions, ledger, runs, scheduler, worker
+from icefloe.ledger import LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
 
@@ -131,4 +132,6 @@ class WorkerProcess:
         scheduler.enqueue_due_runs(self.rt.db)
         for ingestion in ingestions.list_all(self.rt.db):
             if ingestion.status == "ACTIVE":
-                worker.reconcile_expired_leases(self.rt, ingestion)
+                commit.reconcile_expired_leases(
+                    self.rt.db, self.rt.catalog, ingestion, LockBounds.for_lease(self.rt.settings.lease_seconds)
+                )

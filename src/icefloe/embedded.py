@@ -45,6 +45,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 
+from icefloe.errors import EmbeddedServiceError
+
 with warnings.catch_warnings():
     # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -76,10 +78,6 @@ _WEED_READY_TIMEOUT = 30.0
 _WEED_STOP_TIMEOUT = 20.0
 _GRPC_OFFSET = 10_000  # SeaweedFS serves gRPC on every HTTP port + 10000
 _REGION = "us-east-1"
-
-
-class EmbeddedServiceError(RuntimeError):
-    """An embedded service is missing, failed to start, or failed to stop."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,16 +8,23 @@ raised (``raise ... from exc``), so callers only deal with this tree::
     ├── ConfigurationError          wrong usage or configuration (exit code 2)
     │   ├── NotFoundError           no such ingestion / run / file
     │   └── ConflictError           the request clashes with the current state (duplicate name, busy)
+    │       └── RunInProgressError  a run of the ingestion is already queued or running
     ├── AuthenticationError         no valid API token (missing, unknown or revoked)
     ├── PermissionDeniedError       the API token's role does not allow this
+    ├── EmbeddedServiceError        an embedded PostgreSQL/S3 is missing or does not start or stop
+    ├── LedgerUnavailableError      the ledger's database cannot be reached now: wait, then resume
+    ├── TableBusyError              the per-table commit lock was not free in time: back off, retry
     ├── SourceError                 the source as a whole cannot be listed or reached
     ├── FileError                   one file cannot be ingested (the file is FAILED, the rest goes on)
     │   ├── PermanentFileError      corrupt or non-conforming data: retrying now cannot help
     │   └── TransientFileError      S3 5xx / throttling / timeouts: retried in place first
     ├── ObjectChangedError          the object changed after it was listed (HTTP 412): rediscover it
     ├── LeaseLostError              another worker owns the batch now: stop work on it
-    └── CommitError                 the Iceberg commit failed
-        └── CommitConflictError     someone else committed first: reload and retry
+    ├── EngineError                 the engine itself (e.g. the Spark cluster) failed, not one file
+    ├── CommitError                 the Iceberg commit failed, and did not land
+    │   ├── CommitConflictError     the table head moved (another writer): search again, retry
+    │   └── CommitOutcomeUnknownError  maybe landed (timeout, reset): the next search tells
+    └── AlertDeliveryError          a channel could not deliver an alert
 """
 
 from __future__ import annotations
@@ -73,8 +80,6 @@ class SourceError(IcefloeError):
 class FileError(IcefloeError):
     """One file cannot be ingested. ``error_type`` is recorded in the ledger."""
 
-    retryable = False
-
     def __init__(self, message: str, *, error_type: str | None = None) -> None:
         super().__init__(message)
         if error_type is not None:
@@ -91,7 +96,6 @@ class TransientFileError(FileError):
     """The file could not be fetched for a passing reason (5xx, throttling, timeout)."""
 
     error_type = "TransientError"
-    retryable = True
 
 
 class ObjectChangedError(IcefloeError):
@@ -116,3 +120,50 @@ class CommitConflictError(CommitError):
     """The table head moved under us; reload, re-check the batch ids, retry."""
 
     error_type = "CommitConflict"
+
+
+class CommitOutcomeUnknownError(CommitError):
+    """The commit may or may not have landed (timeout, connection reset, catalog error after the
+    request): keep the data files; the next attempt's snapshot search decides."""
+
+    error_type = "CommitOutcomeUnknown"
+
+
+class RunInProgressError(ConflictError):
+    """A run of this ingestion is already queued or running (and concurrent runs are off)."""
+
+    error_type = "RunInProgress"
+
+
+class EmbeddedServiceError(IcefloeError):
+    """An embedded service is missing, failed to start, or failed to stop."""
+
+    error_type = "EmbeddedService"
+
+
+class LedgerUnavailableError(IcefloeError):
+    """The ledger's database cannot be reached (restart, failover, network cut).
+
+    Raised by the ledger's engine in place of SQLAlchemy's connection errors
+    (:mod:`icefloe.ledger.connection`); workers wait it out instead of failing the run.
+    """
+
+    error_type = "LedgerUnavailable"
+
+
+class TableBusyError(IcefloeError):
+    """The per-table commit lock stayed taken longer than a waiter may wait; back off and retry."""
+
+    error_type = "TableBusy"
+
+
+class EngineError(IcefloeError):
+    """The engine itself failed (the Spark server, its connection or memory): no one file's fault."""
+
+    error_type = "EngineError"
+
+
+class AlertDeliveryError(IcefloeError):
+    """A channel could not deliver an alert; the message names the channel, never its secrets."""
+
+    error_type = "AlertDelivery"

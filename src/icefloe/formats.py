@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -23,6 +23,10 @@ import pyarrow.parquet as pq
 
 from icefloe.errors import PermanentFileError
 from icefloe.schema import DEFAULT_MAX_NESTING, check_schema
+
+if TYPE_CHECKING:
+    from icefloe.models import Ingestion
+    from icefloe.settings import Settings
 
 BLOCK_SIZE = 4 << 20  # bytes of text parsed per record batch of a streamed file
 _CORRUPTION_HINTS = (
@@ -62,6 +66,21 @@ class ReadOptions:
     max_line_bytes: int = 256 << 20  # longest line (record) of a streamed file (ICEFLOE_MAX_LINE_BYTES)
     block_size: int = BLOCK_SIZE  # of a streamed text file; raised when a line does not fit
     text_columns: frozenset[str] = frozenset()  # inferred columns read as text (see TextColumnNeeded)
+
+    @classmethod
+    def for_ingestion(cls, ingestion: Ingestion, settings: Settings | None = None) -> ReadOptions:
+        from icefloe.schema import user_arrow_schema
+
+        return cls(
+            format=ingestion.format,
+            schema=user_arrow_schema(ingestion.schema) if ingestion.schema else None,
+            csv_delimiter=ingestion.csv_delimiter,
+            csv_quote_char=ingestion.csv_quote_char,
+            csv_header=ingestion.csv_header,
+            csv_null_values=tuple(ingestion.csv_null_values) if ingestion.csv_null_values is not None else ("",),
+            max_nesting=settings.max_nesting if settings else DEFAULT_MAX_NESTING,
+            max_line_bytes=settings.max_line_bytes if settings else cls.max_line_bytes,
+        )
 
 
 class LineTooLongError(PermanentFileError):

@@ -27,6 +27,12 @@ BYTES_INGESTED = Counter("icefloe_bytes_read", "Object bytes read", ["ingestion"
 FILES_FAILED = Counter(
     "icefloe_files_failed", "Files that failed an attempt", ["ingestion", "error_type"], registry=REGISTRY
 )
+COMMIT_CONFLICTS = Counter(
+    "icefloe_commit_conflicts",
+    "Iceberg commits retried because the table head moved (another writer)",
+    ["ingestion"],
+    registry=REGISTRY,
+)
 RECONCILIATIONS = Counter(
     "icefloe_lease_reconciliations",
     "Expired leases reconciled (outcome: committed = found in a snapshot, requeued = not found)",

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
-from icefloe.errors import ConflictError, NotFoundError
+from icefloe.errors import ConflictError, NotFoundError, RunInProgressError
 from icefloe.models import Ingestion, Run
 
 COUNTERS = (
@@ -106,12 +106,6 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "error_message": run.error_message,
     }
-
-
-class RunInProgressError(ConflictError):
-    """A run of this ingestion is already queued or running (and concurrent runs are off)."""
-
-    error_type = "RunInProgress"
 
 
 def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:

@@ -9,10 +9,10 @@ import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from icefloe import migrations, tables
+from icefloe import ledger, migrations, tables
 from icefloe.errors import ConfigurationError
 from icefloe.s3 import ObjectReader, make_client
 from icefloe.settings import Settings
@@ -42,7 +42,7 @@ class Runtime:
     @cached_property
     def db(self) -> Engine:
         """The ledger; pending migrations are applied on first use."""
-        engine = create_engine(self.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = ledger.connect(self.database_url)
         if self._migrate:
             try:
                 migrations.upgrade(self.database_url)

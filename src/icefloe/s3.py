@@ -208,6 +208,19 @@ class ObjectReader:
         detail = body.decode("utf-8", "replace").split("<Code>")[-1].split("</Code>")[0][:100]
         raise TransientFileError(f"S3 answered HTTP {status} ({detail}) reading {uri}")
 
+    def current_etag(self, uri: str) -> str | None:
+        """The object's ETag now (a HEAD), or None when it is gone: for engines that cannot read
+        conditionally, to check after reading that they read the listed version."""
+        bucket, key = split_uri(uri)
+        try:
+            with object_errors(uri):
+                head = self.client.head_object(Bucket=bucket, Key=key)
+        except PermanentFileError as exc:
+            if exc.error_type == "ObjectMissing":
+                return None
+            raise
+        return str(head.get("ETag", "")).strip('"')
+
     def read(self, uri: str, etag: str) -> bytes:
         """The whole object at version ``etag``."""
         response = self.open(uri, etag)

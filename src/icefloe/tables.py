@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +21,14 @@ import pyarrow as pa
 from pyarrow.fs import AwsStandardS3RetryStrategy
 from pyiceberg.exceptions import (
     CommitFailedException,
+    CommitStateUnknownException,
     NamespaceAlreadyExistsError,
     NoSuchNamespaceError,
     NoSuchTableError,
 )
 
-from icefloe.errors import CommitConflictError, ConfigurationError
+from icefloe.errors import CommitConflictError, CommitError, CommitOutcomeUnknownError, ConfigurationError
+from icefloe.ledger.connection import translate_connection_errors
 from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, new_columns, table_arrow_schema
 from icefloe.settings import Settings
 
@@ -87,7 +89,10 @@ def load(settings: Settings, database_url: str) -> Catalog:
             with lock_engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(hashtextextended('icefloe:catalog-init', 0))"))
                 try:
-                    return SqlCatalog(DEFAULT_CATALOG_NAME, **props)
+                    catalog = SqlCatalog(DEFAULT_CATALOG_NAME, **props)
+                    # The catalog lives in the ledger's database: its outages are the ledger's.
+                    translate_connection_errors(catalog.engine)
+                    return catalog
                 finally:
                     conn.execute(text("SELECT pg_advisory_unlock(hashtextextended('icefloe:catalog-init', 0))"))
         finally:
@@ -246,9 +251,68 @@ def write_data_files(
 
 def delete_data_files(table: Table, files: Iterable[DataFile]) -> None:
     """Best-effort removal of data files that will never be committed."""
-    for f in files:
+    delete_paths(table, [f.file_path for f in files])
+
+
+def delete_paths(table: Table, paths: Iterable[str]) -> None:
+    """Best-effort removal of files under the table location that will never be committed."""
+    for path in paths:
         with contextlib.suppress(Exception):  # orphans are harmless; maintenance removes them
-            table.io.delete(f.file_path)
+            table.io.delete(path)
+
+
+@contextlib.contextmanager
+def iceberg_errors(identifier: str) -> Iterator[None]:
+    """pyiceberg's commit-path errors as icefloe's: a moved head is a conflict (search again, retry);
+    an unknown state or an I/O error (the warehouse, the catalog's store) may have landed."""
+    try:
+        yield
+    except CommitFailedException as exc:
+        raise CommitConflictError(f"{identifier}: {exc}") from exc
+    except (CommitStateUnknownException, OSError) as exc:
+        raise CommitOutcomeUnknownError(f"{identifier}: {type(exc).__name__}: {exc}") from exc
+
+
+def commit_rows(
+    table: Table,
+    properties: dict[str, str],
+    replaced: Sequence[str],
+    *,
+    data_files: Sequence[DataFile] = (),
+    parquet_paths: Sequence[str] = (),
+) -> tuple[int, int]:
+    """The one Iceberg transaction of a batch, for every engine: delete the rows of the replaced
+    files' earlier versions (``_source_file`` in ``replaced``) and append the batch's data files
+    (written by pyiceberg) or Parquet files (written by another engine), all with ``properties`` in
+    the snapshot summaries. Returns (snapshot id of the batch, snapshots added).
+
+    A compare-and-swap on the table head that was loaded (and searched) before: if anything
+    committed in between, this fails with :class:`CommitConflictError` and nothing lands.
+    """
+    from pyiceberg.expressions import In
+
+    from icefloe.schema import SOURCE_FILE_COLUMN
+
+    with iceberg_errors(".".join(table.name())):
+        tx = table.transaction()
+        snapshots = 0
+        if replaced:
+            # pyiceberg's pydantic-based In() confuses mypy; the call is its documented form.
+            tx.delete(In(SOURCE_FILE_COLUMN, list(replaced)), snapshot_properties=properties)  # type: ignore[call-arg, arg-type]
+            snapshots += 1
+        if data_files:
+            with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
+                for data_file in data_files:
+                    append.append_data_file(data_file)
+            snapshots += 1
+        if parquet_paths:
+            tx.add_files(list(parquet_paths), snapshot_properties=properties, check_duplicate_files=False)
+            snapshots += 1
+        committed = tx.commit_transaction()
+    current = committed.current_snapshot()
+    if current is None:
+        raise CommitError(f"{'.'.join(table.name())}: the commit left no current snapshot")
+    return current.snapshot_id, snapshots
 
 
 def snapshot_properties(batch_id: uuid.UUID, run_id: int | None, file_count: int) -> dict[str, str]:

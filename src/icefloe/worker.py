@@ -9,49 +9,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from icefloe import commit, faults, ledger, metrics, runs, tables
+from icefloe import commit, faults, ledger, metrics, retry, runs
 from icefloe.discovery import DiscoveryCounts, Filter, discover
 from icefloe.engines import Engine as StagingEngine
-from icefloe.engines import StagedBatch
-from icefloe.engines.arrow import ArrowEngine
-from icefloe.errors import CommitError, IcefloeError, LeaseLostError
-from icefloe.formats import ReadOptions
-from icefloe.ledger import Batch
+from icefloe.engines import StagedBatch, load_engine
+from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnavailableError
+from icefloe.ledger import Batch, LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
-from icefloe.schema import user_arrow_schema
 
 log = logging.getLogger(__name__)
 
-# A lost connection to the ledger's database (restart, network cut): waited out, not a run failure.
-LEDGER_UNAVAILABLE = (OperationalError, InterfaceError)
 # How long a run waits for its ledger to come back before it gives up (FAILED).
 LEDGER_PATIENCE_SECONDS = 600.0
-
-
-def _ledger_outage(exc: BaseException) -> OperationalError | InterfaceError | None:
-    """The lost ledger connection behind ``exc``: itself, or what made a commit give up."""
-    if isinstance(exc, LEDGER_UNAVAILABLE):
-        return exc
-    if isinstance(exc, CommitError) and isinstance(exc.__cause__, LEDGER_UNAVAILABLE):
-        return exc.__cause__
-    return None
-
-
-def _ledger_error(exc: OperationalError | InterfaceError) -> str:
-    """One line for a log: the driver's error class and its first line."""
-    cause = exc.orig if exc.orig is not None else exc
-    lines = str(cause).strip().splitlines() or [""]
-    return f"{type(cause).__module__}.{type(cause).__name__}: {lines[0]}"
 
 
 @dataclass
@@ -133,90 +110,20 @@ class Heartbeat(_Beat):
         return True
 
 
-def make_engine(rt: Runtime, ingestion: Ingestion) -> StagingEngine:
-    if ingestion.engine == "spark":
-        # Optional extra icefloe[spark]: imported only when an ingestion asks for it.
-        from icefloe.spark.engine import make_spark_engine
-
-        return make_spark_engine(rt, ingestion)
-    options = ReadOptions(
-        format=ingestion.format,
-        schema=user_arrow_schema(ingestion.schema) if ingestion.schema else None,
-        csv_delimiter=ingestion.csv_delimiter,
-        csv_quote_char=ingestion.csv_quote_char,
-        csv_header=ingestion.csv_header,
-        csv_null_values=tuple(ingestion.csv_null_values) if ingestion.csv_null_values is not None else ("",),
-        max_nesting=rt.settings.max_nesting,
-        max_line_bytes=rt.settings.max_line_bytes,
-    )
-    return ArrowEngine(
-        objects=rt.objects,
-        catalog=rt.catalog,
-        table_identifier=ingestion.table_identifier,
-        options=options,
-        infer_schema=ingestion.schema is None,
-        threads=rt.settings.read_threads,
-        parser_processes=rt.settings.parser_processes,
-    )
-
-
-def reconcile_expired_leases(rt: Runtime, ingestion: Ingestion) -> tuple[int, int]:
-    """Resolve PROCESSING files whose lease expired (DESIGN.md step 5), under the per-table lock.
-
-    Returns (found committed → SUCCESS, not found → claimable again or FAILED).
-    """
-    with rt.db.connect() as conn:
-        any_expired = conn.execute(
-            text(
-                "SELECT 1 FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' "
-                "AND lease_expires_at < now() LIMIT 1"
-            ),
-            {"i": ingestion.id},
-        ).first()
-    if any_expired is None:
-        return 0, 0
-    with rt.db.begin() as conn:
-        ledger.lock_table(conn, ingestion.table_identifier)
-        expired = ledger.lock_expired_leases(conn, ingestion.id)
-        if not expired:
-            return 0, 0
-        table = tables.load_table(rt.catalog, ingestion.table_identifier)
-        landed: dict[uuid.UUID, int] = {}
-        if table is not None:
-            claimed = [f.first_claimed_at for f in expired if f.first_claimed_at is not None]
-            since = commit._since_ms(min(claimed)) if claimed else 0
-            landed = dict(tables.snapshots_with_batches(table, {b for f in expired for b in f.batch_ids}, since))
-        committed = [f for f in expired if any(b in landed for b in f.batch_ids)]
-        snapshot_ids = [next(landed[b] for b in f.batch_ids if b in landed) for f in committed]
-        lost = [f for f in expired if f not in committed]
-        ledger.reconcile_committed(conn, committed, snapshot_ids)
-        ledger.reconcile_lost(conn, lost, ingestion.max_retries)
-    metrics.RECONCILIATIONS.labels(ingestion.name, "committed").inc(len(committed))
-    metrics.RECONCILIATIONS.labels(ingestion.name, "requeued").inc(len(lost))
-    log.info(
-        "reconciled %d expired lease(s) of %s: %d committed, %d requeued",
-        len(expired),
-        ingestion.name,
-        len(committed),
-        len(lost),
-    )
-    return len(committed), len(lost)
-
-
 def _settle_failures(rt: Runtime, batch: Batch, staged: StagedBatch) -> None:
     """Record the batch's failed and changed files before the rest is committed."""
     if not staged.failed and not staged.changed:
         return
     with rt.db.begin() as conn:
-        for file, error, nbytes, ms in staged.failed:
+        for failed in staged.failed:
             ledger.mark_failed(
                 conn,
-                file,
+                failed.file,
                 batch.batch_id,
-                error_type=error.error_type,
-                error_message=str(error),
-                bytes_read=nbytes,
-                duration_ms=ms,
+                error_type=failed.error.error_type,
+                error_message=str(failed.error),
+                bytes_read=failed.bytes_read,
+                duration_ms=failed.duration_ms,
             )
         ledger.release(
             conn,
@@ -234,23 +141,19 @@ def _stage(rt: Runtime, engine: StagingEngine, batch: Batch, heartbeat: Heartbea
     files stay ours while the heartbeat holds their lease (it keeps trying through the outage), so
     staging is simply redone once the database answers; past the lease the batch is given up.
     """
-    delay = 1.0
+    attempt = 0
     while True:
         try:
             staged = engine.stage(batch, heartbeat.lost)
             faults.point("after-write")
             _settle_failures(rt, batch, staged)
             return staged
-        except LEDGER_UNAVAILABLE as exc:
-            log.warning(
-                "ledger unavailable while staging batch %s, retrying in %.0fs: %s",
-                batch.batch_id,
-                delay,
-                _ledger_error(exc),
-            )
+        except LedgerUnavailableError as exc:
+            attempt += 1
+            delay = retry.LEDGER_WAIT.delay(attempt)
+            log.warning("%s; staging batch %s again in %.0fs", exc, batch.batch_id, delay)
             if heartbeat.lost.wait(delay):
                 raise LeaseLostError(f"lease on batch {batch.batch_id} lost during a ledger outage") from exc
-            delay = min(delay * 2, 10.0)
 
 
 def process_batches(
@@ -266,8 +169,9 @@ def process_batches(
     ``stop``: claim no new batch (graceful shutdown); ``abort``: give up the current batch too —
     its files are released unpenalised, nothing of it is committed.
     """
-    engine = make_engine(rt, ingestion)
+    engine = load_engine(ingestion.engine, rt, ingestion)
     lease = rt.settings.lease_seconds
+    bounds = LockBounds.for_lease(lease)
     state = Progress("processing")
     with rt.db.connect() as conn:
         state.claimable = ledger.count_claimable(conn, ingestion.id, ingestion.max_retries)
@@ -297,11 +201,14 @@ def process_batches(
                 result = commit.commit_batch(
                     rt.db,
                     rt.catalog,
+                    engine,
                     table_identifier=ingestion.table_identifier,
                     batch=batch,
                     staged=staged,
                     run_id=run.id,
                     replace_changed=ingestion.on_change == "replace",
+                    bounds=bounds,
+                    ingestion=ingestion.name,
                 )
                 metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
         except LeaseLostError as exc:
@@ -311,35 +218,37 @@ def process_batches(
             log.warning("%s; %d file(s) released", exc, released, extra=context)
             continue
         except (IcefloeError, OSError) as exc:
-            if isinstance(exc, CommitError):
+            if isinstance(exc, CommitError | LedgerUnavailableError):
                 raise  # maybe committed: the files stay leased; reconciliation decides
             # Staging failed for a reason outside the files (warehouse or catalog unreachable):
             # nothing was committed, so give the files back unpenalised and fail the run.
             with rt.db.begin() as conn:
                 ledger.release(conn, batch.files, batch.batch_id)
             raise
-        _record(rt, ingestion, run, staged, result.snapshots, state)
+        _record(rt, ingestion, run, staged, result, state)
         if progress:
             progress(state)
 
 
-def _record(rt: Runtime, ingestion: Ingestion, run: Run, staged: StagedBatch, snapshots: int, state: Progress) -> None:
+def _record(
+    rt: Runtime, ingestion: Ingestion, run: Run, staged: StagedBatch, result: commit.CommitResult, state: Progress
+) -> None:
     """Run counters, metrics and progress after a committed batch."""
     runs.add(
         rt.db,
         run.id,
-        files_succeeded=len(staged.succeeded),
+        files_succeeded=result.succeeded,
         files_failed=len(staged.failed),
         records_ingested=staged.records,
         bytes_read=staged.bytes_read,
-        snapshots_committed=snapshots,
+        snapshots_committed=result.snapshots,
     )
-    metrics.FILES_INGESTED.labels(ingestion.name).inc(len(staged.succeeded))
+    metrics.FILES_INGESTED.labels(ingestion.name).inc(result.succeeded)
     metrics.RECORDS_INGESTED.labels(ingestion.name).inc(staged.records)
     metrics.BYTES_INGESTED.labels(ingestion.name).inc(staged.bytes_read)
-    for _, error, _, _ in staged.failed:
-        metrics.FILES_FAILED.labels(ingestion.name, error.error_type).inc()
-    state.succeeded += len(staged.succeeded)
+    for failed in staged.failed:
+        metrics.FILES_FAILED.labels(ingestion.name, failed.error.error_type).inc()
+    state.succeeded += result.succeeded
     state.failed += len(staged.failed)
     state.records += staged.records
 
@@ -371,6 +280,7 @@ def execute_run(
     # the run heartbeat relays the former into the latter.
     run_stop = threading.Event()
     me = rt.settings.worker_id
+    bounds = LockBounds.for_lease(rt.settings.lease_seconds)
     try:
         with RunHeartbeat(rt, run.id, run_stop, shutdown=stop) as run_heartbeat:
             discovered = False
@@ -378,21 +288,20 @@ def execute_run(
             while True:
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
-                    reconcile_expired_leases(rt, ingestion)
+                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
                     if not discovered:
                         _discover(rt, ingestion, run, progress)
                         discovered = True
                     _process_until_settled(rt, ingestion, run, progress, run_stop, abort)
                     break
-                except (*LEDGER_UNAVAILABLE, CommitError) as exc:
+                except LedgerUnavailableError as exc:
                     # A commit that gave up on the ledger leaves its batch leased: once the lease
                     # expires, the resumed run reconciles it (landed or not) like any other.
-                    outage = _ledger_outage(exc)
-                    if outage is None or time.monotonic() > patience:
+                    if time.monotonic() > patience:
                         raise
                     if run_stop.is_set():
                         break  # shutdown, takeover or cancel: handled below once the ledger answers
-                    log.warning("ledger unavailable, run %s resumes when it answers: %s", run.id, _ledger_error(outage))
+                    log.warning("%s; run %s resumes when it answers", exc, run.id)
                     _wait_for_ledger(rt, run_stop, patience)
             if run_heartbeat.cancelled.is_set() or runs.get(rt.db, run.id).cancel_requested:
                 return runs.finish(
@@ -449,13 +358,14 @@ def _process_until_settled(
     the run's counters include them; when a helper dies its lease expires, its files are reconciled
     and processed here — the run never ends SUCCESS with files nobody is ingesting.
     """
+    bounds = LockBounds.for_lease(rt.settings.lease_seconds)
     while not stop.is_set():
         process_batches(rt, ingestion, run, progress, stop=stop, abort=abort)
         while True:
             with rt.db.connect() as conn:
                 live, expired = ledger.run_in_flight(conn, ingestion.id, run.id)
             if expired:
-                reconcile_expired_leases(rt, ingestion)
+                commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
                 break  # what was requeued is claimable: process it
             if not live or stop.wait(0.5):
                 return
@@ -463,14 +373,14 @@ def _process_until_settled(
 
 def _wait_for_ledger(rt: Runtime, stop: threading.Event, deadline: float) -> None:
     """Until the ledger's database answers (or ``stop``, or ``deadline``), backing off up to 10 s."""
-    delay = 1.0
-    while not stop.wait(delay) and time.monotonic() < deadline:
+    attempt = 1
+    while not stop.wait(retry.LEDGER_WAIT.delay(attempt)) and time.monotonic() < deadline:
         try:
             with rt.db.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return
-        except LEDGER_UNAVAILABLE:
-            delay = min(delay * 2, 10.0)
+        except LedgerUnavailableError:
+            attempt += 1
 
 
 class RunHeartbeat(_Beat):

@@ -891,7 +891,8 @@ def _race(argv: list[str]) -> int:
     """``race NAME GO_FILE THREADS``: once GO_FILE exists, every thread reconciles the expired leases
     of NAME, then claims one batch and prints what it got (one JSON line per thread); the claims are
     held until GO_FILE + ".release" exists, then released (unpenalised) and the process exits."""
-    from icefloe import ingestions, ledger, tables, worker
+    from icefloe import commit, ingestions, ledger, tables
+    from icefloe.ledger import LockBounds
     from icefloe.runtime import Runtime
     from icefloe.settings import Settings
 
@@ -914,7 +915,10 @@ def _race(argv: list[str]) -> int:
         out: dict[str, Any] = {"pid": os.getpid(), "thread": n, "started": time.time()}
         batch = None
         try:
-            out["committed"], out["lost"] = worker.reconcile_expired_leases(rt, ingestion)
+            done = commit.reconcile_expired_leases(
+                rt.db, rt.catalog, ingestion, LockBounds.for_lease(rt.settings.lease_seconds)
+            )
+            out["committed"], out["lost"] = done.committed, done.requeued
             with rt.db.begin() as conn:
                 batch = ledger.claim_batch(
                     conn,

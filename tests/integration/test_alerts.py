@@ -32,6 +32,7 @@ from it_support import ingest, jsonl, run
 
 from icefloe import alerts
 from icefloe.alerts import AlertSettings, SmtpSettings
+from icefloe.retry import Backoff
 from icefloe.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def db(database_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def fast_webhook_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alerts.WebhookChannel, "backoff_seconds", 0.01)
+    monkeypatch.setattr(alerts.WebhookChannel, "backoff", Backoff(base=0.01, cap=0.02))
 
 
 # ----------------------------------------------------------------------------- ledger rows

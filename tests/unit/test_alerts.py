@@ -8,7 +8,7 @@ import json
 import pytest
 
 from icefloe import alerts
-from icefloe.alerts import AlertMessage, AlertSettings, retry_schedule
+from icefloe.alerts import AlertMessage, AlertSettings
 from icefloe.durations import format_duration, parse_duration
 from icefloe.errors import ConfigurationError
 
@@ -108,15 +108,6 @@ def test_secrets_stay_out_of_reprs() -> None:
     webhook = alerts.channels_for(settings)[0]
     assert isinstance(webhook, alerts.WebhookChannel)
     assert webhook.target == "https://hooks.example.com"
-
-
-# ----------------------------------------------------------------------------- retry schedule
-
-
-def test_retry_schedule_doubles_then_caps() -> None:
-    assert retry_schedule(5, base_seconds=60) == [0, 60, 180, 420, 900]
-    assert retry_schedule(4, base_seconds=60, cap_seconds=100) == [0, 60, 160, 260]
-    assert retry_schedule(0) == []
 
 
 def test_retryable_status() -> None:

@@ -25,11 +25,12 @@ from icefloe.errors import (
     ConfigurationError,
     ConflictError,
     IcefloeError,
+    LedgerUnavailableError,
     NotFoundError,
     PermissionDeniedError,
+    RunInProgressError,
     SourceError,
 )
-from icefloe.runs import RunInProgressError
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(LedgerUnavailableError, _ledger_unavailable)  # before IcefloeError's (MRO)
     app.add_exception_handler(OperationalError, _ledger_unavailable)
     app.add_exception_handler(InterfaceError, _ledger_unavailable)
     app.add_exception_handler(Exception, _unexpected)

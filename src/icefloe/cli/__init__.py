@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from icefloe import alerts, ingestions, ledger, logs, migrations, runs, tables
+from icefloe import alerts, engines, ingestions, ledger, logs, migrations, runs, tables
 from icefloe.cli.output import Output as Output
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
@@ -167,10 +167,7 @@ def ingestion_create(
             spark_remote=spark_remote,
         )
         spec.validate()
-        if spec.engine == "spark":
-            from icefloe.spark import require_client
-
-            require_client()  # one line naming icefloe[spark] when the client is missing
+        engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
         with _runtime() as rt:
             created = ingestions.create(rt.db, spec)
         out.record(ingestions.as_dict(created), title=f"created ingestion {created.name}")
@@ -450,6 +447,6 @@ def main() -> None:
 from icefloe.cli import api_commands, operations  # noqa: E402, F401  (api_commands: serve, token)
 
 # `icefloe spark-server`: the local Spark Connect server (imports no pyspark).
-from icefloe.spark.cli import spark_app  # noqa: E402
+from icefloe.engines.spark.cli import spark_app  # noqa: E402
 
 app.add_typer(spark_app, name="spark-server")

@@ -1,37 +1,56 @@
-"""Engines read a claimed batch and stage it as Iceberg data files, ready for the commit protocol.
+"""Engines: the seam between the exactly-once protocol and the reading and writing of rows.
 
-An engine never touches the ledger, and commits only when :mod:`icefloe.commit` asks it to,
-under the per-table lock, after the fencing check and the snapshot search: the exactly-once
-protocol does not depend on the engine.
+An engine does two things, both asked by :mod:`icefloe.commit`:
+
+- :meth:`Engine.stage` reads a claimed batch and prepares its rows for the table (the arrow engine
+  writes Parquet data files; Spark caches a DataFrame), outside any lock, and says what became of
+  each file (succeeded, failed, changed since listing);
+- :meth:`Engine.commit` makes the one Iceberg commit of a staged batch, carrying the snapshot
+  properties — called under the per-table lock, after the fencing check and the snapshot search.
+
+An engine never touches the ledger, so the delivery guarantee does not depend on it. Engines are
+loaded by name with :func:`load_engine`: ``arrow`` is built in, ``spark`` is the optional extra
+``icefloe[spark]``, imported only when an ingestion asks for it.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table
+from icefloe.errors import ConfigurationError, FileError
 
-from icefloe.errors import FileError
-from icefloe.ledger import Batch, ClaimedFile, FileOutcome
+if TYPE_CHECKING:
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table
+
+    from icefloe.ledger import Batch, ClaimedFile, FileOutcome
+    from icefloe.models import Ingestion
+    from icefloe.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    """A file of a batch that could not be ingested, and what reading it cost."""
+
+    file: ClaimedFile
+    error: FileError
+    bytes_read: int = 0
+    duration_ms: int = 0
 
 
 @dataclass
 class StagedBatch:
-    """What an engine made of a batch: data files not yet committed, and each file's fate."""
+    """What an engine made of a batch: rows ready to commit, and each file's fate."""
 
     table: Table | None = None
-    data_files: list[DataFile] = field(default_factory=list)
+    data_files: list[DataFile] = field(default_factory=list)  # written, not committed (arrow)
     succeeded: list[FileOutcome] = field(default_factory=list)
-    failed: list[tuple[ClaimedFile, FileError, int, int]] = field(default_factory=list)  # error, bytes, ms
-    changed: list[ClaimedFile] = field(default_factory=list)  # HTTP 412: rediscover
-    # How to commit, for engines whose writer commits itself (Spark's writeTo): called by
-    # commit.py under the lock with (table, snapshot properties, _source_file values to replace)
-    # and returns (snapshot id of the batch, snapshots added). None: append ``data_files``.
-    commit: Callable[[Table, dict[str, str], list[str]], tuple[int, int]] | None = None
+    failed: list[FailedFile] = field(default_factory=list)
+    changed: list[ClaimedFile] = field(default_factory=list)  # changed since listing: rediscover
 
     @property
     def records(self) -> int:
@@ -39,12 +58,68 @@ class StagedBatch:
 
     @property
     def bytes_read(self) -> int:
-        return sum(o.bytes_read for o in self.succeeded) + sum(b for _, _, b, _ in self.failed)
+        return sum(o.bytes_read for o in self.succeeded) + sum(f.bytes_read for f in self.failed)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The snapshot that holds a batch, and how many snapshots its commit added (delete + append)."""
+
+    snapshot_id: int
+    snapshots: int
 
 
 class Engine(Protocol):
-    """Reads the files of a batch and writes them as data files of the ingestion's table."""
+    """Reads the files of a batch and commits their rows to the ingestion's table."""
 
     def stage(self, batch: Batch, cancelled: threading.Event) -> StagedBatch:
         """Stage ``batch``; stop early (raising LeaseLostError) once ``cancelled`` is set."""
         ...
+
+    def commit(self, table: Table, staged: StagedBatch, properties: dict[str, str], replaced: list[str]) -> Committed:
+        """One Iceberg commit of ``staged`` with ``properties`` in its snapshot summary, deleting in the
+        same transaction the rows whose ``_source_file`` is in ``replaced``.
+
+        Raises :class:`~icefloe.errors.CommitConflictError` when the table head moved,
+        :class:`~icefloe.errors.CommitOutcomeUnknownError` when the commit may have landed, and
+        :class:`~icefloe.errors.CommitError` when it surely did not.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class _Registered:
+    module: str  # defines ``build(rt, ingestion) -> Engine``
+    requires: str | None = None  # a module that must be importable (the optional extra's)
+    extra: str | None = None
+
+
+ENGINES = {
+    "arrow": _Registered("icefloe.engines.arrow"),
+    "spark": _Registered("icefloe.engines.spark.engine", "pyspark.sql.connect.session", "icefloe[spark]"),
+}
+
+
+def require(name: str) -> None:
+    """Raise a one-line :class:`ConfigurationError` unless engine ``name`` can be loaded here."""
+    registered = ENGINES.get(name)
+    if registered is None:
+        raise ConfigurationError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    if registered.requires is None:
+        return
+    try:
+        found = importlib.util.find_spec(registered.requires) is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise ConfigurationError(
+            f"the {name} engine needs {registered.requires.split('.')[0]}: pip install '{registered.extra}'"
+        )
+
+
+def load_engine(name: str, rt: Runtime, ingestion: Ingestion) -> Engine:
+    """The engine ``name`` for ``ingestion``, its module imported only now."""
+    require(name)
+    module = importlib.import_module(ENGINES[name].module)
+    engine: Engine = module.build(rt, ingestion)
+    return engine

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -25,7 +25,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from icefloe import isolation, tables
-from icefloe.engines import StagedBatch
+from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
     LeaseLostError,
@@ -43,9 +43,13 @@ from icefloe.formats import (
     spooled,
 )
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
-from icefloe.retry import IN_PLACE_ATTEMPTS
+from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
 from icefloe.s3 import ObjectReader, object_errors
 from icefloe.schema import ValueChangedError, arrow_target, conform
+
+if TYPE_CHECKING:
+    from icefloe.models import Ingestion
+    from icefloe.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,7 @@ class ArrowEngine:
             except TransientFileError as exc:
                 if attempt == IN_PLACE_ATTEMPTS:
                     return _Read(file, None, exc, nbytes, started)
-                self._sleep(0.5 * 2**attempt)
+                self._sleep(IN_PLACE.delay(attempt))
             except (FileError, ObjectChangedError) as exc:
                 return _Read(file, None, exc, nbytes, started)
             except Exception as exc:  # never let one file take the batch down
@@ -168,7 +172,11 @@ class ArrowEngine:
             in_flight -= file.size
             yield future.result()
 
-    # ------------------------------------------------------------------ staging
+    # ------------------------------------------------------------------ the seam
+
+    def commit(self, table: Table, staged: StagedBatch, properties: dict[str, str], replaced: list[str]) -> Committed:
+        snapshot_id, snapshots = tables.commit_rows(table, properties, replaced, data_files=staged.data_files)
+        return Committed(snapshot_id, snapshots)
 
     def stage(self, batch: Batch, cancelled: threading.Event) -> StagedBatch:
         staged = StagedBatch()
@@ -305,7 +313,7 @@ class ArrowEngine:
                 if attempt == IN_PLACE_ATTEMPTS:
                     raise
                 log.warning("writing data files failed (%s); retrying", exc)
-                self._sleep(0.5 * 2**attempt)
+                self._sleep(IN_PLACE.delay(attempt))
         raise AssertionError("unreachable")
 
     def _stage_large(self, staged: StagedBatch, file: ClaimedFile, ingested_at: pa.Scalar) -> None:
@@ -345,15 +353,15 @@ class ArrowEngine:
                     options = replace(options, text_columns=options.text_columns | {column})
                     continue
                 if isinstance(exc, TransientFileError) and attempt < IN_PLACE_ATTEMPTS:
+                    self._sleep(IN_PLACE.delay(attempt))
                     attempt += 1
-                    self._sleep(0.5 * 2**attempt)
                     continue
                 if isinstance(exc, OSError) and not isinstance(exc, FileError):
                     # Not the source file's fault: writing to the warehouse failed (network, store).
                     exc = TransientFileError(f"{file.file_path}: writing its data files failed: {exc}")
                     if attempt < IN_PLACE_ATTEMPTS:
+                        self._sleep(IN_PLACE.delay(attempt))
                         attempt += 1
-                        self._sleep(0.5 * 2**attempt)
                         continue
                 if not isinstance(exc, FileError | ObjectChangedError):
                     exc = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
@@ -418,7 +426,7 @@ class ArrowEngine:
         if not isinstance(error, FileError):
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
         log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
-        staged.failed.append((file, error, nbytes, ms))
+        staged.failed.append(FailedFile(file, error, nbytes, ms))
 
 
 def _text_column(exc: Exception, options: ReadOptions) -> str | None:
@@ -456,3 +464,16 @@ class _CountingReader(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
+    """The arrow engine for ``ingestion`` (registered in :data:`icefloe.engines.ENGINES`)."""
+    return ArrowEngine(
+        objects=rt.objects,
+        catalog=rt.catalog,
+        table_identifier=ingestion.table_identifier,
+        options=ReadOptions.for_ingestion(ingestion, rt.settings),
+        infer_schema=ingestion.schema is None,
+        threads=rt.settings.read_threads,
+        parser_processes=rt.settings.parser_processes,
+    )

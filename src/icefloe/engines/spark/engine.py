@@ -14,20 +14,21 @@ Staging (outside any lock):
    with Spark's error in one line, the others go on. A file whose size differs from the listed
    one changed after listing and goes back to discovery.
 
-Commit (called by :mod:`icefloe.commit` under the per-table lock, after fencing and the snapshot
-search): ``df.writeTo(catalog.ns.table).option("snapshot-property.icefloe.batch-id", …)`` (and
-run id, file count) ``.append()`` from the cache; the snapshot carrying the batch id is then
-looked up with pyiceberg. The table has ``commit.retry.num-retries=0``, which Java Iceberg
-honours too: Spark does not retry a conflicting commit on its own; a conflict comes back here as
-pyiceberg's ``CommitFailedException`` and icefloe's loop searches and retries.
+4. the batch's rows (all parts that read cleanly) are written by Spark as Parquet files under
+   the table's data folder — still outside the lock, nothing committed.
 
-``--on-change replace`` for batches holding a new version of a file: the rows of the previous
-version must go in the *same* commit. Spark's own ways are not usable: ``overwrite(condition)``
-only drops whole data files (and fails on files mixing sources), and SQL ``DELETE``/``MERGE``
-cannot carry the snapshot properties. So such a batch is written by Spark as plain Parquet files
-under the table's data folder and committed by pyiceberg in one transaction (delete of the old
-rows + append of those files, with the batch's snapshot properties), exactly as the arrow engine
-commits: one atomic step, same reconciliation.
+Commit (:meth:`SparkEngine.commit`, called by :mod:`icefloe.commit` under the per-table lock,
+after fencing and the snapshot search): pyiceberg adds those Parquet files — and under
+``--on-change replace`` deletes the previous versions' rows — in one transaction carrying the
+batch's snapshot properties, exactly as the arrow engine commits (:func:`icefloe.tables.commit_rows`).
+
+Why not Spark's own ``writeTo(...).append()``: Java Iceberg commits an append on whatever head it
+loads when the write ends, not on the head icefloe searched under the lock, so a worker frozen in
+the commit window (whose lock PostgreSQL has taken away) could append a batch that another worker
+has committed meanwhile. pyiceberg's commit is a compare-and-swap on the searched head, which keeps
+every commit exactly once without relying on the lock. ``overwrite(condition)`` and SQL
+``DELETE``/``MERGE`` could not carry the snapshot properties anyway. The cost: a table partitioned
+by the user is not supported by this engine (the files are written unpartitioned).
 """
 
 from __future__ import annotations
@@ -42,22 +43,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
-from pyiceberg.expressions import In
 from pyiceberg.table import Table
 
 from icefloe import tables
-from icefloe.engines import StagedBatch
-from icefloe.errors import CommitError, ConfigurationError, IcefloeError, LeaseLostError, PermanentFileError
+from icefloe.engines import Committed, FailedFile, StagedBatch
+from icefloe.engines.spark.failures import file_error_type, is_infrastructure, one_line
+from icefloe.engines.spark.session import SparkTarget
+from icefloe.errors import CommitError, ConfigurationError, EngineError, LeaseLostError, PermanentFileError
+from icefloe.formats import ReadOptions
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.schema import (
     INGESTED_AT_COLUMN,
     SOURCE_FILE_COLUMN,
     arrow_target,
 )
-from icefloe.spark.session import SparkTarget, one_line
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -69,36 +69,6 @@ log = logging.getLogger(__name__)
 
 SIZE_COLUMN = "__icefloe_file_size"
 _GLOB_CHARS = "\\*?[]{}"
-_INFRASTRUCTURE_HINTS = (
-    "StatusCode.UNAVAILABLE",
-    "StatusCode.DEADLINE_EXCEEDED",
-    "StatusCode.CANCELLED",
-    "failed to connect",
-    "Connection refused",
-    "Socket closed",
-    "RetriesExceeded",
-    "INVALID_HANDLE",
-    "java.lang.OutOfMemoryError",
-    "SparkContext was shut down",
-    "SparkContext has been shutdown",
-)
-
-
-class SparkInfrastructureError(IcefloeError):
-    """Spark itself (server, connection, memory) failed: not the fault of any one file."""
-
-    error_type = "SparkError"
-
-
-@dataclass(frozen=True)
-class SparkReadOptions:
-    """How an ingestion's files are parsed (the Spark side of :class:`icefloe.formats.ReadOptions`)."""
-
-    format: str
-    schema: pa.Schema | None = None
-    csv_delimiter: str = ","
-    csv_quote_char: str = '"'
-    csv_header: bool = True
 
 
 @dataclass
@@ -110,27 +80,11 @@ class _Part:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # uri -> (records, size)
 
 
-def _is_infrastructure(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    if name in ("RetriesExceeded", "SparkConnectException") or "grpc" in type(exc).__module__:
-        return True
-    text = str(exc)
-    return any(h in text for h in _INFRASTRUCTURE_HINTS)
+@dataclass
+class SparkStagedBatch(StagedBatch):
+    """A batch staged by Spark: its rows written as Parquet files, not yet committed."""
 
-
-def _error_type(message: str, fmt: str) -> str:
-    lower = message.lower()
-    if "malformed" in lower or "failfast" in lower:
-        return {"csv": "MalformedCSV", "jsonl": "MalformedJSON"}.get(fmt, "CorruptFile")
-    if "header does not conform" in lower or "csv header" in lower:
-        return "MalformedCSV"
-    if "cast" in lower or "overflow" in lower or "cannot parse" in lower or "cannot_parse" in lower:
-        return "SchemaMismatch"
-    if "utf" in lower or "encoding" in lower:
-        return "EncodingError"
-    if any(h in lower for h in ("parquet", "magic", "gzip", "zlib", "eof", "compress", "footer", "codec")):
-        return "CorruptFile"
-    return "UnreadableFile"
+    parquet_paths: list[str] = field(default_factory=list)
 
 
 class SparkEngine:
@@ -142,20 +96,20 @@ class SparkEngine:
         target: SparkTarget,
         catalog: Catalog,
         table_identifier: str,
-        options: SparkReadOptions,
+        options: ReadOptions,
         infer_schema: bool,
-        replace_changed: bool,
         spark_factory: Callable[[SparkTarget], SparkSession] | None = None,
+        current_etag: Callable[[str], str | None] | None = None,
     ) -> None:
-        from icefloe.spark import session as sessions
+        from icefloe.engines.spark import session as sessions
 
         self.target = target
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
         self.destination = tables.TableDestination(catalog, table_identifier, options.schema, infer_schema)
-        self.replace_changed = replace_changed
         self._spark_factory = spark_factory or sessions.session
+        self.current_etag = current_etag  # the source's version now (HEAD): see stage()
         self._spark: SparkSession | None = None
         self._cached: list[DataFrame] = []
 
@@ -263,7 +217,7 @@ class SparkEngine:
         return raw.select(*columns)
 
     def _try(
-        self, files: list[ClaimedFile], staged: StagedBatch, ingested_at: dt.datetime, exact: dict[str, str]
+        self, files: list[ClaimedFile], staged: SparkStagedBatch, ingested_at: dt.datetime, exact: dict[str, str]
     ) -> _Part:
         """Read, conform, cache and count ``files`` (raises what Spark raised)."""
         from pyspark.sql import functions as F
@@ -284,7 +238,7 @@ class SparkEngine:
     def _validate(
         self,
         files: list[ClaimedFile],
-        staged: StagedBatch,
+        staged: SparkStagedBatch,
         ingested_at: dt.datetime,
         exact: dict[str, str],
         cancelled: threading.Event,
@@ -299,17 +253,17 @@ class SparkEngine:
         except Exception as exc:
             if not type(exc).__module__.startswith("pyspark"):
                 raise  # the catalog, the ledger, icefloe itself: not the fault of a file
-            if _is_infrastructure(exc):
-                raise SparkInfrastructureError(f"Spark failed on batch {batch.batch_id}: {one_line(exc)}") from exc
+            if is_infrastructure(exc):
+                raise EngineError(f"Spark failed on batch {batch.batch_id}: {one_line(exc)}") from exc
             if len(files) == 1:
                 file = files[0]
                 message = one_line(exc)
                 error = PermanentFileError(
-                    f"{file.file_path}: {message}", error_type=_error_type(message, self.options.format)
+                    f"{file.file_path}: {message}", error_type=file_error_type(message, self.options.format)
                 )
                 log.warning("file failed: %s", error, extra={"file_path": file.file_path})
                 ms = int((time.monotonic() - started) * 1000)
-                staged.failed.append((file, error, 0, ms))
+                staged.failed.append(FailedFile(file, error, 0, ms))
                 return []
             log.info("batch %s: a job over %d files failed; bisecting", batch.batch_id, len(files))
             half = len(files) // 2
@@ -319,9 +273,9 @@ class SparkEngine:
 
     # ------------------------------------------------------------------ staging
 
-    def stage(self, batch: Batch, cancelled: threading.Event) -> StagedBatch:
+    def stage(self, batch: Batch, cancelled: threading.Event) -> SparkStagedBatch:
         self._release_cache()  # the previous batch is committed (or abandoned) by now
-        staged = StagedBatch()
+        staged = SparkStagedBatch()
         started = time.monotonic()
         ingested_at = dt.datetime.now(dt.UTC)
         files = list(batch.files)
@@ -350,11 +304,33 @@ class SparkEngine:
         if changed:
             # Rows of a changed object must not be committed with this batch.
             good_parts = [self._without(p, changed) for p in good_parts]
-        replaced = self.replace_changed and any(o.file.version > 1 for o in staged.succeeded)
-        if staged.records == 0 and not replaced:
-            return staged  # nothing to write: commit.py marks the files without a snapshot
-        staged.commit = self._committer(batch, good_parts, replaced)
+        if staged.records and good_parts:
+            assert staged.table is not None
+            staged.parquet_paths = self._write_parquet(staged.table, batch, good_parts)
+        # Spark cannot read conditionally: check afterwards that what it read (the cache may be
+        # recomputed from the source while writing) is the listed version, as If-Match would.
+        moved = self._changed_since_listing([o.file for o in staged.succeeded])
+        if moved:
+            log.info("batch %s: %d file(s) changed while Spark read them; rediscovering", batch.batch_id, len(moved))
+            if staged.table is not None:
+                tables.delete_paths(staged.table, staged.parquet_paths)
+            staged.changed.extend(moved)
+            gone = {f.file_path for f in moved}
+            staged.succeeded = [o for o in staged.succeeded if o.file.file_path not in gone]
+            good_parts = [
+                p for p in (self._without(p, gone) for p in good_parts) if any(f.file_path not in gone for f in p.files)
+            ]
+            staged.parquet_paths = (
+                self._write_parquet(staged.table, batch, good_parts)
+                if staged.records and good_parts and staged.table is not None
+                else []
+            )
         return staged
+
+    def _changed_since_listing(self, files: list[ClaimedFile]) -> list[ClaimedFile]:
+        if self.current_etag is None:
+            return []
+        return [f for f in files if self.current_etag(f.file_path) != f.etag]
 
     @staticmethod
     def _without(part: _Part, paths: set[str]) -> _Part:
@@ -382,120 +358,41 @@ class SparkEngine:
             df = df.unionByName(part.df)
         return df.drop(SIZE_COLUMN)
 
-    def _committer(
-        self, batch: Batch, parts: list[_Part], replace: bool
-    ) -> Callable[[Table, dict[str, str], list[str]], tuple[int, int]]:
-        staged_files: list[str] = []
-
-        def commit(table: Table, props: dict[str, str], replaced: list[str]) -> tuple[int, int]:
-            if replaced or replace:
-                return self._commit_replace(table, batch, parts, props, replaced, staged_files)
-            return self._commit_append(table, batch, parts, props)
-
-        return commit
-
-    def _commit_append(self, table: Table, batch: Batch, parts: list[_Part], props: dict[str, str]) -> tuple[int, int]:
-        searched = table.current_snapshot()
-        writer = self._final(parts).writeTo(self.spark_table)
-        for key, value in props.items():
-            writer = writer.option(f"snapshot-property.{key}", value)
-        try:
-            writer.append()
-        except Exception as exc:
-            _raise_commit_error(exc, self.table_identifier)
-        after = self.catalog.load_table(self.table_identifier)
-        found = tables.snapshots_with_batches(after, {batch.batch_id}, 0)
-        if batch.batch_id not in found:
-            # Not "unknown": retrying could append twice. The lease expires and reconciliation
-            # decides from the snapshots.
-            raise CommitError(
-                f"Spark's append to {self.table_identifier} returned but no snapshot carries batch {batch.batch_id}"
-            )
-        snapshot_id = found[batch.batch_id]
-        ours = after.snapshot_by_id(snapshot_id)
-        expected_parent = searched.snapshot_id if searched is not None else None
-        if ours is not None and ours.parent_snapshot_id != expected_parent:
-            # Spark committed on a newer head than the one icefloe searched (another writer
-            # committed in between; icefloe's own writers are held off by the table lock).
-            log.warning(
-                "batch %s committed on snapshot %s, not on the searched head %s",
-                batch.batch_id,
-                ours.parent_snapshot_id,
-                expected_parent,
-            )
-        return snapshot_id, 1
-
-    def _commit_replace(
-        self,
-        table: Table,
-        batch: Batch,
-        parts: list[_Part],
-        props: dict[str, str],
-        replaced: list[str],
-        staged_files: list[str],
-    ) -> tuple[int, int]:
-        """Spark writes Parquet under the table's data folder; pyiceberg commits delete + append."""
+    def _write_parquet(self, table: Table, batch: Batch, parts: list[_Part]) -> list[str]:
+        """The batch's rows as Parquet files under the table's data folder (committed by :meth:`commit`)."""
         from pyspark.sql import functions as F
 
-        if not staged_files and any(p.counts for p in parts):
-            folder = f"{table.location().rstrip('/')}/data/icefloe-staged/{batch.batch_id}-{uuid.uuid4().hex[:8]}"
-            spark_folder = self.spark_uri(folder)
-            try:
-                df = self._final(parts)
-                df.write.mode("error").option("compression", "zstd").parquet(spark_folder)
-                written = self.spark.read.parquet(spark_folder).select(F.col("_metadata.file_path")).distinct()
-                staged_files.extend(sorted(self._ledger_uri(r[0]) for r in written.collect()))
-            except Exception as exc:
-                if _is_infrastructure(exc):
-                    raise CommitError(f"Spark failed writing batch {batch.batch_id}: {one_line(exc)}") from exc
-                raise CommitError(f"Spark could not write batch {batch.batch_id}: {one_line(exc)}") from exc
-        tx = table.transaction()
-        snapshots = 0
-        if replaced:
-            tx.delete(In(SOURCE_FILE_COLUMN, replaced), snapshot_properties=props)  # type: ignore[call-arg, arg-type]
-            snapshots += 1
-        if staged_files:
-            tx.add_files(staged_files, snapshot_properties=props, check_duplicate_files=False)
-            snapshots += 1
-        committed = tx.commit_transaction()
-        current = committed.current_snapshot()
-        assert current is not None
-        return current.snapshot_id, snapshots
+        folder = f"{table.location().rstrip('/')}/data/icefloe-staged/{batch.batch_id}-{uuid.uuid4().hex[:8]}"
+        spark_folder = self.spark_uri(folder)
+        try:
+            self._final(parts).write.mode("error").option("compression", "zstd").parquet(spark_folder)
+            written = self.spark.read.parquet(spark_folder).select(F.col("_metadata.file_path")).distinct()
+            return sorted(self._ledger_uri(r[0]) for r in written.collect())
+        except Exception as exc:
+            raise EngineError(f"Spark could not write batch {batch.batch_id}: {one_line(exc)}") from exc
+
+    # ------------------------------------------------------------------ the seam
+
+    def commit(self, table: Table, staged: StagedBatch, properties: dict[str, str], replaced: list[str]) -> Committed:
+        if not isinstance(staged, SparkStagedBatch):
+            raise CommitError(f"the Spark engine cannot commit a {type(staged).__name__}")
+        snapshot_id, snapshots = tables.commit_rows(table, properties, replaced, parquet_paths=staged.parquet_paths)
+        return Committed(snapshot_id, snapshots)
 
 
-def _raise_commit_error(exc: Exception, table_identifier: str) -> None:
-    """Spark's failure of a commit, as the exceptions :mod:`icefloe.commit` acts on."""
-    text = str(exc)
-    if "CommitFailedException" in text or "Cannot commit" in text:
-        raise CommitFailedException(f"{table_identifier}: {one_line(exc)}") from exc
-    if "CommitStateUnknownException" in text or _is_infrastructure(exc):
-        # Maybe committed: icefloe's next attempt searches the snapshots.
-        raise CommitStateUnknownException(f"{table_identifier}: {one_line(exc)}") from exc
-    raise CommitError(f"Spark could not write to {table_identifier}: {one_line(exc)}") from exc
+def build(rt: Runtime, ingestion: Ingestion) -> SparkEngine:
+    """The Spark engine for ``ingestion`` (registered in :data:`icefloe.engines.ENGINES`)."""
+    from icefloe.engines.spark.session import target_for
 
-
-def make_spark_engine(rt: Runtime, ingestion: Ingestion) -> SparkEngine:
-    """The Spark engine for ``ingestion`` (called by :func:`icefloe.worker.make_engine`)."""
-    from icefloe.schema import user_arrow_schema
-    from icefloe.spark import require_client
-    from icefloe.spark.session import target_for
-
-    require_client()
     target = target_for(rt.catalog, rt.settings, ingestion.spark_remote)
     return SparkEngine(
         target=target,
         catalog=rt.catalog,
         table_identifier=ingestion.table_identifier,
-        options=SparkReadOptions(
-            format=ingestion.format,
-            schema=user_arrow_schema(ingestion.schema) if ingestion.schema else None,
-            csv_delimiter=ingestion.csv_delimiter,
-            csv_quote_char=ingestion.csv_quote_char,
-            csv_header=ingestion.csv_header,
-        ),
+        options=ReadOptions.for_ingestion(ingestion),
         infer_schema=ingestion.schema is None,
-        replace_changed=ingestion.on_change == "replace",
+        current_etag=rt.objects.current_etag,
     )
 
 
-__all__ = ["SparkEngine", "SparkInfrastructureError", "SparkReadOptions", "make_spark_engine"]
+__all__ = ["SparkEngine", "SparkStagedBatch", "build"]

@@ -1,6 +1,9 @@
-"""Fixtures of the Spark engine tests: one real Spark Connect server per session, S3 warehouse.
+"""Fixtures of the engine tests: every engine on the same real services, S3 warehouse.
 
-The server is started with icefloe's own manager (``icefloe.spark.server``, what ``icefloe
+``engine`` is parametrised over the registered engines: ``arrow`` always, ``spark`` under the
+``spark`` marker (``make test-spark``). For Spark, one real Spark Connect server per session:
+
+The server is started with icefloe's own manager (``icefloe.engines.spark.server``, what ``icefloe
 spark-server start`` runs): pyspark in its own virtualenv and the jars are taken from the cache
 ``ICEFLOE_SPARK_CACHE`` (default ``~/.cache/icefloe/spark``), installed there on first use
 (``pip``, ``mvn``). The server reads the session's SeaweedFS; the session's embedded PostgreSQL
@@ -22,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from spark_support import SparkServer
+from engine_support import SparkServer
 from sqlalchemy.engine import make_url
 
 from icefloe import embedded
@@ -72,7 +75,7 @@ def spark_server(s3: embedded.SeaweedS3, pg_tcp_port: int | None) -> Iterator[Sp
         print(f"\nSpark Connect server up and warm in {server.startup_seconds:.1f} s at {server.remote}")
         yield server
     finally:
-        from icefloe.spark import session as sessions
+        from icefloe.engines.spark import session as sessions
 
         sessions.close_sessions()
         stopped = _spark_cli(env, "stop", timeout=120)
@@ -93,20 +96,37 @@ def spark_env(icefloe_env: dict[str, str], spark_server: SparkServer, pg_tcp_por
     return env
 
 
+@pytest.fixture(params=["arrow", pytest.param("spark", marks=pytest.mark.spark)])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine under test (the contract suite runs once per engine)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def srt(spark_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    """A Runtime on the test's services, this process's environment matching ``spark_env``."""
+def engine_env(
+    engine: str, request: pytest.FixtureRequest, icefloe_env: dict[str, str], s3: embedded.SeaweedS3
+) -> dict[str, str]:
+    """``icefloe_env`` for ``engine``, with an S3 warehouse of the test's own."""
+    if engine == "spark":
+        return dict(request.getfixturevalue("spark_env"))
+    embedded.create_bucket(s3, WAREHOUSE_BUCKET)
+    return dict(icefloe_env, ICEFLOE_WAREHOUSE=f"s3://{WAREHOUSE_BUCKET}/{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def ert(engine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A Runtime on the test's services, this process's environment matching ``engine_env``."""
     for key in list(os.environ):
         if key.startswith(_ENV_PREFIXES):
             monkeypatch.delenv(key)
-    for key, value in spark_env.items():
+    for key, value in engine_env.items():
         if key.startswith(_ENV_PREFIXES):
             monkeypatch.setenv(key, value)
-    runtime = Runtime(Settings.from_env(spark_env))
+    runtime = Runtime(Settings.from_env(engine_env))
     try:
         yield runtime
     finally:
-        from icefloe.spark import session as sessions
+        from icefloe.engines.spark import session as sessions
 
         sessions.close_sessions()
         runtime.close()

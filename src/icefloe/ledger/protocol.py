@@ -1,81 +1,30 @@
-"""The ledger protocol's SQL, in one place.
+"""The SQL of the exactly-once protocol (DESIGN.md), each statement with the invariant it keeps.
 
-Every statement that decides who owns a file, or whether a file is done, lives here as a named
-function with the invariant it keeps. Callers own the transaction (``with engine.begin() as conn``)
-so that the commit protocol can hold the per-table lock across the fencing check, the Iceberg
-commit and the SUCCESS update. Every time decision uses the database clock, ``now()``.
+Who owns a file, whether a file is done, what a crash leaves behind: every statement that decides
+these lives here. Callers own the transaction (``with db.begin() as conn``) so that the commit
+protocol can hold the per-table lock across the fencing check, the Iceberg commit and the SUCCESS
+update. Every time decision uses the database clock, ``now()``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
-from icefloe.errors import NotFoundError
-from icefloe.retry import backoff_seconds
-
-
-@dataclass(frozen=True)
-class ListedObject:
-    """One object of a listing page, as the ledger records it."""
-
-    file_path: str  # full URI, s3://bucket/key
-    size: int
-    modified_at: dt.datetime | None
-    etag: str
-    skip_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class PageCounts:
-    new: int
-    changed: int
-    skipped: int
-
-
-@dataclass(frozen=True)
-class ClaimedFile:
-    """A file version this worker owns until ``lease_token`` changes."""
-
-    id: int
-    file_path: str
-    size: int
-    etag: str
-    version: int
-    lease_token: int
-    retry_count: int
-    batch_ids: tuple[uuid.UUID, ...]
-    first_claimed_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class Batch:
-    batch_id: uuid.UUID
-    files: tuple[ClaimedFile, ...]
-
-    @property
-    def all_batch_ids(self) -> set[uuid.UUID]:
-        """Every batch that ever held one of these file versions, this one included."""
-        return {b for f in self.files for b in f.batch_ids} | {self.batch_id}
-
-    @property
-    def first_claimed_at(self) -> dt.datetime:
-        return min(f.first_claimed_at for f in self.files)
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """What became of one file of a batch, written back by :func:`mark_succeeded`."""
-
-    file: ClaimedFile
-    records: int
-    bytes_read: int
-    duration_ms: int
-
+from icefloe.errors import TableBusyError
+from icefloe.ledger.records import (
+    Batch,
+    ClaimedFile,
+    ExpiredFile,
+    FileOutcome,
+    ListedObject,
+    LockBounds,
+    PageCounts,
+)
+from icefloe.retry import FILE_RETRY
 
 # --------------------------------------------------------------------------- discovery
 
@@ -136,7 +85,7 @@ def upsert_listing_page(conn: Connection, ingestion_id: int, page: Sequence[List
 # --------------------------------------------------------------------------- claim
 
 
-def _claimable(f: str, max_retries: str) -> str:
+def claimable_condition(f: str, max_retries: str) -> str:
     """SQL predicate: row ``f`` of files can be claimed now (the one definition of "claimable")."""
     return (
         f"(({f}.status = 'DISCOVERED' AND ({f}.next_attempt_at IS NULL OR {f}.next_attempt_at <= now())) "
@@ -149,7 +98,7 @@ _CLAIM = text(
     WITH locked AS (
         SELECT id, size FROM files
         WHERE ingestion_id = :ingestion_id AND """
-    + _claimable("files", ":max_retries")
+    + claimable_condition("files", ":max_retries")
     + """
         ORDER BY id
         LIMIT :max_files
@@ -265,13 +214,28 @@ def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
 # --------------------------------------------------------------------------- commit
 
 
-def lock_table(conn: Connection, table_identifier: str) -> None:
+def lock_table(conn: Connection, table_identifier: str, bounds: LockBounds | None = None) -> None:
     """Take the per-table lock for the rest of the transaction.
 
     Serialises commit-protocol steps (fencing check + snapshot search + commit + SUCCESS update,
     and reconciliation) of all icefloe processes writing one table.
+
+    With ``bounds`` neither side can stall the table: the wait for the lock gives up after
+    ``bounds.wait_seconds`` (:class:`TableBusyError`: retry), and PostgreSQL ends this session if it
+    stays idle in the transaction, or runs one statement, longer than ``bounds.hold_seconds`` — a
+    holder frozen by SIGSTOP, a GC pause or a partition loses the lock, not the table.
     """
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:t, 0))"), {"t": table_identifier})
+    if bounds is not None:
+        # SET LOCAL: the bounds end with this transaction, the pooled connection keeps its defaults.
+        conn.execute(text(f"SET LOCAL lock_timeout = {int(bounds.wait_seconds * 1000)}"))
+        conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {int(bounds.hold_seconds * 1000)}"))
+        conn.execute(text(f"SET LOCAL statement_timeout = {int(bounds.hold_seconds * 1000)}"))
+    try:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:t, 0))"), {"t": table_identifier})
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+            raise TableBusyError(f"{table_identifier}: another worker holds the table's commit lock") from exc
+        raise
 
 
 def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int]:
@@ -350,7 +314,6 @@ def mark_failed(
     error_message: str,
     bytes_read: int = 0,
     duration_ms: int = 0,
-    backoff_base_seconds: float = 30.0,
 ) -> bool:
     """FAILED with the error, one more attempt counted and the next attempt time set.
 
@@ -358,7 +321,7 @@ def mark_failed(
     is removed from its ``batch_ids``: the snapshot search must not mistake the commit of the
     batch's other files for this file's.
     """
-    backoff = backoff_seconds(file.retry_count + 1, base=backoff_base_seconds)
+    backoff = FILE_RETRY.delay(file.retry_count + 1)
     result = conn.execute(
         text(
             """
@@ -432,14 +395,15 @@ def release(
 # --------------------------------------------------------------------------- reconcile
 
 
-@dataclass(frozen=True)
-class ExpiredFile:
-    id: int
-    file_path: str
-    lease_token: int
-    retry_count: int
-    batch_ids: tuple[uuid.UUID, ...]
-    first_claimed_at: dt.datetime | None
+def any_expired_lease(conn: Connection, ingestion_id: int) -> bool:
+    """Whether any PROCESSING file of the ingestion has an expired lease (a cheap probe, no lock)."""
+    row = conn.execute(
+        text(
+            "SELECT 1 FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' AND lease_expires_at < now() LIMIT 1"
+        ),
+        {"i": ingestion_id},
+    ).first()
+    return row is not None
 
 
 def lock_expired_leases(conn: Connection, ingestion_id: int) -> list[ExpiredFile]:
@@ -451,7 +415,7 @@ def lock_expired_leases(conn: Connection, ingestion_id: int) -> list[ExpiredFile
     rows = conn.execute(
         text(
             """
-            SELECT id, file_path, lease_token, retry_count, batch_ids, first_claimed_at FROM files
+            SELECT id, file_path, lease_token, retry_count, batch_ids, first_claimed_at, run_id FROM files
             WHERE ingestion_id = :ingestion_id AND status = 'PROCESSING' AND lease_expires_at < now()
             ORDER BY id
             FOR UPDATE SKIP LOCKED
@@ -460,7 +424,7 @@ def lock_expired_leases(conn: Connection, ingestion_id: int) -> list[ExpiredFile
         {"ingestion_id": ingestion_id},
     ).all()
     return [
-        ExpiredFile(r.id, r.file_path, r.lease_token, r.retry_count, tuple(r.batch_ids), r.first_claimed_at)
+        ExpiredFile(r.id, r.file_path, r.lease_token, r.retry_count, tuple(r.batch_ids), r.first_claimed_at, r.run_id)
         for r in rows
     ]
 
@@ -531,163 +495,3 @@ def make_retryable(conn: Connection, ingestion_id: int, file_path: str | None = 
         ),
         {"ingestion_id": ingestion_id, "path": file_path},
     ).rowcount
-
-
-def count_claimable(conn: Connection, ingestion_id: int, max_retries: int) -> int:
-    """Files a claim could take now (the queue depth)."""
-    return int(
-        conn.execute(
-            text(
-                "SELECT count(*) FROM files WHERE ingestion_id = :ingestion_id AND "
-                + _claimable("files", ":max_retries")
-            ),
-            {"ingestion_id": ingestion_id, "max_retries": max_retries},
-        ).scalar_one()
-    )
-
-
-def queue_depths(conn: Connection) -> dict[str, int]:
-    """Claimable files per ingestion name (the `icefloe_queue_depth` gauge)."""
-    rows = conn.execute(
-        text(
-            "SELECT i.name, count(f.id) AS n FROM ingestions i "
-            "LEFT JOIN files f ON f.ingestion_id = i.id AND " + _claimable("f", "i.max_retries") + " GROUP BY i.name"
-        )
-    ).all()
-    return {r.name: r.n for r in rows}
-
-
-def run_needing_help(conn: Connection) -> tuple[int, int] | None:
-    """(run id, ingestion id) of the oldest RUNNING run of an active ingestion with claimable files."""
-    row = conn.execute(
-        text(
-            "SELECT r.id, r.ingestion_id FROM runs r "
-            "JOIN ingestions i ON i.id = r.ingestion_id AND i.status = 'ACTIVE' "
-            "WHERE r.status = 'RUNNING' AND NOT r.cancel_requested "
-            "AND EXISTS (SELECT 1 FROM files f WHERE f.ingestion_id = r.ingestion_id AND "
-            + _claimable("f", "i.max_retries")
-            + ") ORDER BY r.id LIMIT 1"
-        )
-    ).first()
-    return (row.id, row.ingestion_id) if row is not None else None
-
-
-def run_in_flight(conn: Connection, ingestion_id: int, run_id: int) -> tuple[int, int]:
-    """(live, expired): files claimed for ``run_id`` still PROCESSING, by whether their lease lives."""
-    row = conn.execute(
-        text(
-            "SELECT count(*) FILTER (WHERE lease_expires_at >= now()) AS live, "
-            "count(*) FILTER (WHERE lease_expires_at < now()) AS expired "
-            "FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' AND run_id = :r"
-        ),
-        {"i": ingestion_id, "r": run_id},
-    ).one()
-    return int(row.live), int(row.expired)
-
-
-def files_by_status(conn: Connection) -> dict[tuple[str, str], int]:
-    """(ingestion name, status) → files, for every ingestion."""
-    rows = conn.execute(
-        text(
-            "SELECT i.name, f.status, count(*) AS n FROM files f JOIN ingestions i ON i.id = f.ingestion_id "
-            "GROUP BY i.name, f.status"
-        )
-    ).all()
-    return {(r.name, r.status): r.n for r in rows}
-
-
-def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
-    rows = conn.execute(
-        text("SELECT status, count(*) AS n FROM files WHERE ingestion_id = :i GROUP BY status"),
-        {"i": ingestion_id},
-    ).all()
-    return {r.status: r.n for r in rows}
-
-
-# next_attempt_at is 'infinity' for a file waiting for its next discovery (changed after listing);
-# psycopg cannot load that into a datetime, so it reads as NULL (its error_type says why it waits).
-_FILE_COLUMNS = """
-    id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
-    processed_at, records_ingested, bytes_read, processing_duration_ms, error_type,
-    error_message, retry_count, nullif(next_attempt_at, 'infinity') AS next_attempt_at,
-    lease_owner, lease_expires_at, snapshot_id, run_id
-"""
-
-
-def list_files(
-    conn: Connection,
-    ingestion_id: int,
-    *,
-    status: str | None = None,
-    path: str | None = None,
-    limit: int = 1000,
-    path_prefix: str | None = None,
-    after_id: int | None = None,
-    modified_since: dt.datetime | None = None,
-    modified_until: dt.datetime | None = None,
-    processed_since: dt.datetime | None = None,
-    processed_until: dt.datetime | None = None,
-) -> list[dict[str, object]]:
-    """The ledger of one ingestion in id order (`icefloe files`, `GET /ingestions/{id}/files`).
-
-    ``after_id`` pages through it by keyset: ids only grow, so a page boundary stays correct while
-    discovery adds files (they come after it) and a file listed once is never listed again. Time
-    bounds are half-open: ``since <= t < until``.
-    """
-    rows = conn.execute(
-        text(
-            f"""
-            SELECT {_FILE_COLUMNS}
-            FROM files
-            WHERE ingestion_id = :i AND (CAST(:status AS text) IS NULL OR status = :status)
-              AND (CAST(:path AS text) IS NULL OR file_path = :path)
-              AND (CAST(:prefix AS text) IS NULL OR starts_with(file_path, :prefix))
-              AND id > coalesce(CAST(:after_id AS bigint), 0)
-              AND (CAST(:m_since AS timestamptz) IS NULL OR modified_at >= :m_since)
-              AND (CAST(:m_until AS timestamptz) IS NULL OR modified_at < :m_until)
-              AND (CAST(:p_since AS timestamptz) IS NULL OR processed_at >= :p_since)
-              AND (CAST(:p_until AS timestamptz) IS NULL OR processed_at < :p_until)
-            ORDER BY id LIMIT :limit
-            """
-        ),
-        {
-            "i": ingestion_id,
-            "status": status,
-            "path": path,
-            "prefix": path_prefix,
-            "after_id": after_id,
-            "m_since": modified_since,
-            "m_until": modified_until,
-            "p_since": processed_since,
-            "p_until": processed_until,
-            "limit": limit,
-        },
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
-def get_file(conn: Connection, ingestion_id: int, file_id: int) -> dict[str, object]:
-    """One file of an ingestion's ledger (the columns of :func:`list_files`)."""
-    row = (
-        conn.execute(
-            text(f"SELECT {_FILE_COLUMNS} FROM files WHERE ingestion_id = :i AND id = :id"),
-            {"i": ingestion_id, "id": file_id},
-        )
-        .mappings()
-        .one_or_none()
-    )
-    if row is None:
-        raise NotFoundError(f"no file {file_id} in this ingestion")
-    return dict(row)
-
-
-def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
-    """The attempt history of one file (every version), oldest first."""
-    rows = conn.execute(
-        text(
-            "SELECT version, run_id, batch_id, worker_id, status, error_type, error_message, recorded_at "
-            "FROM file_attempts WHERE file_id = :f ORDER BY id"
-        ),
-        {"f": file_id},
-    ).mappings()
-    return [dict(r) for r in rows]

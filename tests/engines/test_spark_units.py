@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+from icefloe import engines
+from icefloe.engines.spark import jars, server
+from icefloe.engines.spark.engine import SparkEngine
+from icefloe.engines.spark.failures import file_error_type, is_infrastructure, one_line
+from icefloe.engines.spark.session import SparkTarget, catalog_conf, jdbc_settings, resolve_remote
 from icefloe.errors import ConfigurationError, IcefloeError
+from icefloe.formats import ReadOptions
 from icefloe.settings import Settings
-from icefloe.spark import jars, require_client, server
-from icefloe.spark.engine import SparkEngine, SparkReadOptions, _error_type, _is_infrastructure
-from icefloe.spark.session import SparkTarget, catalog_conf, jdbc_settings, one_line, resolve_remote
 
 
 def test_missing_client_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyspark.sql.connect.session", None)
     with pytest.raises(ConfigurationError) as info:
-        require_client()
+        engines.require("spark")
     message = str(info.value)
     assert "icefloe[spark]" in message and "\n" not in message
 
@@ -63,9 +66,8 @@ def _engine(scheme: str = "s3a") -> SparkEngine:
         target=SparkTarget("sc://x:1", "icefloe", {}, scheme),
         catalog=None,  # type: ignore[arg-type]
         table_identifier="ns.events",
-        options=SparkReadOptions("jsonl"),
+        options=ReadOptions("jsonl"),
         infer_schema=True,
-        replace_changed=True,
     )
 
 
@@ -86,11 +88,11 @@ def test_spark_errors_become_one_line_and_a_type() -> None:
     )
     line = one_line(error)
     assert "\n" not in line and "JVM stacktrace" not in line and line.startswith("[MALFORMED_RECORD")
-    assert _error_type(line, "jsonl") == "MalformedJSON"
-    assert _error_type("[CAST_INVALID_INPUT] The value 'x' cannot be cast", "csv") == "SchemaMismatch"
-    assert _error_type("Not a Parquet file (expected magic number)", "parquet") == "CorruptFile"
-    assert _is_infrastructure(RuntimeError("<_MultiThreadedRendezvous StatusCode.UNAVAILABLE ...>"))
-    assert not _is_infrastructure(RuntimeError(line))
+    assert file_error_type(line, "jsonl") == "MalformedJSON"
+    assert file_error_type("[CAST_INVALID_INPUT] The value 'x' cannot be cast", "csv") == "SchemaMismatch"
+    assert file_error_type("Not a Parquet file (expected magic number)", "parquet") == "CorruptFile"
+    assert is_infrastructure(RuntimeError("<_MultiThreadedRendezvous StatusCode.UNAVAILABLE ...>"))
+    assert not is_infrastructure(RuntimeError(line))
 
 
 def test_server_conf_is_loopback_only_and_quiet(tmp_path: Path) -> None:

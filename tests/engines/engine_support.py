@@ -1,4 +1,4 @@
-"""Helpers of the Spark engine tests (imported by name: tests/spark is on sys.path)."""
+"""Helpers of the engine tests (imported by name: tests/engines is on sys.path)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ class SparkServer:
     startup_seconds: float
 
 
-def define(rt: Runtime, name: str, source: str, table: str, **options: Any) -> Ingestion:
+def define(rt: Runtime, engine: str, name: str, source: str, table: str, **options: Any) -> Ingestion:
     fmt = options.pop("format", "jsonl")
-    options.setdefault("engine", "spark")
+    options.setdefault("engine", engine)
     return ingestions.create(rt.db, IngestionSpec(name=name, source=source, format=fmt, table=table, **options))
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pyiceberg.catalog import Catalog
 from sqlalchemy.engine import make_url
 
+from icefloe.engines.spark.failures import one_line
 from icefloe.errors import ConfigurationError
 from icefloe.settings import Settings
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 REMOTE_ENV = "ICEFLOE_SPARK_REMOTE"
 DEFAULT_SCHEME = "s3a"
+# How this session writes the Parquet files icefloe commits: Iceberg wants microsecond timestamps
+# (Spark's default is INT96); set per session so any cluster behaves the same.
+WRITER_CONF = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
 
 _sessions: dict[tuple[str, tuple[tuple[str, str], ...]], SparkSession] = {}
 _lock = threading.Lock()
@@ -154,9 +158,9 @@ def target_for(
 
 def session(target: SparkTarget) -> SparkSession:
     """A Spark Connect session for ``target``, created once per process and reused."""
-    from icefloe.spark import require_client
+    from icefloe import engines
 
-    require_client()
+    engines.require("spark")
     from pyspark.sql import SparkSession
 
     key = (target.remote, tuple(sorted(target.catalog_conf.items())))
@@ -166,7 +170,7 @@ def session(target: SparkTarget) -> SparkSession:
             return spark
         try:
             spark = cast("SparkSession", SparkSession.builder.remote(target.remote).create())
-            for name, value in target.catalog_conf.items():
+            for name, value in {**WRITER_CONF, **target.catalog_conf}.items():
                 spark.conf.set(name, value)
         except Exception as exc:
             raise ConfigurationError(
@@ -189,13 +193,4 @@ def close_sessions() -> None:
 atexit.register(close_sessions)
 
 
-def one_line(exc: BaseException, limit: int = 400) -> str:
-    """An exception as one readable line: Spark's message without its JVM stack trace."""
-    text = str(exc)
-    for marker in ("\nJVM stacktrace:", "\n\tat ", "\nStacktrace:"):
-        text = text.split(marker, 1)[0]
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-__all__ = ["SparkTarget", "close_sessions", "one_line", "session", "target_for"]
+__all__ = ["SparkTarget", "close_sessions", "session", "target_for"]

@@ -3,7 +3,7 @@
 It is the Connect server shipped in the full ``pyspark`` 4.0.x package, installed in a virtualenv
 of its own (``pyspark`` and the ``pyspark-client`` icefloe uses install the same ``pyspark/``
 folder and break each other), run with ``spark-submit`` on Java 17, ``local[2]``, bound to
-127.0.0.1 only, with quiet logs and the jars of :mod:`icefloe.spark.jars` on its classpath.
+127.0.0.1 only, with quiet logs and the jars of :mod:`icefloe.engines.spark.jars` on its classpath.
 
 Layout: the *cache* (``ICEFLOE_SPARK_CACHE``, default ``ICEFLOE_HOME/spark``) holds what is
 downloaded once (``venv/``, ``jars/``); the *state* folder (``ICEFLOE_HOME/spark/server``) holds
@@ -12,7 +12,7 @@ what belongs to one running server (``server.json``, ``server.log``, ``tmp/``).
 The server configures S3A (for reading ``s3a://`` sources) from the AWS SDK's environment of the
 process that starts it, and loads Iceberg's SQL extensions. The Iceberg catalog is *not* fixed
 here: each icefloe client session configures the ``icefloe`` catalog for itself (see
-:mod:`icefloe.spark.session`), so one server serves ledgers in several databases.
+:mod:`icefloe.engines.spark.session`), so one server serves ledgers in several databases.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 
 import psutil
 
+from icefloe.engines.spark import jars
 from icefloe.errors import ConfigurationError, IcefloeError
-from icefloe.spark import jars
 
 PYSPARK_VERSION = "4.0.1"
 DEFAULT_PORT = 15002

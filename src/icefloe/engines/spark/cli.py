@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
+from icefloe.engines.spark import server
 from icefloe.errors import ConfigurationError, IcefloeError
 from icefloe.settings import Settings
-from icefloe.spark import server
 
 spark_app = typer.Typer(
     no_args_is_help=True,

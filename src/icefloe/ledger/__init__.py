@@ -1,0 +1,78 @@
+"""The ledger: every file icefloe has seen, in PostgreSQL, and the SQL that decides its fate.
+
+- :mod:`~icefloe.ledger.records` — what a listing page, a claim and a reconciliation hand around;
+- :mod:`~icefloe.ledger.protocol` — the statements of the exactly-once protocol (upsert a listing
+  page, claim with ``SKIP LOCKED``, heartbeat, per-table lock, fencing, SUCCESS/FAILED/release,
+  expired leases), each with the invariant it keeps;
+- :mod:`~icefloe.ledger.queries` — read-only queries for the CLI, the API and metrics;
+- :mod:`~icefloe.ledger.connection` — the engine, whose outages raise ``LedgerUnavailableError``.
+
+Callers use ``ledger.claim_batch(conn, …)`` etc.; the names are re-exported here.
+"""
+
+from icefloe.ledger.connection import connect, describe, is_outage, translate_connection_errors
+from icefloe.ledger.protocol import (
+    any_expired_lease,
+    claim_batch,
+    claimable_condition,
+    files_still_owned,
+    heartbeat,
+    lock_expired_leases,
+    lock_table,
+    make_retryable,
+    mark_failed,
+    mark_succeeded,
+    reconcile_committed,
+    reconcile_lost,
+    release,
+    upsert_listing_page,
+)
+from icefloe.ledger.queries import (
+    attempts,
+    count_claimable,
+    files_by_status,
+    get_file,
+    list_files,
+    queue_depths,
+    run_in_flight,
+    run_needing_help,
+    status_counts,
+)
+from icefloe.ledger.records import Batch, ClaimedFile, ExpiredFile, FileOutcome, ListedObject, LockBounds, PageCounts
+
+__all__ = [
+    "Batch",
+    "ClaimedFile",
+    "ExpiredFile",
+    "FileOutcome",
+    "ListedObject",
+    "LockBounds",
+    "PageCounts",
+    "any_expired_lease",
+    "attempts",
+    "claim_batch",
+    "claimable_condition",
+    "connect",
+    "count_claimable",
+    "describe",
+    "files_by_status",
+    "files_still_owned",
+    "get_file",
+    "heartbeat",
+    "is_outage",
+    "list_files",
+    "lock_expired_leases",
+    "lock_table",
+    "make_retryable",
+    "mark_failed",
+    "mark_succeeded",
+    "queue_depths",
+    "reconcile_committed",
+    "reconcile_lost",
+    "release",
+    "run_in_flight",
+    "run_needing_help",
+    "status_counts",
+    "translate_connection_errors",
+    "upsert_listing_page",
+]

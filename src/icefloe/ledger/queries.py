@@ -1,0 +1,172 @@
+"""Read-only ledger queries for the CLI, the API, metrics and the worker's bookkeeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Connection, text
+
+from icefloe.errors import NotFoundError
+from icefloe.ledger.protocol import claimable_condition
+
+
+def count_claimable(conn: Connection, ingestion_id: int, max_retries: int) -> int:
+    """Files a claim could take now (the queue depth)."""
+    return int(
+        conn.execute(
+            text(
+                "SELECT count(*) FROM files WHERE ingestion_id = :ingestion_id AND "
+                + claimable_condition("files", ":max_retries")
+            ),
+            {"ingestion_id": ingestion_id, "max_retries": max_retries},
+        ).scalar_one()
+    )
+
+
+def queue_depths(conn: Connection) -> dict[str, int]:
+    """Claimable files per ingestion name (the `icefloe_queue_depth` gauge)."""
+    rows = conn.execute(
+        text(
+            "SELECT i.name, count(f.id) AS n FROM ingestions i "
+            "LEFT JOIN files f ON f.ingestion_id = i.id AND "
+            + claimable_condition("f", "i.max_retries")
+            + " GROUP BY i.name"
+        )
+    ).all()
+    return {r.name: r.n for r in rows}
+
+
+def run_needing_help(conn: Connection) -> tuple[int, int] | None:
+    """(run id, ingestion id) of the oldest RUNNING run of an active ingestion with claimable files."""
+    row = conn.execute(
+        text(
+            "SELECT r.id, r.ingestion_id FROM runs r "
+            "JOIN ingestions i ON i.id = r.ingestion_id AND i.status = 'ACTIVE' "
+            "WHERE r.status = 'RUNNING' AND NOT r.cancel_requested "
+            "AND EXISTS (SELECT 1 FROM files f WHERE f.ingestion_id = r.ingestion_id AND "
+            + claimable_condition("f", "i.max_retries")
+            + ") ORDER BY r.id LIMIT 1"
+        )
+    ).first()
+    return (row.id, row.ingestion_id) if row is not None else None
+
+
+def run_in_flight(conn: Connection, ingestion_id: int, run_id: int) -> tuple[int, int]:
+    """(live, expired): files claimed for ``run_id`` still PROCESSING, by whether their lease lives."""
+    row = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE lease_expires_at >= now()) AS live, "
+            "count(*) FILTER (WHERE lease_expires_at < now()) AS expired "
+            "FROM files WHERE ingestion_id = :i AND status = 'PROCESSING' AND run_id = :r"
+        ),
+        {"i": ingestion_id, "r": run_id},
+    ).one()
+    return int(row.live), int(row.expired)
+
+
+def files_by_status(conn: Connection) -> dict[tuple[str, str], int]:
+    """(ingestion name, status) → files, for every ingestion."""
+    rows = conn.execute(
+        text(
+            "SELECT i.name, f.status, count(*) AS n FROM files f JOIN ingestions i ON i.id = f.ingestion_id "
+            "GROUP BY i.name, f.status"
+        )
+    ).all()
+    return {(r.name, r.status): r.n for r in rows}
+
+
+def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        text("SELECT status, count(*) AS n FROM files WHERE ingestion_id = :i GROUP BY status"),
+        {"i": ingestion_id},
+    ).all()
+    return {r.status: r.n for r in rows}
+
+
+# next_attempt_at is 'infinity' for a file waiting for its next discovery (changed after listing);
+# psycopg cannot load that into a datetime, so it reads as NULL (its error_type says why it waits).
+_FILE_COLUMNS = """
+    id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
+    processed_at, records_ingested, bytes_read, processing_duration_ms, error_type,
+    error_message, retry_count, nullif(next_attempt_at, 'infinity') AS next_attempt_at,
+    lease_owner, lease_expires_at, snapshot_id, run_id
+"""
+
+
+def list_files(
+    conn: Connection,
+    ingestion_id: int,
+    *,
+    status: str | None = None,
+    path: str | None = None,
+    limit: int = 1000,
+    path_prefix: str | None = None,
+    after_id: int | None = None,
+    modified_since: dt.datetime | None = None,
+    modified_until: dt.datetime | None = None,
+    processed_since: dt.datetime | None = None,
+    processed_until: dt.datetime | None = None,
+) -> list[dict[str, object]]:
+    """The ledger of one ingestion in id order (`icefloe files`, `GET /ingestions/{id}/files`).
+
+    ``after_id`` pages through it by keyset: ids only grow, so a page boundary stays correct while
+    discovery adds files (they come after it) and a file listed once is never listed again. Time
+    bounds are half-open: ``since <= t < until``.
+    """
+    rows = conn.execute(
+        text(
+            f"""
+            SELECT {_FILE_COLUMNS}
+            FROM files
+            WHERE ingestion_id = :i AND (CAST(:status AS text) IS NULL OR status = :status)
+              AND (CAST(:path AS text) IS NULL OR file_path = :path)
+              AND (CAST(:prefix AS text) IS NULL OR starts_with(file_path, :prefix))
+              AND id > coalesce(CAST(:after_id AS bigint), 0)
+              AND (CAST(:m_since AS timestamptz) IS NULL OR modified_at >= :m_since)
+              AND (CAST(:m_until AS timestamptz) IS NULL OR modified_at < :m_until)
+              AND (CAST(:p_since AS timestamptz) IS NULL OR processed_at >= :p_since)
+              AND (CAST(:p_until AS timestamptz) IS NULL OR processed_at < :p_until)
+            ORDER BY id LIMIT :limit
+            """
+        ),
+        {
+            "i": ingestion_id,
+            "status": status,
+            "path": path,
+            "prefix": path_prefix,
+            "after_id": after_id,
+            "m_since": modified_since,
+            "m_until": modified_until,
+            "p_since": processed_since,
+            "p_until": processed_until,
+            "limit": limit,
+        },
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def get_file(conn: Connection, ingestion_id: int, file_id: int) -> dict[str, object]:
+    """One file of an ingestion's ledger (the columns of :func:`list_files`)."""
+    row = (
+        conn.execute(
+            text(f"SELECT {_FILE_COLUMNS} FROM files WHERE ingestion_id = :i AND id = :id"),
+            {"i": ingestion_id, "id": file_id},
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFoundError(f"no file {file_id} in this ingestion")
+    return dict(row)
+
+
+def attempts(conn: Connection, file_id: int) -> list[dict[str, object]]:
+    """The attempt history of one file (every version), oldest first."""
+    rows = conn.execute(
+        text(
+            "SELECT version, run_id, batch_id, worker_id, status, error_type, error_message, recorded_at "
+            "FROM file_attempts WHERE file_id = :f ORDER BY id"
+        ),
+        {"f": file_id},
+    ).mappings()
+    return [dict(r) for r in rows]

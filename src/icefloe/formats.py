@@ -65,7 +65,7 @@ class ReadOptions:
     max_nesting: int = DEFAULT_MAX_NESTING
     max_line_bytes: int = 256 << 20  # longest line (record) of a streamed file (ICEFLOE_MAX_LINE_BYTES)
     block_size: int = BLOCK_SIZE  # of a streamed text file; raised when a line does not fit
-    text_columns: frozenset[str] = frozenset()  # inferred columns read as text (see TextColumnNeeded)
+    text_columns: frozenset[str] = frozenset()  # inferred columns read as text (see schema.ValueChangedError)
 
     @classmethod
     def for_ingestion(cls, ingestion: Ingestion, settings: Settings | None = None) -> ReadOptions:
@@ -87,17 +87,6 @@ class LineTooLongError(PermanentFileError):
     """A line (record) did not fit in the block size: the file can be read again with a larger one."""
 
     error_type = "LineTooLong"
-
-
-class TextColumnNeeded(PermanentFileError):
-    """A CSV column inferred from the first block holds values of another type later on: the file
-    can be read again with that column as text."""
-
-    error_type = "SchemaMismatch"
-
-    def __init__(self, message: str, *, column: str) -> None:
-        super().__init__(message)
-        self.column = column
 
 
 def compression_of(path: str) -> str | None:
@@ -209,8 +198,11 @@ def _header_names(head: bytes, options: ReadOptions) -> list[str]:
     return next(csv.reader([line], delimiter=options.csv_delimiter, quotechar=options.csv_quote_char), [])
 
 
-def _csv_error(exc: pa.ArrowInvalid, uri: str, names: list[str], options: ReadOptions) -> PermanentFileError:
-    """A CSV conversion error naming the column (pyarrow says "CSV column #3")."""
+def _csv_error(
+    exc: pa.ArrowInvalid, uri: str, names: list[str], options: ReadOptions, rows_before: int | None
+) -> PermanentFileError:
+    """A CSV conversion error naming the column (pyarrow says "CSV column #3"), and for a streamed
+    file the row its block starts after: its types were inferred from the first block only."""
     message = " ".join(str(exc).split())
     found = _CSV_COLUMN.search(message)
     if found is None or int(found.group(1)) >= len(names):
@@ -218,8 +210,11 @@ def _csv_error(exc: pa.ArrowInvalid, uri: str, names: list[str], options: ReadOp
     column = names[int(found.group(1))]
     detail = message[found.end() :][:300]
     declared = options.schema is not None and column in options.schema.names
-    if "conversion error" in message and not declared and column not in options.text_columns:
-        return TextColumnNeeded(f"{uri}: column {column!r}: {detail}", column=column)
+    if rows_before is not None and not declared:
+        detail += (
+            f" (in the rows after row {rows_before}: the types of a file streamed in blocks are inferred"
+            " from its first block; declare this column's type with --schema)"
+        )
     return PermanentFileError(f"{uri}: column {column!r}: {detail}", error_type="SchemaMismatch")
 
 
@@ -290,6 +285,7 @@ def record_batches(
                 native = pa.CompressedInputStream(native, codec)
             guarded = _GuardedStream(native, uri, json_lines=options.format == "jsonl")
             head, block_size, stream = b"", options.block_size, pa.PythonFile(guarded, mode="r")
+        rows = 0
         try:
             try:
                 reader = (
@@ -305,6 +301,7 @@ def record_batches(
             check_schema(reader.schema, uri, options.max_nesting)
             for batch in reader:
                 _check_text_columns(batch, options, uri)
+                rows += batch.num_rows
                 yield batch
         except pa.ArrowInvalid as exc:
             if "straddling" in str(exc) or "straddles" in str(exc):
@@ -314,7 +311,8 @@ def record_batches(
             if options.format == "csv":
                 if not head and not isinstance(source, bytes):
                     head = guarded.first_chunk
-                raise _csv_error(exc, uri, _header_names(head, options), options) from exc
+                streamed = None if isinstance(source, bytes) else rows
+                raise _csv_error(exc, uri, _header_names(head, options), options, streamed) from exc
             raise
 
 

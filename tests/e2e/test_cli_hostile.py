@@ -68,7 +68,7 @@ def test_a_parser_crash_fails_only_its_file_under_icefloe_run(
     icefloe_env: dict[str, str], catalog: SqlCatalog, bucket: str, put_objects: PutObjects
 ) -> None:
     good_ids = seed(put_objects, bucket)
-    create(icefloe_env, "crash", f"s3://{bucket}/in/")
+    create(icefloe_env, "crash", f"s3://{bucket}/in/", "--max-retries", "1")  # no retry of the crasher
 
     summary = run_json(icefloe_env, "crash", expect=3)
 
@@ -108,7 +108,7 @@ def test_a_parser_crash_fails_only_its_file_and_the_daemon_lives_on(
     command: str,
 ) -> None:
     good_ids = seed(put_objects, bucket)
-    create(icefloe_env, "daemon", f"s3://{bucket}/in/")
+    create(icefloe_env, "daemon", f"s3://{bucket}/in/", "--max-retries", "1")
     port = free_port()
     args = (
         ["icefloe", "worker", "--poll-seconds", "0.2"]

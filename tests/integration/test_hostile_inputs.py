@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -221,4 +222,52 @@ def test_a_column_that_turns_to_text_late_in_a_file_is_inferred_from_the_whole_f
     assert result.status == "SUCCESS", files(rt, "late")
     assert result.records_ingested == 800_000
     codes = load_table(rt, "it.late").scan(row_filter="id = 650000").to_arrow().column("code").to_pylist()
+    assert codes == ["A-17"]
+
+
+@pytest.mark.slow
+def test_a_50mb_line_is_ingested_up_to_the_line_limit(
+    rt: Runtime, bucket: str, put_objects: PutObjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed file (over 32 MiB) whose one line is 50 MB: read again with larger blocks up to
+    ICEFLOE_MAX_LINE_BYTES (default 256 MiB); under a 16 MiB limit it fails naming the setting."""
+    long_line = b'{"id": 2, "blob": "' + b"x" * (50 << 20) + b'"}\n'
+    put_objects(bucket, {"in/long.jsonl": jsonl([{"id": 1, "blob": "short"}]) + long_line})
+    ingest(rt, "long", f"s3://{bucket}/in/", format="jsonl")
+    ingest(rt, "limited", f"s3://{bucket}/in/", format="jsonl")
+
+    assert run(rt, "long").status == "SUCCESS", files(rt, "long")
+    lengths = load_table(rt, "it.long").scan().to_arrow().column("blob").to_pylist()
+    assert sorted(len(v) for v in lengths) == [5, 50 << 20]
+
+    monkeypatch.setattr(rt, "settings", replace(rt.settings, max_line_bytes=16 << 20))
+    assert run(rt, "limited").status == "PARTIAL"
+    entry = files(rt, "limited")[f"s3://{bucket}/in/long.jsonl"]
+    assert entry["error_type"] == "LineTooLong"
+    assert "ICEFLOE_MAX_LINE_BYTES" in entry["error_message"] and "16777216" in entry["error_message"]
+
+
+@pytest.mark.slow
+def test_a_streamed_csv_whose_column_turns_to_text_after_the_first_block_names_row_and_schema(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    """Over 32 MiB, a CSV is streamed in 4 MiB blocks, its types inferred from the first (the table
+    may already be made from them): a column that turns to text later fails the file, naming the
+    column, where, and --schema; declared as text, the same file is ingested."""
+    n = 3_200_000
+    body = ("id,code\n" + "".join(f"{i},{i % 1000}\n" for i in range(n - 1)) + f"{n - 1},A-17\n").encode()
+    assert len(body) > 33 << 20
+    put_objects(bucket, {"in/big.csv": body})
+    ingest(rt, "bigcsv", f"s3://{bucket}/in/", format="csv")
+    ingest(rt, "declared", f"s3://{bucket}/in/", format="csv", schema={"id": "long", "code": "string"})
+
+    assert run(rt, "bigcsv").status == "PARTIAL"
+    message = files(rt, "bigcsv")[f"s3://{bucket}/in/big.csv"]["error_message"]
+    assert "column 'code'" in message and "in the rows after row" in message and "--schema" in message, message
+    assert load_table(rt, "it.bigcsv").scan().to_arrow().num_rows == 0  # nothing of the failed file
+
+    result = run(rt, "declared")
+    assert result.status == "SUCCESS", files(rt, "declared")
+    assert result.records_ingested == n
+    codes = load_table(rt, "it.declared").scan(row_filter=f"id = {n - 1}").to_arrow().column("code").to_pylist()
     assert codes == ["A-17"]

@@ -36,7 +36,6 @@ from icefloe.errors import (
 from icefloe.formats import (
     LineTooLongError,
     ReadOptions,
-    TextColumnNeeded,
     expanded,
     parse_whole,
     record_batches,
@@ -320,8 +319,8 @@ class ArrowEngine:
         """Stream one large file into its own data files; a failure discards only those.
 
         Transient errors restart the file (up to IN_PLACE_ATTEMPTS); a line longer than the block
-        restarts it with a larger block (up to ``max_line_bytes``), a column whose type changes
-        after the first block restarts it with that column as text; anything else fails it.
+        restarts it with a larger block (up to ``max_line_bytes``), a date-like text going into a
+        string column restarts it with that column read as text; anything else fails it.
         """
         started = time.monotonic()
         options = self.options
@@ -434,7 +433,7 @@ def _text_column(exc: Exception, options: ReadOptions) -> str | None:
     if options.format == "parquet":
         return None
     column: str | None = None
-    if isinstance(exc, TextColumnNeeded) or (isinstance(exc, ValueChangedError) and exc.retry_as_text):
+    if isinstance(exc, ValueChangedError) and exc.retry_as_text:
         column = exc.column
     return column if column is not None and column not in options.text_columns else None
 

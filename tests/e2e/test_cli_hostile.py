@@ -174,3 +174,11 @@ def test_a_decompression_bomb_is_streamed_within_the_memory_bound(
     assert (summary["files_succeeded"], summary["records_ingested"]) == (1, rows)
     assert catalog.load_table("e2e.bomb").scan(selected_fields=("id",)).to_arrow().num_rows == rows
     assert peak < MAX_PEAK_RSS, f"peak RSS {peak >> 20} MB"
+
+
+def test_csv_null_values_option_is_stored_and_shown(icefloe_env: dict[str, str], bucket: str) -> None:
+    create(icefloe_env, "nulls", f"s3://{bucket}/in/", "--csv-null-values", ",NA,NULL", fmt="csv")
+    shown = one_json(cli(icefloe_env, "ingestion", "show", "nulls", "--json").stdout)
+    assert shown["csv_null_values"] == ["", "NA", "NULL"]
+    create(icefloe_env, "plain", f"s3://{bucket}/in/", fmt="csv")
+    assert one_json(cli(icefloe_env, "ingestion", "show", "plain", "--json").stdout)["csv_null_values"] is None

@@ -466,8 +466,10 @@ def test_a_throttling_warehouse_slows_the_run_down_but_every_file_lands_once(
     make_ops: Callable[..., Ops], s3_proxy: S3FaultProxy, s3: embedded.SeaweedS3
 ) -> None:
     """15 % of all requests — source GETs and listings, and the warehouse's data-file uploads,
-    multipart parts, metadata reads and writes — answered ``503 SlowDown``, as a throttling S3
-    does. The run slows down but ends SUCCESS with every file exactly once."""
+    multipart parts, metadata reads and writes — answered ``503 SlowDown``, and bursts of 4 on a
+    quarter of the warehouse uploads, as a throttling S3 does. The run slows down but ends SUCCESS
+    with every file exactly once (with pyarrow's default 3 attempts, the run failed with
+    ``AWS Error SLOW_DOWN during UploadPart``)."""
     warehouse = f"wh-{uuid.uuid4().hex[:16]}"
     embedded.create_bucket(s3, warehouse)
     ops = make_ops(env={"AWS_ENDPOINT_URL": s3_proxy.endpoint, "ICEFLOE_WAREHOUSE": f"s3://{warehouse}/"})
@@ -476,12 +478,23 @@ def test_a_throttling_warehouse_slows_the_run_down_but_every_file_lands_once(
     chance = random.Random(9)
     lock = threading.Lock()
     warehouse_throttled: Counter[str] = Counter()
+    tries: Counter[tuple[str, str, str]] = Counter()
+    bursts = itertools.count()
 
     def throttle(request: S3Request) -> Fault:
         with lock:
-            if chance.random() >= 0.15:
+            in_warehouse = request.path.startswith(f"/{warehouse}/")
+            upload = in_warehouse and request.method in ("PUT", "POST")
+            key = (request.method, request.path, request.query)
+            # Throttling comes in bursts: one in four warehouse uploads is refused 4 times in a
+            # row (more than the AWS SDK's default 3 attempts), on top of 15 % of everything.
+            if upload and key not in tries:
+                tries[key] = 0 if next(bursts) % 4 == 0 else 100
+            tries[key] += 1
+            burst = upload and tries[key] <= 4
+            if not burst and chance.random() >= 0.15:
                 return PASS
-            if request.path.startswith(f"/{warehouse}/"):
+            if in_warehouse:
                 warehouse_throttled[request.method] += 1
             return SLOW_DOWN
 

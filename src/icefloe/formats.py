@@ -11,7 +11,7 @@ import csv
 import io
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -256,7 +256,7 @@ def _json_batches(stream: Any, options: ReadOptions, block_size: int) -> pa.Reco
 
 def record_batches(
     source: bytes | IO[bytes] | pa.NativeFile, path: str, options: ReadOptions
-) -> Iterator[pa.RecordBatch]:
+) -> Generator[pa.RecordBatch]:
     """Stream the record batches of one file; raises :class:`PermanentFileError` on bad content.
 
     ``source`` is either the whole (decompressed) file as bytes — parsed as one block, so types are

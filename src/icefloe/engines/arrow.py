@@ -8,13 +8,14 @@ buffered for writing, whatever the file sizes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,13 @@ class ArrowEngine:
             return self._pool.parse(data, path, options, SMALL_FILE_BYTES)
         text = expanded(data, path, options.format, SMALL_FILE_BYTES)
         return None if text is None else parse_whole(text, path, options)
+
+    def _stream(self, body: _CountingReader, file: ClaimedFile, options: ReadOptions) -> Generator[pa.RecordBatch]:
+        """A large file's record batches as its body is read: parsed in a parser child if any."""
+        if self._pool is not None:
+            return self._pool.stream(body, file.file_path, options)
+        source: Any = spooled(body) if options.format == "parquet" else body
+        return record_batches(source, file.file_path, options)
 
     def _prefetched(
         self,
@@ -388,9 +396,7 @@ class ArrowEngine:
         body = self.objects.open(file.file_path, file.etag)
         counter.body = body
         try:
-            source: Any = spooled(counter) if options.format == "parquet" else counter
-            with object_errors(file.file_path):
-                batches = record_batches(source, file.file_path, options)
+            with object_errors(file.file_path), contextlib.closing(self._stream(counter, file, options)) as batches:
                 first = next(batches, None)
                 if first is None:
                     return 0

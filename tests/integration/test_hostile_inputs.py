@@ -271,3 +271,23 @@ def test_a_streamed_csv_whose_column_turns_to_text_after_the_first_block_names_r
     assert result.records_ingested == n
     codes = load_table(rt, "it.declared").scan(row_filter=f"id = {n - 1}").to_arrow().column("code").to_pylist()
     assert codes == ["A-17"]
+
+
+@pytest.mark.slow
+def test_a_streamed_file_that_crashes_the_parser_fails_alone(rt: Runtime, bucket: str, put_objects: PutObjects) -> None:
+    """Over 32 MiB, a file is streamed through a parser child: JSON nested 100,000 deep (a segfault
+    in pyarrow while it infers the first block's types), then 33 MB of good lines. The file is
+    FAILED ParserCrashed, none of its rows land, the other file of the batch commits."""
+    good_lines = b"".join(b'{"id": %d, "name": "padding-padding"}\n' % i for i in range(900_000))
+    crasher = ('{"id": -1, "x": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}\n").encode()
+    assert len(good_lines) > 33 << 20
+    put_objects(bucket, {"in/a-good.jsonl": GOOD_JSONL, "in/big-crash.jsonl": crasher + good_lines})
+    ingest(rt, "bigcrash", f"s3://{bucket}/in/", format="jsonl")
+
+    result = run(rt, "bigcrash")
+
+    assert (result.status, result.files_succeeded, result.files_failed) == ("PARTIAL", 1, 1)
+    entry = files(rt, "bigcrash")[f"s3://{bucket}/in/big-crash.jsonl"]
+    assert entry["error_type"] == "ParserCrashed" and "SIGSEGV" in entry["error_message"], entry["error_message"]
+    table = load_table(rt, "it.bigcrash")
+    assert ids_by_file(table.scan().to_arrow()) == {f"s3://{bucket}/in/a-good.jsonl": [1, 2]}

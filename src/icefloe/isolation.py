@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import pickle
-import queue
 import signal
 import struct
 import subprocess
@@ -176,23 +174,39 @@ class ParserPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._idle: queue.Queue[_Child] = queue.Queue()
-        self._lock = threading.Lock()
+        self._idle: list[_Child] = []
         self._started = 0
+        self._changed = threading.Condition()  # a child came back, or a slot was freed
 
     def _take(self) -> _Child:
-        with self._lock:
-            if self._idle.empty() and self._started < self.size:
-                self._started += 1
-                return _Child()
-        return self._idle.get()
+        """An idle child, a new one while fewer than ``size`` run, else wait for one of those."""
+        with self._changed:
+            while not self._idle and self._started >= self.size:
+                self._changed.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+        try:
+            return _Child()
+        except BaseException:
+            self._free_slot()
+            raise
+
+    def _give_back(self, child: _Child) -> None:
+        with self._changed:
+            self._idle.append(child)
+            self._changed.notify()
+
+    def _free_slot(self) -> None:
+        with self._changed:
+            self._started -= 1
+            self._changed.notify()
 
     def _drop(self, child: _Child) -> None:
-        """Stop ``child``; the next :meth:`_take` starts a replacement."""
-        with self._lock:
-            self._started -= 1
+        """Stop ``child``; its slot goes to the next :meth:`_take`, which starts a replacement."""
         child.kill()
         child.stop()
+        self._free_slot()
 
     def _crashed(self, child: _Child, path: str) -> PermanentFileError:
         try:
@@ -221,7 +235,7 @@ class ParserPool:
         except BaseException:
             self._drop(child)  # interrupted mid-request: the child's state is unknown
             raise
-        self._idle.put(child)
+        self._give_back(child)
         if reply[0] == "expands":
             return None
         if reply[0] == "error":
@@ -272,7 +286,7 @@ class ParserPool:
         finally:
             if finished:
                 feeder.join()
-                self._idle.put(child)
+                self._give_back(child)
             elif not dropped:
                 # An error, or the caller stopped reading: the child is mid-request, replace it.
                 self._drop(child)
@@ -297,11 +311,6 @@ def shared_pool(size: int) -> ParserPool:
         if _POOL is None or _POOL.size < size:
             _POOL = ParserPool(size)
         return _POOL
-
-
-def default_size() -> int:
-    """One parser child per core: parsing is CPU-bound."""
-    return max(1, os.cpu_count() or 2)
 
 
 if __name__ == "__main__":

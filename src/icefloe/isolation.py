@@ -260,8 +260,8 @@ class ParserPool:
                     _send(child.stdin, chunk)
                     if not chunk:
                         return
-            except OSError:
-                pass  # the child is gone: the reading side says why
+            except (OSError, ValueError):
+                pass  # the child is gone (its pipe broken, or closed by _drop): the reading side says why
 
         finished = dropped = False
         feeder = threading.Thread(target=feed, name="icefloe-parse-feed", daemon=True)

@@ -140,7 +140,7 @@ def test_a_parser_crash_fails_only_its_file_and_the_daemon_lives_on(
 # A 1 MB .jsonl.gz expanding to 400 MB. Routed by its compressed size and read whole (as before),
 # it needed the 400 MB of text plus its Arrow form and copies (1.83 GB peak for one expanding to
 # 1.5 GB); routed by what it expands to, it is streamed: the bound of test_large_file.py (600 MB
-# for the worker process) plus one parser child (~75 MB, see icefloe.isolation). Measured: 620 MB.
+# for the worker process) plus one parser child (~75 MB, see icefloe.isolation). Measured: 604 MB.
 BOMB_EXPANDED = 400 << 20
 MAX_PEAK_RSS = 700 << 20
 

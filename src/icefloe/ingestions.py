@@ -40,6 +40,7 @@ class IngestionSpec:
     csv_delimiter: str = ","
     csv_quote_char: str = '"'
     csv_header: bool = True
+    csv_null_values: list[str] | None = None  # None: only an empty unquoted field is NULL
     # Alert when no run has succeeded for this long (seconds); None: never.
     alert_stale_after_seconds: int | None = None
     # Runs by itself on a cron expression or every N seconds, in schedule_timezone.
@@ -79,6 +80,10 @@ class IngestionSpec:
             raise ConfigurationError("max_retries must be 0 or more")
         if len(self.csv_delimiter) != 1 or len(self.csv_quote_char) != 1:
             raise ConfigurationError("csv delimiter and quote char must be single characters")
+        if self.csv_null_values is not None and (
+            len(self.csv_null_values) > 100 or any(not isinstance(v, str) or len(v) > 100 for v in self.csv_null_values)
+        ):
+            raise ConfigurationError("csv_null_values must be at most 100 texts of at most 100 characters")
         if self.since is not None and self.since.tzinfo is None:
             raise ConfigurationError("since must carry a time zone (e.g. 2025-01-01T00:00:00Z)")
         if self.alert_stale_after_seconds is not None and self.alert_stale_after_seconds < 1:

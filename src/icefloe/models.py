@@ -77,6 +77,8 @@ class Ingestion(Base):
     csv_delimiter: Mapped[str] = mapped_column(String(1), server_default=",")
     csv_quote_char: Mapped[str] = mapped_column(String(1), server_default='"')
     csv_header: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # Field texts read as NULL (JSON list of strings); None: only an empty unquoted field.
+    csv_null_values: Mapped[list[str] | None] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(20), server_default="ACTIVE")
     # Engine that reads and writes batches: "arrow" (in-process) or "spark" (Spark Connect).
     engine: Mapped[str] = mapped_column(String(20), server_default="arrow")

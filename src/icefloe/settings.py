@@ -20,6 +20,9 @@ from typing import Literal, TypeVar, cast
 
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError
+from icefloe.schema import DEFAULT_MAX_NESTING, MAX_NESTING_LIMIT
+
+DEFAULT_MAX_LINE_BYTES = 256 << 20
 
 DEFAULT_LEASE_SECONDS = 60
 N = TypeVar("N", int, float)
@@ -220,6 +223,12 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     # How long `icefloe maintain` keeps snapshots (the snapshot search's recovery window).
     snapshot_retention_seconds: int = 7 * 86400
+    # Levels of struct/list/map a column may nest; deeper files are FAILED (InvalidSchema).
+    max_nesting: int = DEFAULT_MAX_NESTING
+    # Longest line (record) of a text file; longer lines fail the file (LineTooLong).
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    # Child processes parsing fetched files (a parser crash costs one file); 0: parse in-process.
+    parser_processes: int = field(default_factory=lambda: max(1, os.cpu_count() or 2))
 
     @property
     def warehouse(self) -> str:
@@ -243,6 +252,9 @@ class Settings:
             raise ConfigurationError(f"ICEFLOE_LOG_FORMAT must be json or text, got {log_format!r}")
         retention_raw = env.get("ICEFLOE_SNAPSHOT_RETENTION")
         retention = parse_duration(retention_raw) if retention_raw else 7 * 86400
+        nesting = _int_setting(env, "ICEFLOE_MAX_NESTING", DEFAULT_MAX_NESTING, 1, MAX_NESTING_LIMIT)
+        line_bytes = _int_setting(env, "ICEFLOE_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, 1 << 20, 2**31 - 1)
+        parsers = _int_setting(env, "ICEFLOE_PARSER_PROCESSES", max(1, os.cpu_count() or 2), 0, 64)
         return cls(
             home=home,
             database_url=url,
@@ -256,6 +268,9 @@ class Settings:
             alerts=AlertSettings.from_env(env),
             api=ApiSettings.from_env(env),
             snapshot_retention_seconds=retention,
+            max_nesting=nesting,
+            max_line_bytes=line_bytes,
+            parser_processes=parsers,
         )
 
 
@@ -291,3 +306,14 @@ def ledger_url(url: str | None) -> str | None:
     raise ConfigurationError(
         f"ICEFLOE_DATABASE_URL must be a PostgreSQL URL (postgresql://host/db or postgresql+psycopg://…), got {shown}"
     )
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
+    return value

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pyarrow.fs import AwsStandardS3RetryStrategy
 from pyiceberg.exceptions import (
     CommitFailedException,
     CommitStateUnknownException,
@@ -31,7 +32,7 @@ from pyiceberg.exceptions import (
 
 from icefloe.errors import CommitConflictError, CommitError, CommitOutcomeUnknownError, ConfigurationError
 from icefloe.ledger.connection import translate_connection_errors
-from icefloe.schema import new_columns, table_arrow_schema
+from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, new_columns, table_arrow_schema
 from icefloe.settings import Settings
 
 if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: o
 log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG_NAME = "icefloe"
+WAREHOUSE_ATTEMPTS = 10
 # Properties icefloe sets on the tables it writes (and enforces before each commit).
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
@@ -81,6 +83,8 @@ def load(settings: Settings, database_url: str) -> Catalog:
             # pyarrow's S3 client gives up after 3 s without progress; a busy store stalls longer.
             props.setdefault("s3.connect-timeout", "10")
             props.setdefault("s3.request-timeout", "60")
+            # and after 3 attempts: a throttling warehouse (503 SlowDown) would fail the run.
+            props.setdefault("s3.retry-strategy-impl", "icefloe.tables.WarehouseRetryStrategy")
         else:
             os.makedirs(settings.home / "warehouse", exist_ok=True)
         # pyiceberg creates its catalog tables on first use with check-then-create, which races when
@@ -119,6 +123,17 @@ def invisible_character(text: str) -> str | None:
     """The first control, format (bidi) or separator character of ``text``, as ``U+202E``; or None."""
     bad = next((c for c in text if unicodedata.category(c) in _INVISIBLE), None)
     return None if bad is None else f"U+{ord(bad):04X}"
+
+
+class WarehouseRetryStrategy(AwsStandardS3RetryStrategy):  # type: ignore[misc]  # pyarrow: untyped
+    """Retries of warehouse requests (data files, metadata): the AWS SDK's standard strategy —
+    throttling and 5xx retried with exponential backoff and jitter — with 10 attempts instead of 3,
+    so that a store answering a few percent of requests ``503 SlowDown`` (as S3 does under load)
+    slows a run down instead of failing it. Named in the catalog property ``s3.retry-strategy-impl``
+    (set by default for an ``s3://`` ``ICEFLOE_WAREHOUSE``; set it on your own catalog likewise)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_attempts=WAREHOUSE_ATTEMPTS)
 
 
 def split_identifier(identifier: str) -> tuple[str, str]:
@@ -185,9 +200,15 @@ class TableDestination:
     identifier: str
     declared: pa.Schema | None
     infer: bool
+    max_nesting: int = DEFAULT_MAX_NESTING
 
-    def table_for(self, table: Table | None, data_schema: pa.Schema) -> Table:
-        """The table ``data_schema``'s rows go to (``table``: the one loaded so far, if any)."""
+    def table_for(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Table:
+        """The table ``data_schema``'s rows go to (``table``: the one loaded so far, if any).
+
+        A schema no table can hold (see :func:`check_schema`) raises :class:`PermanentFileError`
+        naming ``uri`` before anything reaches the catalog.
+        """
+        check_schema(data_schema, uri or "data", self.max_nesting)
         if table is None:
             table = load_table(self.catalog, self.identifier)
         if table is None:

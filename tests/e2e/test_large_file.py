@@ -3,7 +3,6 @@ the file (and its Arrow form) would need, and every row arrives once."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from tests.support.cli import RUN_FIELDS, create
+from tests.support.processes import tree_rss
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,19 +44,6 @@ def write_csv(path: Path) -> int:
             writer.write_table(pa.table([ids, customer, amount], schema=schema))
             rows += CHUNK_ROWS
     return rows
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    """RSS of a process and its children (0 once it is gone)."""
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -459,6 +460,56 @@ def test_s3_faults_are_retried_and_the_table_ends_exact(make_ops: Callable[..., 
     assert sorted((h.file_path, h.error_type) for h in history) == sorted(
         (f.file_path, "TransientError") for f in failed
     ), "each retried file's history shows its one transient failure"
+
+
+def test_a_throttling_warehouse_slows_the_run_down_but_every_file_lands_once(
+    make_ops: Callable[..., Ops], s3_proxy: S3FaultProxy, s3: embedded.SeaweedS3
+) -> None:
+    """15 % of all requests — source GETs and listings, and the warehouse's data-file uploads,
+    multipart parts, metadata reads and writes — answered ``503 SlowDown``, and bursts of 4 on a
+    quarter of the warehouse uploads, as a throttling S3 does. The run slows down but ends SUCCESS
+    with every file exactly once (with pyarrow's default 3 attempts, the run failed with
+    ``AWS Error SLOW_DOWN during UploadPart``)."""
+    warehouse = f"wh-{uuid.uuid4().hex[:16]}"
+    embedded.create_bucket(s3, warehouse)
+    ops = make_ops(env={"AWS_ENDPOINT_URL": s3_proxy.endpoint, "ICEFLOE_WAREHOUSE": f"s3://{warehouse}/"})
+    ops.seed(60, 3)
+    ops.create_ingestion(max_files_per_commit=20)
+    chance = random.Random(9)
+    lock = threading.Lock()
+    warehouse_throttled: Counter[str] = Counter()
+    tries: Counter[tuple[str, str, str]] = Counter()
+    bursts = itertools.count()
+
+    def throttle(request: S3Request) -> Fault:
+        with lock:
+            in_warehouse = request.path.startswith(f"/{warehouse}/")
+            upload = in_warehouse and request.method in ("PUT", "POST")
+            key = (request.method, request.path, request.query)
+            # Throttling comes in bursts: one in four warehouse uploads is refused 4 times in a
+            # row (more than the AWS SDK's default 3 attempts), on top of 15 % of everything.
+            if upload and key not in tries:
+                tries[key] = 0 if next(bursts) % 4 == 0 else 100
+            tries[key] += 1
+            burst = upload and tries[key] <= 4
+            if not burst and chance.random() >= 0.15:
+                return PASS
+            if in_warehouse:
+                warehouse_throttled[request.method] += 1
+            return SLOW_DOWN
+
+    s3_proxy.set_policy(throttle)
+    rc, summary = ops.run_once(timeout=300)
+    s3_proxy.set_policy(lambda request: PASS)
+    counts = dict(s3_proxy.counts)
+    print(f"\nproxy: {counts}; throttled warehouse requests: {dict(warehouse_throttled)}")
+
+    assert rc == 0, (summary, ops.logs())
+    assert (summary["status"], summary["files_succeeded"], summary["files_failed"]) == ("SUCCESS", 60, 0)
+    assert counts["error:503:SlowDown"] > 20, counts
+    assert warehouse_throttled["PUT"] + warehouse_throttled["POST"] > 0, warehouse_throttled  # uploads too
+    assert ops.table().location().startswith(f"s3://{warehouse}/")
+    ops.assert_exact()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -201,6 +201,19 @@ class S3Request:
 Policy = Callable[[S3Request], Fault]
 
 
+def _read_chunked(rfile: Any) -> bytes:
+    """The body of a ``Transfer-Encoding: chunked`` request (trailers dropped)."""
+    parts: list[bytes] = []
+    while True:
+        size = int(rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts)
+        parts.append(rfile.read(size))
+        rfile.readline()
+
+
 class S3FaultProxy:
     """HTTP/1.1 proxy on 127.0.0.1 in front of an S3 endpoint; :attr:`policy` decides per request.
 
@@ -252,8 +265,13 @@ class S3FaultProxy:
         return request, fault
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
+        chunked = handler.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        if chunked:
+            # pyarrow's S3 client (the warehouse) uploads parts as aws-chunked in HTTP chunks.
+            body = _read_chunked(handler.rfile)
+        else:
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = handler.rfile.read(length) if length else b""
         _, fault = self._decide(handler.command, handler.path)
         if fault.kind == "hang":
             time.sleep(fault.seconds)
@@ -283,6 +301,8 @@ class S3FaultProxy:
             for name, value in handler.headers.items():
                 if name.lower() not in _HOP_BY_HOP:
                     conn.putheader(name, value)
+            if chunked:
+                conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body or None)
             response = conn.getresponse()
             data = response.read()
@@ -294,10 +314,12 @@ class S3FaultProxy:
         finally:
             conn.close()
         handler.send_response(response.status, response.reason)
+        head = handler.command == "HEAD"  # its Content-Length is the object's size: keep it
         for name, value in response.getheaders():
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+            if name.lower() not in _HOP_BY_HOP and (head or name.lower() != "content-length"):
                 handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(data)))
+        if not head:
+            handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(data)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.support.waiting import Timeout, wait_for
 
 
@@ -170,3 +172,16 @@ class Processes:
             interval=0.2,
         )
         assert proc.popen.poll() is None, proc.describe()
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """RSS of a process and its children (0 once it is gone)."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total

@@ -81,6 +81,9 @@ class IngestionCreate(BaseModel):
     csv_delimiter: Char = ","
     csv_quote_char: Char = '"'
     csv_header: bool = True
+    csv_null_values: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        default=None, max_length=100, description="CSV field texts read as NULL; null: only an empty unquoted field"
+    )
     schedule_cron: str | None = Field(
         default=None, max_length=200, description='run on this cron expression, e.g. "*/5 * * * *"'
     )
@@ -143,6 +146,7 @@ class IngestionUpdate(BaseModel):
         _not_null({"type": "string", "minLength": 1, "maxLength": 1}),
     ] = None
     csv_header: Annotated[bool | None, _not_null({"type": "boolean"})] = None
+    csv_null_values: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=100)
     schedule_cron: str | None = Field(default=None, max_length=200)
     schedule_interval_seconds: int | None = Field(default=None, ge=1, le=INT32)
     schedule_timezone: Annotated[
@@ -167,6 +171,7 @@ class IngestionUpdate(BaseModel):
             "spark_remote",
             "alert_stale_after_seconds",
             "maintain_every_seconds",
+            "csv_null_values",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -193,6 +198,7 @@ class IngestionOut(BaseModel):
                     "csv_delimiter": ",",
                     "csv_quote_char": '"',
                     "csv_header": True,
+                    "csv_null_values": None,
                     "schedule_cron": "*/15 * * * *",
                     "schedule_interval_seconds": None,
                     "schedule_timezone": "UTC",
@@ -223,6 +229,7 @@ class IngestionOut(BaseModel):
     csv_delimiter: str
     csv_quote_char: str
     csv_header: bool
+    csv_null_values: list[str] | None
     schedule_cron: str | None
     schedule_interval_seconds: int | None
     schedule_timezone: str

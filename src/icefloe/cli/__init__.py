@@ -133,6 +133,10 @@ def ingestion_create(
     csv_delimiter: Annotated[str, typer.Option()] = ",",
     csv_quote_char: Annotated[str, typer.Option()] = '"',
     csv_no_header: Annotated[bool, typer.Option("--csv-no-header")] = False,
+    csv_null_values: Annotated[
+        str | None,
+        typer.Option(help="comma-separated field texts read as NULL, e.g. ',NA,NULL' (default: only empty)"),
+    ] = None,
     alert_stale_after: Annotated[
         str | None, typer.Option(help="alert when no run has succeeded for this long: 90m, 2h, 1d")
     ] = None,
@@ -171,6 +175,7 @@ def ingestion_create(
             csv_delimiter=csv_delimiter,
             csv_quote_char=csv_quote_char,
             csv_header=not csv_no_header,
+            csv_null_values=csv_null_values.split(",") if csv_null_values is not None else None,
             **operations.schedule_options(schedule, every),
             schedule_timezone=timezone,
             allow_concurrent_runs=allow_concurrent_runs,

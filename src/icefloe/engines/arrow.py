@@ -9,6 +9,7 @@ buffered for writing, whatever the file sizes.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
 import io
@@ -16,9 +17,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -26,7 +27,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from icefloe import tables
+from icefloe import isolation, tables
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
@@ -35,11 +36,18 @@ from icefloe.errors import (
     PermanentFileError,
     TransientFileError,
 )
-from icefloe.formats import ReadOptions, record_batches, spooled
+from icefloe.formats import (
+    LineTooLongError,
+    ReadOptions,
+    expanded,
+    parse_whole,
+    record_batches,
+    spooled,
+)
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
 from icefloe.s3 import ObjectReader, object_errors
-from icefloe.schema import arrow_target, conform
+from icefloe.schema import ValueChangedError, arrow_target, conform
 
 if TYPE_CHECKING:
     from icefloe.models import Ingestion
@@ -64,6 +72,7 @@ class _Read:
     bytes_read: int
     started: float
     conformed: bool = False  # already cast to the table schema known when the read started
+    expands: bool = False  # compressed, and expands beyond SMALL_FILE_BYTES: stream it instead
 
 
 class ArrowEngine:
@@ -78,14 +87,19 @@ class ArrowEngine:
         options: ReadOptions,
         infer_schema: bool,
         threads: int = 8,
+        parser_processes: int = 0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.objects = objects
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
-        self.destination = tables.TableDestination(catalog, table_identifier, options.schema, infer_schema)
+        self.destination = tables.TableDestination(
+            catalog, table_identifier, options.schema, infer_schema, max_nesting=options.max_nesting
+        )
         self.threads = threads
+        # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
+        self._pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
         self._sleep = sleep
 
     # ------------------------------------------------------------------ reading
@@ -98,19 +112,27 @@ class ArrowEngine:
             try:
                 data = self.objects.read(file.file_path, file.etag)
                 nbytes = len(data)
-                batches = list(record_batches(pa.BufferReader(data), file.file_path, self.options))
-                schema = batches[0].schema if batches else (self.options.schema or pa.schema([]))
-                table = pa.Table.from_batches(batches, schema=schema)
-                if target is not None and set(schema.names) <= set(target.names):
-                    table = conform(
-                        table,
-                        target,
-                        source_file=file.file_path,
-                        ingested_at=ingested_at,
-                        file_uri=file.file_path,
-                    )
-                    return _Read(file, table, None, nbytes, started, conformed=True)
-                return _Read(file, table, None, nbytes, started)
+                options = self.options
+                table = self._parse(data, file.file_path, options)
+                if table is None:
+                    return _Read(file, None, None, nbytes, started, expands=True)
+                if target is None or not set(table.schema.names) <= set(target.names):
+                    return _Read(file, table, None, nbytes, started)
+                while True:
+                    try:
+                        conformed = conform(
+                            table, target, source_file=file.file_path, ingested_at=ingested_at, file_uri=file.file_path
+                        )
+                        return _Read(file, conformed, None, nbytes, started, conformed=True)
+                    except ValueChangedError as exc:
+                        # Read as text what the table holds as text ("2024-01-01" stays as written).
+                        if not exc.retry_as_text or options.format == "parquet" or exc.column in options.text_columns:
+                            raise
+                        options = replace(options, text_columns=options.text_columns | {exc.column})
+                        table = self._parse(data, file.file_path, options)
+                        if table is None:
+                            raise
+
             except TransientFileError as exc:
                 if attempt == IN_PLACE_ATTEMPTS:
                     return _Read(file, None, exc, nbytes, started)
@@ -126,6 +148,20 @@ class ArrowEngine:
                     started,
                 )
         raise AssertionError("unreachable")
+
+    def _parse(self, data: bytes, path: str, options: ReadOptions) -> pa.Table | None:
+        """A fetched file's rows, or None when it expands beyond SMALL_FILE_BYTES (stream it)."""
+        if self._pool is not None:
+            return self._pool.parse(data, path, options, SMALL_FILE_BYTES)
+        text = expanded(data, path, options.format, SMALL_FILE_BYTES)
+        return None if text is None else parse_whole(text, path, options)
+
+    def _stream(self, body: _CountingReader, file: ClaimedFile, options: ReadOptions) -> Generator[pa.RecordBatch]:
+        """A large file's record batches as its body is read: parsed in a parser child if any."""
+        if self._pool is not None:
+            return self._pool.stream(body, file.file_path, options)
+        source: Any = spooled(body) if options.format == "parquet" else body
+        return record_batches(source, file.file_path, options)
 
     def _prefetched(
         self,
@@ -166,7 +202,7 @@ class ArrowEngine:
                 ThreadPoolExecutor(self.threads, thread_name_prefix="icefloe-read") as readers,
                 ThreadPoolExecutor(1, thread_name_prefix="icefloe-write") as writer,
             ):
-                self._stage_small(staged, batch, small, readers, writer, ingested_at, cancelled)
+                large += self._stage_small(staged, batch, small, readers, writer, ingested_at, cancelled)
             for file in large:
                 if cancelled.is_set():
                     raise LeaseLostError(f"lease on batch {batch.batch_id} lost")
@@ -187,8 +223,12 @@ class ArrowEngine:
         writer: ThreadPoolExecutor,
         ingested_at: pa.Scalar,
         cancelled: threading.Event,
-    ) -> None:
-        """Pack small files into shared data files, written on ``writer`` while reading goes on."""
+    ) -> list[ClaimedFile]:
+        """Pack small files into shared data files, written on ``writer`` while reading goes on.
+
+        Returns the compressed files that turned out to expand too much to be read whole.
+        """
+        expanding: list[ClaimedFile] = []
         buffer: list[pa.Table] = []
         buffered_bytes = 0
         buffered_outcomes: list[FileOutcome] = []
@@ -210,9 +250,7 @@ class ArrowEngine:
                 return
             assert staged.table is not None
             table, combined = staged.table, pa.concat_tables(buffer)
-            writing = writer.submit(
-                contextvars.copy_context().run, lambda: list(tables.write_data_files(table, combined, combined.schema))
-            )
+            writing = writer.submit(contextvars.copy_context().run, self._write_shared, table, combined)
             writing_outcomes = list(buffered_outcomes)
             buffer.clear()
             buffered_outcomes.clear()
@@ -226,6 +264,9 @@ class ArrowEngine:
                 settle_write()
                 raise LeaseLostError(f"lease on batch {batch.batch_id} lost")
             ms = int((time.monotonic() - read.started) * 1000)
+            if read.expands:
+                expanding.append(read.file)
+                continue
             if read.error is not None or read.table is None:
                 self._record_failure(staged, read.file, read.error, read.bytes_read, ms)
                 continue
@@ -237,20 +278,30 @@ class ArrowEngine:
             if not read.conformed or conformed.schema != target:
                 try:
                     if target is None or not set(read.table.schema.names) <= set(target.names):
-                        table = self.destination.table_for(staged.table, read.table.schema)
+                        table = self._table_for(staged, read.table.schema, read.file)
                         new_target = arrow_target(table)
                         if target is not None and new_target != target:
                             # Buffered rows were conformed to the old schema: write them first.
                             # (pyiceberg evolves the Table object in place, so compare our targets.)
                             flush()
                         staged.table, target = table, new_target
-                    conformed = conform(
-                        read.table,
-                        target,
-                        source_file=read.file.file_path,
-                        ingested_at=ingested_at,
-                        file_uri=read.file.file_path,
-                    )
+                    try:
+                        conformed = conform(
+                            read.table,
+                            target,
+                            source_file=read.file.file_path,
+                            ingested_at=ingested_at,
+                            file_uri=read.file.file_path,
+                        )
+                    except ValueChangedError as exc:
+                        if not exc.retry_as_text:
+                            raise
+                        # Parsed before the table's types were known: read it again knowing them.
+                        again = self._read_small(read.file, target, ingested_at)
+                        if again.table is None:
+                            self._record_failure(staged, read.file, again.error or exc, again.bytes_read, ms)
+                            continue
+                        conformed = again.table
                 except FileError as exc:
                     self._record_failure(staged, read.file, exc, read.bytes_read, ms)
                     continue
@@ -264,18 +315,39 @@ class ArrowEngine:
                 flush()
         flush()
         settle_write()
+        return expanding
+
+    def _write_shared(self, table: Table, rows: pa.Table) -> list[DataFile]:
+        """Write the packed rows of small files; a failing warehouse (after pyarrow's own retries)
+        is retried here with backoff, rewriting the chunk, before it fails the batch."""
+        for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
+            written: list[DataFile] = []
+            try:
+                written.extend(tables.write_data_files(table, rows, rows.schema))
+                return written
+            except OSError as exc:
+                tables.delete_data_files(table, written)
+                if attempt == IN_PLACE_ATTEMPTS:
+                    raise
+                log.warning("writing data files failed (%s); retrying", exc)
+                self._sleep(IN_PLACE.delay(attempt))
+        raise AssertionError("unreachable")
 
     def _stage_large(self, staged: StagedBatch, file: ClaimedFile, ingested_at: pa.Scalar) -> None:
         """Stream one large file into its own data files; a failure discards only those.
 
-        Transient errors restart the file (up to IN_PLACE_ATTEMPTS); anything else fails it.
+        Transient errors restart the file (up to IN_PLACE_ATTEMPTS); a line longer than the block
+        restarts it with a larger block (up to ``max_line_bytes``), a date-like text going into a
+        string column restarts it with that column read as text; anything else fails it.
         """
         started = time.monotonic()
-        for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
+        options = self.options
+        attempt = 1
+        while True:
             written: list[DataFile] = []
             counter = _CountingReader(None)
             try:
-                records = self._write_large(staged, file, ingested_at, written, counter)
+                records = self._write_large(staged, file, ingested_at, written, counter, options)
                 staged.data_files.extend(written)
                 ms = int((time.monotonic() - started) * 1000)
                 staged.succeeded.append(FileOutcome(file, records, counter.count, ms))
@@ -285,20 +357,41 @@ class ArrowEngine:
             except Exception as exc:
                 if staged.table is not None:
                     tables.delete_data_files(staged.table, written)
+                if isinstance(exc, LineTooLongError) and options.block_size < options.max_line_bytes:
+                    options = replace(options, block_size=min(options.block_size * 4, options.max_line_bytes))
+                    continue
+                if isinstance(exc, LineTooLongError):
+                    exc = PermanentFileError(
+                        f"{exc} (the limit, ICEFLOE_MAX_LINE_BYTES, is {options.max_line_bytes} bytes)",
+                        error_type="LineTooLong",
+                    )
+                column = _text_column(exc, options)
+                if column is not None:
+                    options = replace(options, text_columns=options.text_columns | {column})
+                    continue
                 if isinstance(exc, TransientFileError) and attempt < IN_PLACE_ATTEMPTS:
                     self._sleep(IN_PLACE.delay(attempt))
+                    attempt += 1
                     continue
                 if isinstance(exc, OSError) and not isinstance(exc, FileError):
                     # Not the source file's fault: writing to the warehouse failed (network, store).
                     exc = TransientFileError(f"{file.file_path}: writing its data files failed: {exc}")
                     if attempt < IN_PLACE_ATTEMPTS:
                         self._sleep(IN_PLACE.delay(attempt))
+                        attempt += 1
                         continue
                 if not isinstance(exc, FileError | ObjectChangedError):
                     exc = PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile")
                 ms = int((time.monotonic() - started) * 1000)
                 self._record_failure(staged, file, exc, counter.count, ms)
                 return
+
+    def _table_for(self, staged: StagedBatch, schema: pa.Schema, file: ClaimedFile) -> Table:
+        """The table for a file's rows; a schema pyiceberg refuses is that file's error."""
+        try:
+            return self.destination.table_for(staged.table, schema, file.file_path)
+        except (ValueError, TypeError, RecursionError) as exc:  # pyiceberg: "Invalid schema …"
+            raise PermanentFileError(f"{file.file_path}: {exc}", error_type="InvalidSchema") from exc
 
     def _write_large(
         self,
@@ -307,18 +400,17 @@ class ArrowEngine:
         ingested_at: pa.Scalar,
         written: list[DataFile],
         counter: _CountingReader,
+        options: ReadOptions,
     ) -> int:
         """Write ``file`` streaming; data files are appended to ``written`` as they complete."""
         body = self.objects.open(file.file_path, file.etag)
         counter.body = body
         try:
-            source: Any = spooled(counter) if self.options.format == "parquet" else counter
-            with object_errors(file.file_path):
-                batches = record_batches(source, file.file_path, self.options)
+            with object_errors(file.file_path), contextlib.closing(self._stream(counter, file, options)) as batches:
                 first = next(batches, None)
                 if first is None:
                     return 0
-                table = self.destination.table_for(staged.table, first.schema)
+                table = self._table_for(staged, first.schema, file)
                 staged.table = table
                 target = arrow_target(table)
                 records = 0
@@ -350,6 +442,16 @@ class ArrowEngine:
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
         log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
         staged.failed.append(FailedFile(file, error, nbytes, ms))
+
+
+def _text_column(exc: Exception, options: ReadOptions) -> str | None:
+    """The column to read as text when ``exc`` says a text file's inferred type did not hold."""
+    if options.format == "parquet":
+        return None
+    column: str | None = None
+    if isinstance(exc, ValueChangedError) and exc.retry_as_text:
+        column = exc.column
+    return column if column is not None and column not in options.text_columns else None
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -385,7 +487,8 @@ def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
         objects=rt.objects,
         catalog=rt.catalog,
         table_identifier=ingestion.table_identifier,
-        options=ReadOptions.for_ingestion(ingestion),
+        options=ReadOptions.for_ingestion(ingestion, rt.settings),
         infer_schema=ingestion.schema is None,
         threads=rt.settings.read_threads,
+        parser_processes=rt.settings.parser_processes,
     )

@@ -199,7 +199,9 @@ def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
                 ), extended AS (
                     UPDATE files SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
                     FROM mine WHERE files.id = mine.id AND mine.status = 'PROCESSING'
-                      AND files.status = 'PROCESSING'  -- re-checked on the row a racing commit updated
+                      -- re-checked on the row as committed meanwhile: a heartbeat that waited on
+                      -- the batch's own SUCCESS update must not put a lease back on its files
+                      AND files.status = 'PROCESSING'
                 )
                 SELECT count(*) FROM mine
                 """

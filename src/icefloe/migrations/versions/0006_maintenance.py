@@ -1,7 +1,7 @@
 """Table maintenance: ingestions.maintain_every_seconds and the maintenance due-time
 
-Revision ID: 0006_maintenance
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 22:45:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_maintenance"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,45 @@
+"""The parser pool: a crashing file costs itself; the pool never runs dry while threads wait."""
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from icefloe.errors import PermanentFileError
+from icefloe.formats import ReadOptions
+from icefloe.isolation import ParserPool
+
+OPTIONS = ReadOptions(format="jsonl")
+CRASHER = ('{"x": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}\n").encode()
+GOOD = b'{"id": 1}\n{"id": 2}\n'
+
+
+def outcome(pool: ParserPool, data: bytes) -> str:
+    try:
+        table = pool.parse(data, "s3://b/k.jsonl", OPTIONS, 1 << 25)
+    except PermanentFileError as exc:
+        return exc.error_type
+    assert table is not None
+    return str(table.num_rows)
+
+
+def test_crashes_cost_their_file_and_the_children_are_replaced() -> None:
+    pool = ParserPool(2)
+    inputs = [CRASHER, GOOD] * 4
+    with ThreadPoolExecutor(8) as threads:
+        results = list(threads.map(lambda data: outcome(pool, data), inputs, timeout=120))
+    assert results == ["ParserCrashed", "2"] * 4
+
+
+def test_a_streamed_file_comes_back_in_batches_and_a_crash_is_its_own() -> None:
+    pool = ParserPool(1)
+    body = b"".join(b'{"id": %d}\n' % i for i in range(200_000))
+    streamed = ReadOptions(format="jsonl", block_size=1 << 20)
+    assert sum(b.num_rows for b in pool.stream(io.BytesIO(body), "k.jsonl", streamed)) == 200_000
+    with pytest.raises(PermanentFileError) as info:
+        list(pool.stream(io.BytesIO(CRASHER + body), "k.jsonl", streamed))
+    assert info.value.error_type == "ParserCrashed" and "SIGSEGV" in str(info.value)
+    batches = pool.stream(io.BytesIO(body), "k.jsonl", streamed)
+    next(batches)
+    batches.close()  # the caller stopped early: that child is replaced
+    assert outcome(pool, GOOD) == "2"

@@ -14,6 +14,7 @@ or imported into them. Each starts once (importing pyarrow: ~0.3 s) and serves m
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
@@ -176,7 +177,16 @@ class ParserPool:
         self.size = size
         self._idle: list[_Child] = []
         self._started = 0
+        self._closed = False
         self._changed = threading.Condition()  # a child came back, or a slot was freed
+
+    def close(self) -> None:
+        """Stop the idle children now, and the busy ones as they come back."""
+        with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for child in idle:
+            child.stop()
 
     def _take(self) -> _Child:
         """An idle child, a new one while fewer than ``size`` run, else wait for one of those."""
@@ -194,8 +204,11 @@ class ParserPool:
 
     def _give_back(self, child: _Child) -> None:
         with self._changed:
-            self._idle.append(child)
-            self._changed.notify()
+            if not self._closed:
+                self._idle.append(child)
+                self._changed.notify()
+                return
+        child.stop()
 
     def _free_slot(self) -> None:
         with self._changed:
@@ -309,8 +322,18 @@ def shared_pool(size: int) -> ParserPool:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL.size < size:
+            if _POOL is not None:
+                _POOL.close()
+            else:
+                atexit.register(_close_shared_pool)
             _POOL = ParserPool(size)
         return _POOL
+
+
+def _close_shared_pool() -> None:
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
 
 
 if __name__ == "__main__":

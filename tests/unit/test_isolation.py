@@ -1,6 +1,7 @@
 """The parser pool: a crashing file costs itself; the pool never runs dry while threads wait."""
 
 import io
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,16 +24,29 @@ def outcome(pool: ParserPool, data: bytes) -> str:
     return str(table.num_rows)
 
 
-def test_crashes_cost_their_file_and_the_children_are_replaced() -> None:
-    pool = ParserPool(2)
+@pytest.fixture
+def make_pool() -> Iterator[Callable[[int], ParserPool]]:
+    pools: list[ParserPool] = []
+
+    def make(size: int) -> ParserPool:
+        pools.append(ParserPool(size))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def test_crashes_cost_their_file_and_the_children_are_replaced(make_pool: Callable[[int], ParserPool]) -> None:
+    pool = make_pool(2)
     inputs = [CRASHER, GOOD] * 4
     with ThreadPoolExecutor(8) as threads:
         results = list(threads.map(lambda data: outcome(pool, data), inputs, timeout=120))
     assert results == ["ParserCrashed", "2"] * 4
 
 
-def test_a_streamed_file_comes_back_in_batches_and_a_crash_is_its_own() -> None:
-    pool = ParserPool(1)
+def test_a_streamed_file_comes_back_in_batches_and_a_crash_is_its_own(make_pool: Callable[[int], ParserPool]) -> None:
+    pool = make_pool(1)
     body = b"".join(b'{"id": %d}\n' % i for i in range(200_000))
     streamed = ReadOptions(format="jsonl", block_size=1 << 20)
     assert sum(b.num_rows for b in pool.stream(io.BytesIO(body), "k.jsonl", streamed)) == 200_000

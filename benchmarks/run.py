@@ -860,7 +860,7 @@ class Bench:
         env = self.spark_env()
         env.setdefault("ICEFLOE_SPARK_CACHE", str(Path.home() / ".cache" / "icefloe" / "spark"))
         run_quiet([str(self.args.icefloe), "spark-server", "install"], env, "icefloe spark-server install")
-        port = embedded._free_ports(1)[0]
+        port = embedded.free_ports(1)[0]
         started = time.monotonic()
         out = run_quiet(
             [str(self.args.icefloe), "spark-server", "start", "--port", str(port), "--json"],

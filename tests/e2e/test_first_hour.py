@@ -49,7 +49,7 @@ def assert_fits_80_columns(text: str) -> None:
 
 def test_newcomer_demo_then_sql_table_show_and_other_engines(newcomer_env: dict[str, str], tmp_path: Path) -> None:
     env = newcomer_env
-    [pg_port] = embedded._free_ports(1)
+    [pg_port] = embedded.free_ports(1)
     started = cli(env, "services", "start", "--pg-port", str(pg_port), "--json")
     state = one_json(started.stdout)
     assert state["postgres"]["port"] == pg_port

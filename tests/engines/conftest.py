@@ -61,7 +61,7 @@ def spark_server(s3: embedded.SeaweedS3, pg_tcp_port: int | None) -> Iterator[Sp
     home = Path(tempfile.mkdtemp(prefix="icefloe-test-spark-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
     env.update(s3.env(), ICEFLOE_HOME=str(home), ICEFLOE_SPARK_CACHE=str(spark_cache()))
-    port = embedded._free_ports(1)[0]
+    port = embedded.free_ports(1)[0]
     started = time.monotonic()
     proc = _spark_cli(env, "start", "--port", str(port), "--driver-memory", "1g", "--json")
     try:

@@ -130,8 +130,8 @@ class SeededTable(LedgerQueries):
 
     def assert_exact(self) -> Table:
         """Every seeded id in the table exactly once, every file's rows once, every file SUCCESS with
-        no lease left, every icefloe snapshot with its own batch and run id, and ledger and snapshots
-        agreeing; returns the table. Rows of a test's external writer are left out."""
+        no lease left and counted by one run, every icefloe snapshot with its own batch and run id, and
+        ledger and snapshots agreeing; returns the table. Rows of a test's external writer are left out."""
         table = self.table()
         data = table.scan(selected_fields=("id", "_source_file")).to_arrow()
         sources = data["_source_file"].to_pylist()
@@ -154,6 +154,10 @@ class SeededTable(LedgerQueries):
         assert {f.file_path for f in files} == set(self.rows_per_file)
         leased = [f.file_path for f in files if f.lease_expires_at is not None]
         assert not leased, f"leases left on finished files: {leased[:10]}"
+        # The runs' counters add up to the ledger: each file counted SUCCESS by exactly one run, the
+        # ones a dead worker committed (found by reconciliation) included.
+        (counted,) = self.ledger("SELECT coalesce(sum(files_succeeded), 0) AS n FROM runs")
+        assert counted.n == len(files), f"runs count {counted.n} files SUCCESS, the ledger {len(files)}"
 
         snapshots = self.icefloe_snapshots(table)
         props = [s.summary.additional_properties if s.summary is not None else {} for s in snapshots]

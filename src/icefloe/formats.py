@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -348,11 +349,29 @@ def parse_whole(data: bytes, path: str, options: ReadOptions) -> pa.Table:
     return pa.Table.from_batches(batches, schema=schema)
 
 
+# Beyond 2^53 a double is not every integer: a float column holding such an integral value was most
+# likely an integer too large for a long (pyarrow then infers the whole column as double, rounding).
+_EXACT_FLOAT_INT = 2**53
+
+
 def _check_text_columns(batch: pa.RecordBatch, options: ReadOptions, uri: str) -> None:
-    """Refuse invalid UTF-8: pyarrow reads it in CSV as binary, and in JSON as invalid strings."""
+    """Refuse invalid UTF-8 (pyarrow reads it in CSV as binary, and in JSON as invalid strings), and
+    integers that inference turned into rounded floats."""
     if options.format in ("jsonl", "json"):
         batch.validate(full=True)  # raises ArrowInvalid "Invalid UTF8 ..." → EncodingError
     for field in batch.schema:
+        declared_here = options.schema is not None and field.name in options.schema.names
+        if pa.types.is_floating(field.type) and not declared_here:
+            values = batch.column(batch.schema.get_field_index(field.name))
+            suspect = pc.and_(pc.greater(pc.abs(values), _EXACT_FLOAT_INT), pc.equal(pc.floor(values), values))
+            row = pc.index(suspect, True).as_py()
+            if row >= 0:
+                raise PermanentFileError(
+                    f"{uri}: column {field.name!r} holds {values[row].as_py()!r} (row {row + 1} of its block): an "
+                    "integer too large for a long, read as a rounded float; declare the column with --schema "
+                    "(e.g. decimal(38,0) or string) to keep it as written",
+                    error_type="SchemaMismatch",
+                )
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
             declared = (
                 options.schema.field(field.name).type

@@ -48,6 +48,12 @@ JSONL_CASES: dict[str, tuple[bytes, str, str]] = {
     "reserved.jsonl": (b'{"id": 3, "_source_file": "mine"}\n', "InvalidSchema", "'_source_file'"),
     "reserved2.jsonl": (b'{"id": 3, "_ingested_at": 1}\n', "InvalidSchema", "'_ingested_at'"),
     "utf16.jsonl": ('{"id": 3}\n'.encode("utf-16"), "EncodingError", "not UTF-8"),
+    # A column new to the table whose integers overflow a long: inferred as double, it would round.
+    "bigint-new-column.jsonl": (
+        b'{"id": 3, "huge": 5}\n{"id": 4, "huge": -9223372036854775809}\n',
+        "SchemaMismatch",
+        "'huge' holds -9.223372036854776e+18",
+    ),
 }
 CSV_CASES: dict[str, tuple[bytes, str, str]] = {
     "dup.csv": (b"a,a,b\n1,2,3\n", "InvalidSchema", "'a' appears twice"),

@@ -11,9 +11,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from icefloe import ledger
 from icefloe.discovery import compile_glob
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
-from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
+from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, File, Ingestion
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
 from icefloe.schema import canonical_schema_document, parse_schema_document
@@ -48,6 +49,12 @@ class IngestionSpec:
     # "arrow" (in-process) or "spark" (Spark Connect; remote from here or ICEFLOE_SPARK_REMOTE).
     engine: str = "arrow"
     spark_remote: str | None = None
+    # "full" lists the whole prefix every run; "incremental" lists after the watermark (StartAfter),
+    # re-listing the date partitions of the last relist_lookback_seconds, and makes a full
+    # reconciling listing every full_listing_every_seconds.
+    listing: str = "full"
+    relist_lookback_seconds: int | None = None
+    full_listing_every_seconds: int = 86400
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field."""
@@ -79,6 +86,12 @@ class IngestionSpec:
             raise ConfigurationError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.spark_remote is not None and not self.spark_remote.startswith("sc://"):
             raise ConfigurationError(f"spark_remote must look like sc://host:15002, got {self.spark_remote!r}")
+        if self.listing not in LISTINGS:
+            raise ConfigurationError(f"listing must be one of {', '.join(LISTINGS)}, got {self.listing!r}")
+        if self.relist_lookback_seconds is not None and self.relist_lookback_seconds < 1:
+            raise ConfigurationError("relist_lookback_seconds must be at least 1")
+        if self.full_listing_every_seconds < 1:
+            raise ConfigurationError("full_listing_every_seconds must be at least 1")
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:
@@ -106,6 +119,9 @@ def create(db: Engine, spec: IngestionSpec) -> Ingestion:
             allow_concurrent_runs=spec.allow_concurrent_runs,
             engine=spec.engine,
             spark_remote=spec.spark_remote,
+            listing=spec.listing,
+            relist_lookback_seconds=spec.relist_lookback_seconds,
+            full_listing_every_seconds=spec.full_listing_every_seconds,
         )
         session.add(ingestion)
         try:
@@ -194,7 +210,14 @@ UPDATABLE = (
     "csv_header",
     "engine",
     "spark_remote",
+    "listing",
+    "relist_lookback_seconds",
+    "full_listing_every_seconds",
 )
+
+# Changing these changes which keys belong to the ingestion: keys below the listing watermark may
+# newly match, so the watermark is forgotten and the next run lists everything.
+_RESETS_LISTING = ("pattern", "since")
 
 
 def spec_of(ingestion: Ingestion) -> IngestionSpec:
@@ -221,6 +244,9 @@ def spec_of(ingestion: Ingestion) -> IngestionSpec:
         allow_concurrent_runs=ingestion.allow_concurrent_runs,
         engine=ingestion.engine,
         spark_remote=ingestion.spark_remote,
+        listing=ingestion.listing,
+        relist_lookback_seconds=ingestion.relist_lookback_seconds,
+        full_listing_every_seconds=ingestion.full_listing_every_seconds,
     )
 
 
@@ -244,6 +270,8 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
                 value = canonical_schema_document(value)
             setattr(ingestion, field, value)
         ingestion.updated_at = func.now()
+        if any(field in changes for field in _RESETS_LISTING):
+            ledger.reset_listing_state(session.connection(), ingestion.id)
         try:
             session.commit()
         except IntegrityError as exc:
@@ -307,6 +335,9 @@ def as_dict(i: Ingestion) -> dict[str, Any]:
         "alert_stale_after_seconds": i.alert_stale_after_seconds,
         "engine": i.engine,
         "spark_remote": i.spark_remote,
+        "listing": i.listing,
+        "relist_lookback_seconds": i.relist_lookback_seconds,
+        "full_listing_every_seconds": i.full_listing_every_seconds,
         "status": i.status,
         "created_at": i.created_at,
         "updated_at": i.updated_at,

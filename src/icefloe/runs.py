@@ -20,11 +20,13 @@ COUNTERS = (
     "records_ingested",
     "bytes_read",
     "snapshots_committed",
+    "list_requests",
+    "files_missed_by_incremental",
 )
 
 
-def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str) -> Run:
-    """A new run, RUNNING from now."""
+def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str, full_listing: bool = False) -> Run:
+    """A new run, RUNNING from now; ``full_listing``: list the whole source whatever the listing mode."""
     with Session(db, expire_on_commit=False) as session:
         run = Run(
             ingestion_id=ingestion_id,
@@ -32,6 +34,7 @@ def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str) -> Run
             status="RUNNING",
             worker_id=worker_id,
             started_at=func.now(),
+            listing="full" if full_listing else None,
         )
         session.add(run)
         session.commit()
@@ -45,6 +48,12 @@ def add(db: Engine, run_id: int, **increments: int) -> None:
     if values:
         with db.begin() as conn:
             conn.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def set_listing(db: Engine, run_id: int, listing: str) -> None:
+    """Record how the run's discovery listed: "full" or "incremental"."""
+    with db.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(listing=listing))
 
 
 def finish(
@@ -102,14 +111,16 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
         "run_id": run.id,
         "ingestion": ingestion_name,
         "status": run.status,
+        "listing": run.listing,
         **{name: getattr(run, name) for name in COUNTERS},
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "error_message": run.error_message,
     }
 
 
-def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:
-    """Queue a PENDING run for the workers (`icefloe run --enqueue`, the API, schedules).
+def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, full_listing: bool = False) -> Run:
+    """Queue a PENDING run for the workers (`icefloe run --enqueue`, the API, schedules);
+    ``full_listing``: the run lists the whole source whatever the listing mode.
 
     Refused with :class:`RunInProgressError` when the ingestion has a PENDING or RUNNING run and
     does not allow concurrent runs.
@@ -125,8 +136,10 @@ def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str) -> Run:
             if busy is not None:
                 raise RunInProgressError(f"ingestion {ingestion.name!r} already has run {busy.id} in progress")
         run_id = conn.execute(
-            text("INSERT INTO runs (ingestion_id, trigger, status) VALUES (:i, :t, 'PENDING') RETURNING id"),
-            {"i": ingestion.id, "t": trigger},
+            text(
+                "INSERT INTO runs (ingestion_id, trigger, status, listing) VALUES (:i, :t, 'PENDING', :l) RETURNING id"
+            ),
+            {"i": ingestion.id, "t": trigger, "l": "full" if full_listing else None},
         ).scalar_one()
     return get(db, run_id)
 

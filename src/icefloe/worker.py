@@ -16,7 +16,7 @@ from typing import Self
 from sqlalchemy import Engine, text
 
 from icefloe import commit, faults, ledger, metrics, retry, runs
-from icefloe.discovery import DiscoveryCounts, Filter, discover
+from icefloe.discovery import DiscoveryCounts, Filter, discover, plan_listing
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch, load_engine
 from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnavailableError
@@ -254,10 +254,16 @@ def _record(
 
 
 def run_ingestion(
-    rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli", progress: ProgressCallback | None = None
+    rt: Runtime,
+    ingestion: Ingestion,
+    *,
+    trigger: str = "cli",
+    progress: ProgressCallback | None = None,
+    full_listing: bool = False,
 ) -> Run:
-    """One synchronous run (`icefloe run`): a new run record, executed here and now."""
-    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
+    """One synchronous run (`icefloe run`): a new run record, executed here and now;
+    ``full_listing``: a full reconciling listing whatever the ingestion's listing mode."""
+    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id, full_listing=full_listing)
     return execute_run(rt, ingestion, run, progress=progress)
 
 
@@ -327,13 +333,24 @@ def execute_run(
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
     location = S3Location.parse(ingestion.source)
     flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
+    with rt.db.connect() as conn:
+        state = ledger.listing_state(
+            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
+        )
+    plan = plan_listing(
+        mode=ingestion.listing,
+        full_requested=run.listing == "full",
+        state=state,
+        prefix=location.prefix,
+        lookback_seconds=ingestion.relist_lookback_seconds,
+    )
 
     def on_page(counts: DiscoveryCounts) -> None:
         faults.point("during-discovery")
         if progress:
             progress(Progress("discovering", discovered=counts.listed))
 
-    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
+    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
     runs.add(
         rt.db,
         run.id,
@@ -341,7 +358,19 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
         files_new=counts.new,
         files_changed=counts.changed,
         files_skipped=counts.skipped,
+        list_requests=counts.list_requests,
+        files_missed_by_incremental=counts.missed,
     )
+    runs.set_listing(rt.db, run.id, "full" if plan.full else "incremental")
+    metrics.LIST_REQUESTS.labels(ingestion.name).inc(counts.list_requests)
+    if counts.missed:
+        metrics.FILES_MISSED_BY_INCREMENTAL.labels(ingestion.name).inc(counts.missed)
+        log.warning(
+            "the full listing found %d file(s) the incremental listing missed (keys at or below %s)",
+            counts.missed,
+            plan.missed_below,
+            extra={"run_id": run.id, "ingestion": ingestion.name},
+        )
 
 
 def _process_until_settled(

@@ -59,6 +59,7 @@ def test_api_settings_from_env() -> None:
         (schemas.FileStatus, models.FILE_STATUSES),
         (schemas.Role, models.TOKEN_ROLES),
         (schemas.EngineName, models.ENGINES),
+        (schemas.Listing, models.LISTINGS),
     ],
 )
 def test_schema_literals_match_the_ledger(literal: object, values: tuple[str, ...]) -> None:

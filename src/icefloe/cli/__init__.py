@@ -133,6 +133,16 @@ def ingestion_create(
     spark_remote: Annotated[
         str | None, typer.Option(help="sc://host:15002 for --engine spark (default: $ICEFLOE_SPARK_REMOTE)")
     ] = None,
+    listing: Annotated[
+        str, typer.Option(help="full (list the whole prefix every run) | incremental (after the watermark)")
+    ] = "full",
+    relist_lookback: Annotated[
+        str | None,
+        typer.Option(help="incremental: re-list date partitions this far before the watermark's, e.g. 2d"),
+    ] = None,
+    full_listing_every: Annotated[
+        str, typer.Option(help="incremental: a full reconciling listing this often, e.g. 1d, 12h")
+    ] = "1d",
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion."""
@@ -160,6 +170,9 @@ def ingestion_create(
             alert_stale_after_seconds=parse_duration(alert_stale_after) if alert_stale_after else None,
             engine=engine,
             spark_remote=spark_remote,
+            listing=listing,
+            relist_lookback_seconds=parse_duration(relist_lookback) if relist_lookback else None,
+            full_listing_every_seconds=parse_duration(full_listing_every),
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
@@ -191,10 +204,16 @@ def ingestion_show(name: str, as_json: JsonOpt = False) -> None:
     def body() -> None:
         with _runtime() as rt:
             i = ingestions.get(rt.db, name)
+            location = S3Location.parse(i.source)
             with rt.db.connect() as conn:
                 counts = ledger.status_counts(conn, i.id)
+                state = ledger.listing_state(conn, i.id, location.uri(location.prefix), i.full_listing_every_seconds)
             last = runs.list_for(rt.db, i.id, limit=1)
-        data = ingestions.as_dict(i) | {"files": counts}
+        data = ingestions.as_dict(i) | {
+            "files": counts,
+            "listing_watermark": state.watermark,
+            "last_full_listing_at": state.last_full_listing_at,
+        }
         if last:
             data["last_run"] = runs.summary(last[0], i.name)
         out.record(data, title=f"ingestion {i.name}")
@@ -211,7 +230,8 @@ def ingestion_check(name: str, as_json: JsonOpt = False) -> None:
         with _runtime() as rt:
             i = ingestions.get(rt.db, name)
             location = S3Location.parse(i.source)
-            page = next(listing_pages(rt.s3, location, Filter(location.prefix, i.pattern, i.since)), [])
+            first = next(listing_pages(rt.s3, location, Filter(location.prefix, i.pattern, i.since)), None)
+            page = first.objects if first is not None else []
             table = tables.load_table(rt.catalog, i.table_identifier)
         out.record(
             {
@@ -272,6 +292,9 @@ def run_command(
     name: str,
     as_json: JsonOpt = False,
     enqueue: Annotated[bool, typer.Option("--enqueue", help="queue the run for `icefloe worker` and return")] = False,
+    full_listing: Annotated[
+        bool, typer.Option("--full-listing", help="list the whole source (reconciles an incremental listing)")
+    ] = False,
 ) -> None:
     """Run an ingestion once: discover, process, commit. Exit 0 ok, 3 some files failed, 1 run failed."""
     out = Output(as_json)
@@ -282,7 +305,7 @@ def run_command(
             if i.status == "PAUSED":
                 raise ConfigurationError(f"ingestion {name} is paused (icefloe ingestion resume {name})")
             if enqueue:
-                queued = runs.enqueue(rt.db, i, trigger="cli")
+                queued = runs.enqueue(rt.db, i, trigger="cli", full_listing=full_listing)
                 data = runs.summary(queued, i.name) | {"trigger": queued.trigger, "created_at": queued.created_at}
                 if as_json:
                     out.json(data)
@@ -316,9 +339,9 @@ def run_command(
                                 records=p.records,
                             )
 
-                    run = worker.run_ingestion(rt, i, trigger="cli", progress=progress)
+                    run = worker.run_ingestion(rt, i, trigger="cli", progress=progress, full_listing=full_listing)
             else:
-                run = worker.run_ingestion(rt, i, trigger="cli")
+                run = worker.run_ingestion(rt, i, trigger="cli", full_listing=full_listing)
             summary = runs.summary(run, i.name)
         if as_json:
             out.json(summary)

@@ -49,22 +49,28 @@ _UPSERT_PAGE = text(
             lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
             batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL, snapshot_id = NULL
         WHERE files.etag IS DISTINCT FROM EXCLUDED.etag
-        RETURNING (xmax = 0) AS inserted, status
+        RETURNING (xmax = 0) AS inserted, status, file_path
     )
     SELECT count(*) FILTER (WHERE inserted AND status <> 'SKIPPED') AS new,
            count(*) FILTER (WHERE NOT inserted AND status <> 'SKIPPED') AS changed,
-           count(*) FILTER (WHERE status = 'SKIPPED') AS skipped
+           count(*) FILTER (WHERE status = 'SKIPPED') AS skipped,
+           -- byte order, as S3 lists keys
+           count(*) FILTER (WHERE status <> 'SKIPPED' AND file_path COLLATE "C" <= CAST(:missed_below AS text))
+               AS missed
     FROM upserted
     """
 )
 
 
-def upsert_listing_page(conn: Connection, ingestion_id: int, page: Sequence[ListedObject]) -> PageCounts:
+def upsert_listing_page(
+    conn: Connection, ingestion_id: int, page: Sequence[ListedObject], *, missed_below: str | None = None
+) -> PageCounts:
     """Record one listing page in a single statement; the new/changed diff is computed by PostgreSQL.
 
     Invariant: a known key with an unchanged ETag is not touched (never read twice); a changed
     ETag starts a new version: DISCOVERED again, retries reset, and ``lease_token`` bumped so a
     worker still holding the old version is fenced off and commits nothing for it.
+    ``missed_below`` (a file URI): new or changed files at or below it are counted as ``missed``.
     """
     if not page:
         return PageCounts(0, 0, 0)
@@ -77,9 +83,10 @@ def upsert_listing_page(conn: Connection, ingestion_id: int, page: Sequence[List
             "mtimes": [o.modified_at for o in page],
             "etags": [o.etag for o in page],
             "skips": [o.skip_reason for o in page],
+            "missed_below": missed_below,
         },
     ).one()
-    return PageCounts(new=row.new, changed=row.changed, skipped=row.skipped)
+    return PageCounts(new=row.new, changed=row.changed, skipped=row.skipped, missed=row.missed)
 
 
 # --------------------------------------------------------------------------- claim

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from it_support import files, ingest, jsonl, rows, run
 
-from icefloe import alerts, ingestions, worker
+from icefloe import alerts, ingestions, metrics, worker
 from icefloe.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -33,6 +33,10 @@ def list_calls(rt: Runtime) -> Iterator[list[dict[str, Any]]]:
     rt.s3.meta.events.unregister("provide-client-params.s3.ListObjectsV2", record)
 
 
+def counter(name: str, ingestion: str) -> float:
+    return metrics.REGISTRY.get_sample_value(f"{name}_total", {"ingestion": ingestion}) or 0.0
+
+
 def full_run(rt: Runtime, name: str) -> Any:
     """``icefloe run NAME --full-listing``."""
     return worker.run_ingestion(rt, ingestions.get(rt.db, name), trigger="test", full_listing=True)
@@ -50,6 +54,9 @@ def test_late_key_below_the_watermark_is_missed_then_found_and_counted_by_a_full
     # A producer writes one key late, below the watermark (000005), and one in order.
     put_objects(bucket, {"seq/000003a.jsonl": jsonl([{"id": 35}]), "seq/000006.jsonl": jsonl([{"id": 6}])})
     list_calls.clear()
+    listed_before, missed_before = (
+        counter(m, "inc") for m in ("icefloe_list_requests", "icefloe_files_missed_by_incremental")
+    )
     second = run(rt, "inc")
     assert (second.listing, second.files_new, second.files_succeeded) == ("incremental", 1, 1)
     assert [c.get("StartAfter") for c in list_calls] == ["seq/000005.jsonl"]
@@ -59,6 +66,8 @@ def test_late_key_below_the_watermark_is_missed_then_found_and_counted_by_a_full
     third = full_run(rt, "inc")
     assert (third.status, third.listing, third.files_new, third.files_succeeded) == ("SUCCESS", "full", 1, 1)
     assert third.files_missed_by_incremental == 1
+    assert counter("icefloe_list_requests", "inc") == listed_before + 2
+    assert counter("icefloe_files_missed_by_incremental", "inc") == missed_before + 1
     assert sorted(rows(rt, "it.inc").column("id").to_pylist()) == [1, 2, 3, 4, 5, 6, 35]
 
     assert alerts.detect(rt.db) == 1

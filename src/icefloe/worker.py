@@ -169,7 +169,8 @@ def process_batches(
     ``stop``: claim no new batch (graceful shutdown); ``abort``: give up the current batch too —
     its files are released unpenalised, nothing of it is committed.
     """
-    engine = load_engine(ingestion.engine, rt, ingestion)
+    # Loaded with the first batch: a run with nothing to ingest never imports the engine stack.
+    engine: StagingEngine | None = None
     lease = rt.settings.lease_seconds
     bounds = LockBounds.for_lease(lease)
     state = Progress("processing")
@@ -195,6 +196,8 @@ def process_batches(
         context = {"run_id": run.id, "batch_id": str(batch.batch_id), "ingestion": ingestion.name}
         log.info("claimed batch of %d file(s)", len(batch.files), extra=context)
         try:
+            if engine is None:
+                engine = load_engine(ingestion.engine, rt, ingestion)
             with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
                 staged = _stage(rt, engine, batch, heartbeat)
                 started = time.monotonic()
@@ -294,7 +297,7 @@ def execute_run(
             while True:
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
-                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
+                    _reconcile(rt, ingestion, bounds)
                     if not discovered:
                         _discover(rt, ingestion, run, progress)
                         discovered = True
@@ -328,6 +331,14 @@ def execute_run(
         duration = (finished.finished_at - finished.started_at).total_seconds()
         metrics.RUN_DURATION.labels(ingestion.name, finished.status).observe(duration)
     return finished
+
+
+def _reconcile(rt: Runtime, ingestion: Ingestion, bounds: LockBounds) -> None:
+    """Reconcile expired leases; the catalog is loaded (a second in a fresh process) only if there are any."""
+    with rt.db.connect() as conn:
+        if not ledger.any_expired_lease(conn, ingestion.id):
+            return
+    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds)
 
 
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -170,6 +171,8 @@ def main() -> None:
     parser.add_argument("--ledger-extra", type=int, default=900_000, help="rows added to the largest size's ledger")
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the servers below are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in options.sizes.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="icefloe-listing-bench-"))

@@ -232,7 +232,7 @@ def report(rows: list[dict[str, Any]], load_before: str, load_after: str) -> Non
     for r in rows:
         lines.append(
             f"| {r['keys_s3']:,} | {r['keys_ledger']:,} | {r['mode']} | {r['list_requests']} "
-            f"| {r['bare_list_s']:.2f} s | {r['run_s']:.2f} s | {r['run_s'] / r['bare_list_s']:.2f}× "
+            f"| {r['bare_list_s']:.2f} s | {r['run_s']:.2f} s | {r['run_s'] / r['bare_list_s']:.2f}x "
             f"| {r['cli_wall_s']:.1f} s | {r['peak_rss_mib']} MiB |"
         )
     lines.append(f"\nload average (1, 5, 15 min) before: {load_before}; after: {load_after}")

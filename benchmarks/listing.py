@@ -15,8 +15,10 @@ One run:
 3. times, each in a child process started from this small harness: the **bare LIST**
    (``ListObjectsV2`` pages with icefloe's own S3 client, nothing else) and the **no-op run**
    (``icefloe run NAME --json``: reconcile, discover, claim nothing, finish), alternating, ``--repeat``
-   times each; reports the medians, the run's own ``duration_seconds``, its LIST requests and the
-   child's peak RSS (``wait4``'s ``ru_maxrss``);
+   times each; reports the medians, the run's own ``duration_seconds`` (which includes making the S3
+   client and the first ledger connections of a fresh process), its LIST requests and the child's peak
+   RSS (``wait4``'s ``ru_maxrss``); then **warm**, as a long-lived worker runs: one process that
+   alternates the bare LIST and ``worker.run_ingestion`` with the same client, ``--repeat`` times;
 4. with ``--ledger-extra M``: adds M more SUCCESS rows to the largest size's ingestion straight with
    SQL (keys of older days, absent from S3) and measures its no-op runs again: the time must not grow
    with the keys already known.
@@ -71,6 +73,33 @@ for page in client.get_paginator("list_objects_v2").paginate(
     pages += 1
     keys += len(page.get("Contents", []))
 print(time.perf_counter() - started, pages, keys)
+"""
+
+
+# A worker's view: one process, warm (imports done, S3 client and ledger connections made), alternating
+# the bare LIST and a no-op run of the ingestion with the same client.
+WARM = """
+import statistics, sys, time
+from icefloe import ingestions, worker
+from icefloe.runtime import Runtime
+from icefloe.settings import Settings
+bucket, prefix, name, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rt = Runtime(Settings.from_env())
+ingestion = ingestions.get(rt.db, name)
+worker.run_ingestion(rt, ingestion, trigger="bench")
+bare, runs = [], []
+for _ in range(repeat):
+    started = time.perf_counter()
+    for page in rt.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}
+    ):
+        pass
+    bare.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    run = worker.run_ingestion(rt, ingestion, trigger="bench")
+    runs.append(time.perf_counter() - started)
+    assert run.status == "SUCCESS" and run.files_new == 0, run
+print(statistics.median(bare), statistics.median(runs))
 """
 
 
@@ -152,7 +181,11 @@ def measure(env: dict[str, str], name: str, prefix: str, repeat: int) -> dict[st
         out, wall, rss = run_child([str(Path(sys.executable).parent / "icefloe"), "run", name, "--json"], env)
         summary = json.loads(out)
         runs.append({"run": summary["duration_seconds"], "wall": wall, "rss": rss, "lists": summary["list_requests"]})
+    out, _, _ = run_child([sys.executable, "-c", WARM, BUCKET, prefix, name, str(repeat)], env)
+    warm_bare, warm_run = (float(x) for x in out.split())
     return {
+        "warm_bare_list_s": warm_bare,
+        "warm_run_s": warm_run,
         "bare_list_s": statistics.median(bare),
         "run_s": statistics.median(r["run"] for r in runs),
         "cli_wall_s": statistics.median(r["wall"] for r in runs),
@@ -226,13 +259,15 @@ def main() -> None:
 def report(rows: list[dict[str, Any]], load_before: str, load_after: str) -> None:
     lines = [
         "| keys in S3 | keys in the ledger | listing | LIST requests | bare LIST | no-op run | run / LIST "
-        "| `icefloe run` wall | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| warm: bare LIST | warm: no-op run | run / LIST | `icefloe run` wall | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['keys_s3']:,} | {r['keys_ledger']:,} | {r['mode']} | {r['list_requests']} "
             f"| {r['bare_list_s']:.2f} s | {r['run_s']:.2f} s | {r['run_s'] / r['bare_list_s']:.2f}x "
+            f"| {r['warm_bare_list_s']:.2f} s | {r['warm_run_s']:.2f} s "
+            f"| {r['warm_run_s'] / r['warm_bare_list_s']:.2f}x "
             f"| {r['cli_wall_s']:.1f} s | {r['peak_rss_mib']} MiB |"
         )
     lines.append(f"\nload average (1, 5, 15 min) before: {load_before}; after: {load_after}")

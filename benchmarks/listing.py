@@ -17,7 +17,7 @@ One run:
    (``icefloe run NAME --json``: reconcile, discover, claim nothing, finish), alternating, ``--repeat``
    times each; reports the medians, the run's own ``duration_seconds`` (which includes making the S3
    client and the first ledger connections of a fresh process), its LIST requests and the child's peak
-   RSS (``wait4``'s ``ru_maxrss``); then **warm**, as a long-lived worker runs: one process that
+   RSS (GNU ``time``'s ``%M``, see :func:`run_child`); then **warm**, as a long-lived worker runs: one process that
    alternates the bare LIST and ``worker.run_ingestion`` with the same client, ``--repeat`` times;
 4. with ``--ledger-extra M``: adds M more SUCCESS rows to the largest size's ingestion straight with
    SQL (keys of older days, absent from S3) and measures its no-op runs again: the time must not grow
@@ -57,7 +57,7 @@ PER_DAY = 1000
 MODES: dict[str, dict[str, Any]] = {
     "full": {"listing": "full"},
     "incremental": {"listing": "incremental"},
-    "incremental, lookback 2d": {"listing": "incremental", "relist_lookback_seconds": 2 * 86400},
+    "incremental --relist-lookback 2d": {"listing": "incremental", "relist_lookback_seconds": 2 * 86400},
 }
 
 BARE_LIST = """
@@ -104,18 +104,21 @@ print(statistics.median(bare), statistics.median(runs))
 
 
 def run_child(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
-    """Run a child process; its stdout, wall seconds and its own peak RSS in MiB (``wait4``)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:4])} exited {proc.returncode}: {err.strip()[-800:]}")
-    return out, wall, usage.ru_maxrss // 1024
+    """Run a child process; its stdout, wall seconds and its own peak RSS in MiB.
+
+    Started through GNU ``time``: a child forked straight from this harness would inherit the
+    harness's RSS at fork as its ``ru_maxrss`` high-water mark (Linux copies it at fork and keeps it
+    across exec); a child of ``time`` is forked from a process of a few MiB. -1 without ``time``.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        timed = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *args] if Path("/usr/bin/time").exists() else args
+        started = time.perf_counter()
+        proc = subprocess.run(timed, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args[:4])} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
+        text = rss_file.read().strip()
+    return proc.stdout, wall, int(text.splitlines()[-1]) // 1024 if text else -1
 
 
 def upload(client: Any, prefix: str, n: int, seed: int) -> None:
@@ -203,6 +206,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000", help="keys in S3, comma-separated")
     parser.add_argument("--ledger-extra", type=int, default=900_000, help="rows added to the largest size's ledger")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES), help="listing modes to measure, comma-separated")
     options = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the servers below are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -228,6 +232,8 @@ def main() -> None:
                 upload(client, prefix, n, seed=n)
                 print(f"uploaded {n:,} objects in {time.perf_counter() - started:.0f} s", flush=True)
                 for mode, fields in MODES.items():
+                    if mode not in options.modes.split(","):
+                        continue
                     name = f"n{n}-{mode.replace(',', '').replace(' ', '-')}"
                     ingestions.create(
                         engine,

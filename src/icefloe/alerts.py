@@ -1,13 +1,16 @@
 """Alerts: incidents worth telling a human about, found in the ledger and delivered once each.
 
-Three kinds of incident, each recorded as one row of ``alerts`` whose ``incident_key`` is unique:
+Four kinds of incident, each recorded as one row of ``alerts`` whose ``incident_key`` is unique:
 
 - ``run_failed`` (``run-failed:<run>``): a run ended FAILED;
 - ``files_failed`` (``files-failed:<ingestion>:<run>``): files failed with no retry left, one alert per
   finished run listing them (the first :data:`FILES_LISTED` and the total);
 - ``stale`` (``stale:<ingestion>:<last successful run or 0>``): an ACTIVE ingestion with
   ``alert_stale_after_seconds`` has had no SUCCESS run for longer than that. The key names the last
-  success, so there is one alert per stale period, and the next success re-arms it.
+  success, so there is one alert per stale period, and the next success re-arms it;
+- ``listing_missed_files`` (``listing-missed:<run>``): a full reconciling listing found files that the
+  incremental listing had missed (``runs.files_missed_by_incremental`` > 0): the keys do not increase
+  as ``--listing incremental`` assumes, or ``--relist-lookback`` is too short.
 
 :func:`detect` and :func:`deliver` are what the worker loop calls every few seconds, from any number
 of processes. Detection is one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` per kind, on the database's
@@ -48,7 +51,7 @@ from icefloe.settings import SmtpSettings as SmtpSettings
 
 log = logging.getLogger(__name__)
 
-KINDS = ("run_failed", "files_failed", "stale")
+KINDS = ("run_failed", "files_failed", "stale", "listing_missed_files")
 FILES_LISTED = 20
 """How many failed files one ``files_failed`` alert lists; ``total`` counts them all."""
 DEFAULT_LOOKBACK_SECONDS = 86400
@@ -358,6 +361,28 @@ _DETECT_STALE = text(
 )
 
 
+_DETECT_LISTING_MISSED = text(
+    """
+    INSERT INTO alerts (incident_key, kind, ingestion_id, subject, body)
+    SELECT k.incident_key, 'listing_missed_files', r.ingestion_id,
+           format('the full listing of %s found %s file(s) its incremental listing missed (run %s)',
+                  i.name, r.files_missed_by_incremental, r.id),
+           jsonb_build_object(
+               'run_id', r.id, 'files_missed_by_incremental', r.files_missed_by_incremental,
+               'listing', i.listing, 'relist_lookback_seconds', i.relist_lookback_seconds,
+               'finished_at', r.finished_at)
+    FROM runs r
+    JOIN ingestions i ON i.id = r.ingestion_id
+    CROSS JOIN LATERAL (SELECT 'listing-missed:' || r.id AS incident_key) k
+    WHERE r.files_missed_by_incremental > 0 AND r.status IN ('SUCCESS', 'PARTIAL', 'FAILED')
+      AND r.finished_at >= now() - make_interval(secs => :lookback)
+      AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.incident_key = k.incident_key)
+    ORDER BY k.incident_key
+    ON CONFLICT (incident_key) DO NOTHING
+    """
+)
+
+
 def detect(db: Engine, *, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS) -> int:
     """Record new incidents as unsent alerts; returns how many are new.
 
@@ -369,6 +394,7 @@ def detect(db: Engine, *, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS) -> i
         ("run_failed", _DETECT_RUN_FAILED),
         ("files_failed", _DETECT_FILES_FAILED),
         ("stale", _DETECT_STALE),
+        ("listing_missed_files", _DETECT_LISTING_MISSED),
     ):
         params = {"lookback": lookback_seconds, "listed": FILES_LISTED, "window": 600}
         with db.begin() as conn:

@@ -7,6 +7,8 @@ PostgreSQL in :func:`icefloe.ledger.upsert_listing_page`. Patterns: :mod:`iceflo
 from __future__ import annotations
 
 import datetime as dt
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,7 @@ from sqlalchemy import Engine
 from icefloe import ledger
 from icefloe.globs import compile_glob
 from icefloe.ledger import ListedObject
+from icefloe.partitions import relist_start
 from icefloe.s3 import S3Location, source_errors
 
 PAGE_SIZE = 1000
@@ -51,15 +54,28 @@ class Filter:
         return compile_glob(self.pattern).match(key[len(self.prefix) :])
 
 
-def listing_pages(s3: Any, location: S3Location, flt: Filter) -> Iterator[list[ListedObject]]:
-    """ListObjectsV2 page by page; yields the accepted objects of each page."""
+@dataclass(frozen=True)
+class ListingPage:
+    """One LIST response: the accepted objects, and the last key listed (accepted or not)."""
+
+    objects: list[ListedObject]
+    last_key: str | None
+
+
+def listing_pages(
+    s3: Any, location: S3Location, flt: Filter, *, start_after: str | None = None
+) -> Iterator[ListingPage]:
+    """ListObjectsV2 page by page (one LIST request each), after ``start_after`` if given."""
     paginator = s3.get_paginator("list_objects_v2")
+    extra = {"StartAfter": start_after} if start_after else {}
+    prefix_length = len(location.prefix)
     with source_errors(location, s3.meta.endpoint_url):
         for page in paginator.paginate(
-            Bucket=location.bucket, Prefix=location.prefix, PaginationConfig={"PageSize": PAGE_SIZE}
+            Bucket=location.bucket, Prefix=location.prefix, PaginationConfig={"PageSize": PAGE_SIZE}, **extra
         ):
             accepted: list[ListedObject] = []
-            for obj in page.get("Contents", []):
+            contents = page.get("Contents", [])
+            for obj in contents:
                 key: str = obj["Key"]
                 modified: dt.datetime | None = obj.get("LastModified")
                 if not flt.accepts(key, modified):
@@ -70,10 +86,40 @@ def listing_pages(s3: Any, location: S3Location, flt: Filter) -> Iterator[list[L
                         size=int(obj.get("Size", 0)),
                         modified_at=modified,
                         etag=str(obj.get("ETag", "")).strip('"'),
-                        skip_reason=skip_reason(key[len(location.prefix) :]),
+                        skip_reason=skip_reason(key[prefix_length:]),
                     )
                 )
-            yield accepted
+            yield ListingPage(accepted, contents[-1]["Key"] if contents else None)
+
+
+@dataclass(frozen=True)
+class ListingPlan:
+    """What one discovery lists: everything (``full``) or the keys after ``start_after``.
+
+    ``missed_below``: in a full listing of an incremental ingestion, the key after which the
+    incremental listing would have started; new or changed files at or below it are counted as
+    missed by the incremental listing.
+    """
+
+    full: bool
+    start_after: str | None = None
+    missed_below: str | None = None
+
+
+def plan_listing(
+    *, mode: str, full_requested: bool, state: ledger.ListingState, prefix: str, lookback_seconds: int | None
+) -> ListingPlan:
+    """Decide how this run lists (pure): ``full`` mode always lists everything; ``incremental``
+    lists after the watermark (moved back by the lookback), except on the first listing, when a
+    full listing is due (``--full-listing-every``) or requested (``--full-listing``)."""
+    if mode == "full" or state.watermark is None:
+        return ListingPlan(full=True)
+    start = state.watermark
+    if lookback_seconds is not None:
+        start = relist_start(state.watermark, prefix, lookback_seconds)
+    if full_requested or state.full_listing_due:
+        return ListingPlan(full=True, missed_below=start)
+    return ListingPlan(full=False, start_after=start)
 
 
 @dataclass
@@ -82,6 +128,50 @@ class DiscoveryCounts:
     new: int = 0
     changed: int = 0
     skipped: int = 0
+    list_requests: int = 0
+    missed: int = 0
+
+
+_DONE = object()
+
+
+def _prefetch(pages: Iterator[ListingPage], stop: threading.Event, depth: int = 2) -> Iterator[ListingPage]:
+    """Iterate ``pages`` in a thread, ``depth`` pages ahead: the next LIST request is in flight while
+    the caller records the last page, so a no-op discovery takes about the LIST time, not LIST + ledger."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=depth)
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="listing", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, ListingPage)
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def discover(
@@ -91,17 +181,35 @@ def discover(
     ingestion_id: int,
     location: S3Location,
     flt: Filter,
+    plan: ListingPlan | None = None,
     on_page: Callable[[DiscoveryCounts], None] | None = None,
 ) -> DiscoveryCounts:
-    """List the source and upsert every page into the ledger, one short transaction per page."""
+    """List the source as ``plan`` says and upsert every page into the ledger, one short
+    transaction per page that also advances the listing root's watermark to the page's last key."""
+    plan = plan or ListingPlan(full=True)
+    root = location.uri(location.prefix)
+    missed_below = location.uri(plan.missed_below) if plan.missed_below is not None else None
     counts = DiscoveryCounts()
-    for page in listing_pages(s3, location, flt):
-        with engine.begin() as conn:
-            page_counts = ledger.upsert_listing_page(conn, ingestion_id, page)
-        counts.listed += len(page)
-        counts.new += page_counts.new
-        counts.changed += page_counts.changed
-        counts.skipped += page_counts.skipped
+    started_at = None
+    if plan.full:
+        with engine.connect() as conn:
+            started_at = ledger.database_now(conn)
+    stop = threading.Event()
+    for page in _prefetch(listing_pages(s3, location, flt, start_after=plan.start_after), stop):
+        counts.list_requests += 1
+        if page.objects or page.last_key is not None:
+            with engine.begin() as conn:
+                page_counts = ledger.upsert_listing_page(conn, ingestion_id, page.objects, missed_below=missed_below)
+                if page.last_key is not None:
+                    ledger.advance_watermark(conn, ingestion_id, root, page.last_key)
+            counts.new += page_counts.new
+            counts.changed += page_counts.changed
+            counts.skipped += page_counts.skipped
+            counts.missed += page_counts.missed
+        counts.listed += len(page.objects)
         if on_page is not None:
             on_page(counts)
+    if started_at is not None:
+        with engine.begin() as conn:
+            ledger.record_full_listing(conn, ingestion_id, root, started_at)
     return counts

@@ -12,9 +12,10 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from icefloe import ledger
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.globs import compile_glob, may_overlap
-from icefloe.models import ENGINES, FORMATS, ON_CHANGE, File, Ingestion
+from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, File, Ingestion
 from icefloe.redaction import redact_uri
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
@@ -53,6 +54,12 @@ class IngestionSpec:
     # "arrow" (in-process) or "spark" (Spark Connect; remote from here or ICEFLOE_SPARK_REMOTE).
     engine: str = "arrow"
     spark_remote: str | None = None
+    # "full" lists the whole prefix every run; "incremental" lists after the watermark (StartAfter),
+    # re-listing the date partitions of the last relist_lookback_seconds, and makes a full
+    # reconciling listing every full_listing_every_seconds.
+    listing: str = "full"
+    relist_lookback_seconds: int | None = None
+    full_listing_every_seconds: int = 86400
 
     def validate(self, *, new_name: bool = True) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field.
@@ -95,6 +102,12 @@ class IngestionSpec:
             raise ConfigurationError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.spark_remote is not None and not self.spark_remote.startswith("sc://"):
             raise ConfigurationError(f"spark_remote must look like sc://host:15002, got {self.spark_remote!r}")
+        if self.listing not in LISTINGS:
+            raise ConfigurationError(f"listing must be one of {', '.join(LISTINGS)}, got {self.listing!r}")
+        if self.relist_lookback_seconds is not None and self.relist_lookback_seconds < 1:
+            raise ConfigurationError("relist_lookback_seconds must be at least 1")
+        if self.full_listing_every_seconds < 1:
+            raise ConfigurationError("full_listing_every_seconds must be at least 1")
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:
@@ -226,6 +239,11 @@ def _columns(options: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
+# Changing these changes which keys belong to the ingestion: keys below the listing watermark may
+# newly match, so the watermark is forgotten and the next run lists everything.
+_RESETS_LISTING = ("pattern", "since")
+
+
 def spec_of(ingestion: Ingestion) -> IngestionSpec:
     """The spec an ingestion was defined with (as changed since)."""
     return IngestionSpec(**{o: getattr(ingestion, _COLUMN_OF.get(o, o)) for o in OPTIONS})
@@ -254,6 +272,8 @@ def update(db: Engine, name_or_id: str | int, changes: Mapping[str, Any]) -> Ing
         for name, value in _columns(changes).items():
             setattr(ingestion, name, value)
         ingestion.updated_at = func.now()
+        if any(field in changes for field in _RESETS_LISTING):
+            ledger.reset_listing_state(session.connection(), ingestion.id)
         try:
             session.commit()
         except IntegrityError as exc:

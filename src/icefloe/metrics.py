@@ -39,6 +39,15 @@ RECONCILIATIONS = Counter(
     ["ingestion", "outcome"],
     registry=REGISTRY,
 )
+LIST_REQUESTS = Counter(
+    "icefloe_list_requests", "S3 LIST requests made by discovery (what listing costs)", ["ingestion"], registry=REGISTRY
+)
+FILES_MISSED_BY_INCREMENTAL = Counter(
+    "icefloe_files_missed_by_incremental",
+    "New or changed files a full reconciling listing found that the incremental listing had missed",
+    ["ingestion"],
+    registry=REGISTRY,
+)
 RUN_DURATION = Histogram(
     "icefloe_run_duration_seconds",
     "Duration of finished runs",

@@ -35,12 +35,14 @@ Format = Literal["csv", "jsonl", "json", "parquet"]
 OnChange = Literal["replace", "append"]
 EngineName = Literal["arrow", "spark"]
 Role = Literal["reader", "operator", "admin"]
+Listing = Literal["full", "incremental"]
 FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 INGESTION_STATUSES: tuple[str, ...] = get_args(IngestionStatus)
 FORMATS: tuple[str, ...] = get_args(Format)
 ON_CHANGE: tuple[str, ...] = get_args(OnChange)
 ENGINES: tuple[str, ...] = get_args(EngineName)
+LISTINGS: tuple[str, ...] = get_args(Listing)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -60,6 +62,7 @@ class Ingestion(Base):
         CheckConstraint(_in("format", FORMATS), name="ck_ingestions_format"),
         CheckConstraint(_in("on_change", ON_CHANGE), name="ck_ingestions_on_change"),
         CheckConstraint(_in("engine", ENGINES), name="ck_ingestions_engine"),
+        CheckConstraint(_in("listing", LISTINGS), name="ck_ingestions_listing"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -95,6 +98,12 @@ class Ingestion(Base):
     maintenance_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # Start a scheduled run even when another run of this ingestion is in progress.
     allow_concurrent_runs: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # "full": every run lists the whole prefix; "incremental": from the watermark (S3 StartAfter),
+    # re-listing the date partitions of the last relist_lookback_seconds, with a full reconciling
+    # listing every full_listing_every_seconds.
+    listing: Mapped[str] = mapped_column(String(20), server_default="full")
+    relist_lookback_seconds: Mapped[int | None] = mapped_column(Integer)
+    full_listing_every_seconds: Mapped[int] = mapped_column(Integer, server_default="86400")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -137,6 +146,12 @@ class Run(Base):
     records_ingested: Mapped[int] = mapped_column(BigInteger, server_default="0")
     bytes_read: Mapped[int] = mapped_column(BigInteger, server_default="0")
     snapshots_committed: Mapped[int] = mapped_column(Integer, server_default="0")
+    # How discovery listed: "full" or "incremental"; set to "full" when a full listing is requested
+    # (`icefloe run --full-listing`), else NULL until discovery decides.
+    listing: Mapped[str | None] = mapped_column(String(20))
+    list_requests: Mapped[int] = mapped_column(Integer, server_default="0")
+    # New or changed files a full listing found below the point the incremental listing starts at.
+    files_missed_by_incremental: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class File(Base):
@@ -198,6 +213,23 @@ class File(Base):
     first_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     snapshot_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ListingWatermark(Base):
+    """Where the incremental listing of one listing root (``s3://bucket/prefix``) resumes.
+
+    ``watermark`` is the greatest key listed *and recorded* (advanced in the transaction that upserts
+    its page, never moved back); ``last_full_listing_at`` is when a full listing of the root last
+    completed.
+    """
+
+    __tablename__ = "listing_watermarks"
+
+    ingestion_id: Mapped[int] = mapped_column(ForeignKey("ingestions.id", ondelete="CASCADE"), primary_key=True)
+    root: Mapped[str] = mapped_column(Text, primary_key=True)
+    watermark: Mapped[str | None] = mapped_column(Text)
+    last_full_listing_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class FileAttempt(Base):

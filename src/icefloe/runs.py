@@ -22,11 +22,13 @@ COUNTERS = (
     "records_ingested",
     "bytes_read",
     "snapshots_committed",
+    "list_requests",
+    "files_missed_by_incremental",
 )
 
 
-def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str) -> Run:
-    """A new run, RUNNING from now."""
+def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str, full_listing: bool = False) -> Run:
+    """A new run, RUNNING from now; ``full_listing``: list the whole source whatever the listing mode."""
     with Session(db, expire_on_commit=False) as session:
         run = Run(
             ingestion_id=ingestion_id,
@@ -34,6 +36,7 @@ def start(db: Engine, ingestion_id: int, *, trigger: str, worker_id: str) -> Run
             status="RUNNING",
             worker_id=worker_id,
             started_at=func.now(),
+            listing="full" if full_listing else None,
         )
         session.add(run)
         session.commit()
@@ -47,6 +50,12 @@ def add(db: Engine, run_id: int, **increments: int) -> None:
     if values:
         with db.begin() as conn:
             conn.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def set_listing(db: Engine, run_id: int, listing: str) -> None:
+    """Record how the run's discovery listed: "full" or "incremental"."""
+    with db.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(listing=listing))
 
 
 def finish(
@@ -146,6 +155,7 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
         "run_id": run.id,
         "ingestion": ingestion_name,
         "status": run.status,
+        "listing": run.listing,
         **{name: getattr(run, name) for name in COUNTERS},
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "error_message": run.error_message,
@@ -153,11 +163,23 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
 
 
 @overload
-def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: None = None) -> Run: ...
+def enqueue(
+    db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: None = None, full_listing: bool = False
+) -> Run: ...
 @overload
-def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: dt.datetime) -> Run | None: ...
-def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: dt.datetime | None = None) -> Run | None:
-    """Queue a PENDING run for the workers (`icefloe run --enqueue`, the API, schedules).
+def enqueue(
+    db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: dt.datetime, full_listing: bool = False
+) -> Run | None: ...
+def enqueue(
+    db: Engine,
+    ingestion: Ingestion,
+    *,
+    trigger: str,
+    scheduled_for: dt.datetime | None = None,
+    full_listing: bool = False,
+) -> Run | None:
+    """Queue a PENDING run for the workers (`icefloe run --enqueue`, the API, schedules);
+    ``full_listing``: the run lists the whole source whatever the listing mode.
 
     The one place a run is created for the queue: a per-ingestion advisory lock serialises the
     in-progress check with the insert, so two enqueues (or two workers' schedulers) cannot both
@@ -177,10 +199,11 @@ def enqueue(db: Engine, ingestion: Ingestion, *, trigger: str, scheduled_for: dt
                 raise RunInProgressError(f"ingestion {ingestion.name!r} already has run {busy.id} in progress")
         run_id = conn.execute(
             text(
-                "INSERT INTO runs (ingestion_id, trigger, status, scheduled_for) VALUES (:i, :t, 'PENDING', :due) "
+                "INSERT INTO runs (ingestion_id, trigger, status, scheduled_for, listing) "
+                "VALUES (:i, :t, 'PENDING', :due, :l) "
                 "ON CONFLICT (ingestion_id, scheduled_for) DO NOTHING RETURNING id"
             ),
-            {"i": ingestion.id, "t": trigger, "due": scheduled_for},
+            {"i": ingestion.id, "t": trigger, "due": scheduled_for, "l": "full" if full_listing else None},
         ).scalar_one_or_none()
     return get(db, run_id) if run_id is not None else None
 

@@ -17,7 +17,7 @@ from typing import Self
 from sqlalchemy import Engine, text
 
 from icefloe import commit, faults, ledger, logs, metrics, retry, runs
-from icefloe.discovery import DiscoveryCounts, Filter, discover
+from icefloe.discovery import DiscoveryCounts, Filter, discover, plan_listing
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch, load_engine
 from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnavailableError
@@ -173,7 +173,8 @@ def process_batches(
     ``stop``: claim no new batch (graceful shutdown); ``abort``: give up the current batch too —
     its files are released unpenalised, nothing of it is committed.
     """
-    engine = load_engine(ingestion.engine, rt, ingestion)
+    # Loaded with the first batch: a run with nothing to ingest never imports the engine stack.
+    engine: StagingEngine | None = None
     lease = rt.settings.lease_seconds
     bounds = LockBounds.for_lease(lease)
     state = Progress("processing")
@@ -199,6 +200,8 @@ def process_batches(
         with logs.run_context(run_id=run.id, ingestion=ingestion.name, batch_id=str(batch.batch_id)):
             log.info("claimed batch of %d file(s)", len(batch.files))
             try:
+                if engine is None:
+                    engine = load_engine(ingestion.engine, rt, ingestion)
                 with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
                     staged = _stage(rt, engine, batch, heartbeat)
                     started = time.monotonic()
@@ -259,10 +262,16 @@ def _record(
 
 
 def run_ingestion(
-    rt: Runtime, ingestion: Ingestion, *, trigger: str = "cli", progress: ProgressCallback | None = None
+    rt: Runtime,
+    ingestion: Ingestion,
+    *,
+    trigger: str = "cli",
+    progress: ProgressCallback | None = None,
+    full_listing: bool = False,
 ) -> Run:
-    """One synchronous run (`icefloe run`): a new run record, executed here and now."""
-    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id)
+    """One synchronous run (`icefloe run`): a new run record, executed here and now;
+    ``full_listing``: a full reconciling listing whatever the ingestion's listing mode."""
+    run = runs.start(rt.db, ingestion.id, trigger=trigger, worker_id=rt.settings.worker_id, full_listing=full_listing)
     with logs.run_context(run_id=run.id, ingestion=ingestion.name):
         return execute_run(rt, ingestion, run, progress=progress)
 
@@ -294,7 +303,7 @@ def execute_run(
             while True:
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
-                    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run.id)
+                    _reconcile(rt, ingestion, bounds, run_id=run.id)
                     if not discovered:
                         _discover(rt, ingestion, run, progress)
                         discovered = True
@@ -334,16 +343,35 @@ def execute_run(
     return finished
 
 
+def _reconcile(rt: Runtime, ingestion: Ingestion, bounds: LockBounds, *, run_id: int | None = None) -> None:
+    """Reconcile expired leases; the catalog is loaded (a second in a fresh process) only if there are any."""
+    with rt.db.connect() as conn:
+        if not ledger.any_expired_lease(conn, ingestion.id):
+            return
+    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run_id)
+
+
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
     location = S3Location.parse(ingestion.source)
     flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
+    with rt.db.connect() as conn:
+        state = ledger.listing_state(
+            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
+        )
+    plan = plan_listing(
+        mode=ingestion.listing,
+        full_requested=run.listing == "full",
+        state=state,
+        prefix=location.prefix,
+        lookback_seconds=ingestion.relist_lookback_seconds,
+    )
 
     def on_page(counts: DiscoveryCounts) -> None:
         faults.point("during-discovery")
         if progress:
             progress(Progress("discovering", discovered=counts.listed))
 
-    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, on_page=on_page)
+    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
     runs.add(
         rt.db,
         run.id,
@@ -351,7 +379,19 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
         files_new=counts.new,
         files_changed=counts.changed,
         files_skipped=counts.skipped,
+        list_requests=counts.list_requests,
+        files_missed_by_incremental=counts.missed,
     )
+    runs.set_listing(rt.db, run.id, "full" if plan.full else "incremental")
+    metrics.LIST_REQUESTS.labels(ingestion.name).inc(counts.list_requests)
+    if counts.missed:
+        metrics.FILES_MISSED_BY_INCREMENTAL.labels(ingestion.name).inc(counts.missed)
+        log.warning(
+            "the full listing found %d file(s) the incremental listing missed (keys at or below %s)",
+            counts.missed,
+            plan.missed_below,
+            extra={"run_id": run.id, "ingestion": ingestion.name},
+        )
 
 
 def _process_until_settled(

@@ -15,10 +15,8 @@ import sqlalchemy as sa
 
 from icefloe import tables
 from icefloe.settings import Settings
-from tests.support.api import ApiServer
-from tests.support.ledger import TERMINAL
+from tests.support.api import ApiServer, poll_run
 from tests.support.services import PutObjects
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.server
 
@@ -28,17 +26,6 @@ RUN_TIMEOUT = 300.0
 
 def jsonl(ids: range) -> bytes:
     return "".join(json.dumps({"id": i, "name": f"n{i}"}) + "\n" for i in ids).encode()
-
-
-def poll_run(client: httpx.Client, location: str) -> dict[str, Any]:
-    """Until the run at ``location`` is finished, as a client would poll it."""
-
-    def finished() -> dict[str, Any] | None:
-        run = client.get(location)
-        assert run.status_code == 200, run.text
-        return dict(run.json()) if run.json()["status"] in TERMINAL else None
-
-    return wait_for(finished, timeout=RUN_TIMEOUT, what=f"run {location} to finish", interval=0.5)
 
 
 def all_files(client: httpx.Client, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:

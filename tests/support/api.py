@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from icefloe import models, tokens
 from icefloe.api import ApiSettings, create_app
 from icefloe.settings import Settings
+from tests.support.ledger import TERMINAL
 from tests.support.services import free_port
 from tests.support.waiting import Timeout, wait_for
 
@@ -136,3 +137,17 @@ class ApiServer:
         """A client sending the token of ``role`` (or ``token``); none when both are None."""
         secret = token if token is not None else (self.tokens[role] if role else None)
         return httpx.Client(base_url=self.url, headers=_auth(secret), timeout=60, **kwargs)
+
+
+RUN_TIMEOUT = 300.0  # a run of the API tests: seconds of work, minutes on a loaded machine
+
+
+def poll_run(client: httpx.Client, location: str) -> dict[str, Any]:
+    """Until the run at ``location`` is finished, as a client would poll it."""
+
+    def finished() -> dict[str, Any] | None:
+        run = client.get(location)
+        assert run.status_code == 200, run.text
+        return dict(run.json()) if run.json()["status"] in TERMINAL else None
+
+    return wait_for(finished, timeout=RUN_TIMEOUT, what=f"run {location} to finish", interval=0.5)

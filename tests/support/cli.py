@@ -21,6 +21,8 @@ RUN_FIELDS = {
     "records_ingested",
     "bytes_read",
     "snapshots_committed",
+    "list_requests",
+    "files_missed_by_incremental",
     "duration_seconds",
 }
 

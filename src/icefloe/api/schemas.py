@@ -28,6 +28,7 @@ from icefloe.models import (
     Format,
     Ingestion,
     IngestionStatus,
+    Listing,
     OnChange,
     Role,
     Run,
@@ -102,6 +103,15 @@ class IngestionCreate(BaseModel):
         max_length=2000,
         description="Spark Connect URL (engine spark); its token is never returned",
     )
+    listing: Listing = Field(
+        default="full", description="full: list the whole prefix every run; incremental: after the watermark"
+    )
+    relist_lookback_seconds: int | None = Field(
+        default=None, ge=1, le=INT32, description="incremental: re-list the date partitions this far back"
+    )
+    full_listing_every_seconds: int = Field(
+        default=86400, ge=1, le=INT32, description="incremental: a full reconciling listing this often"
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> Any:
@@ -159,6 +169,11 @@ class IngestionUpdate(BaseModel):
     spark_remote: str | None = Field(default=None, max_length=2000)
     alert_stale_after_seconds: int | None = Field(default=None, ge=1, le=INT32)
     maintain_every_seconds: int | None = Field(default=None, ge=60, le=INT32)
+    listing: Annotated[Listing | None, _not_null({"enum": list(get_args(Listing)), "type": "string"})] = None
+    relist_lookback_seconds: int | None = Field(default=None, ge=1, le=INT32)
+    full_listing_every_seconds: Annotated[
+        int | None, Field(ge=1, le=INT32), _not_null({"type": "integer", "minimum": 1, "maximum": INT32})
+    ] = None
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -172,6 +187,7 @@ class IngestionUpdate(BaseModel):
             "alert_stale_after_seconds",
             "maintain_every_seconds",
             "csv_null_values",
+            "relist_lookback_seconds",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -206,6 +222,9 @@ class IngestionOut(BaseModel):
                     "alert_stale_after_seconds": 7200,
                     "engine": "arrow",
                     "spark_remote": None,
+                    "listing": "incremental",
+                    "relist_lookback_seconds": 172800,
+                    "full_listing_every_seconds": 86400,
                     "status": "ACTIVE",
                     "created_at": "2025-01-02T03:04:05Z",
                     "updated_at": "2025-01-02T03:04:05Z",
@@ -238,6 +257,9 @@ class IngestionOut(BaseModel):
     maintain_every_seconds: int | None
     engine: str
     spark_remote: str | None
+    listing: str
+    relist_lookback_seconds: int | None
+    full_listing_every_seconds: int
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -274,6 +296,9 @@ class RunOut(BaseModel):
                     "records_ingested": 190000,
                     "bytes_read": 52428800,
                     "snapshots_committed": 1,
+                    "listing": "incremental",
+                    "list_requests": 1,
+                    "files_missed_by_incremental": 0,
                     "duration_seconds": 3.2,
                     "error_message": None,
                     "cancel_requested": False,
@@ -300,6 +325,11 @@ class RunOut(BaseModel):
     records_ingested: int
     bytes_read: int
     snapshots_committed: int
+    listing: Listing | None = Field(description="how discovery listed; null until it did (or full if requested)")
+    list_requests: int = Field(description="S3 LIST requests made by discovery")
+    files_missed_by_incremental: int = Field(
+        description="new or changed files a full listing found that the incremental listing had missed"
+    )
     duration_seconds: float | None
     error_message: str | None
     cancel_requested: bool
@@ -327,11 +357,21 @@ class RunOut(BaseModel):
         )
 
 
+class RunTrigger(BaseModel):
+    """Options of a triggered run (the body may be left out)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"full_listing": True}]})
+
+    full_listing: bool = Field(default=False, description="list the whole source, reconciling an incremental listing")
+
+
 class IngestionDetail(IngestionOut):
     """An ingestion with its ledger counts by file status and its last run."""
 
     files: dict[str, int] = Field(description="files by status", examples=[{"SUCCESS": 19, "FAILED": 1}])
     last_run: RunOut | None
+    listing_watermark: str | None = Field(default=None, description="where the next incremental listing starts")
+    last_full_listing_at: dt.datetime | None = None
 
 
 class IngestionPage(BaseModel):

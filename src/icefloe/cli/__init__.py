@@ -154,6 +154,16 @@ def ingestion_create(
         str | None, typer.Option(help="sc://host:15002 for --engine spark (default: $ICEFLOE_SPARK_REMOTE)")
     ] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="do not list the source once to check it")] = False,
+    listing: Annotated[
+        str, typer.Option(help="full (list the whole prefix every run) | incremental (after the watermark)")
+    ] = "full",
+    relist_lookback: Annotated[
+        str | None,
+        typer.Option(help="incremental: re-list date partitions this far before the watermark's, e.g. 2d"),
+    ] = None,
+    full_listing_every: Annotated[
+        str, typer.Option(help="incremental: a full reconciling listing this often, e.g. 1d, 12h")
+    ] = "1d",
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
@@ -183,6 +193,9 @@ def ingestion_create(
             alert_stale_after_seconds=parse_duration(alert_stale_after) if alert_stale_after else None,
             engine=engine,
             spark_remote=spark_remote,
+            listing=listing,
+            relist_lookback_seconds=parse_duration(relist_lookback) if relist_lookback else None,
+            full_listing_every_seconds=parse_duration(full_listing_every),
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
@@ -201,10 +214,10 @@ def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
     """What one listing page of a new ingestion's source says is likely wrong (nothing: [])."""
     location = S3Location.parse(ingestion.source)
     try:
-        page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), [])
+        page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), None)
     except SourceError as exc:
         return [f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)"]
-    if not page:
+    if page is None or not page.objects:
         what = f"matches --pattern {ingestion.pattern}" if ingestion.pattern else "is there"
         return [f"no object under {ingestion.source} {what} yet (first listing page)"]
     return []
@@ -231,10 +244,16 @@ def ingestion_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> N
     def body() -> None:
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
+            location = S3Location.parse(i.source)
             with rt.db.connect() as conn:
                 counts = ledger.status_counts(conn, i.id)
+                state = ledger.listing_state(conn, i.id, location.uri(location.prefix), i.full_listing_every_seconds)
             last = runs.list_for(rt.db, i.id, limit=1)
-        data = ingestions.as_dict(i) | {"files": counts}
+        data = ingestions.as_dict(i) | {
+            "files": counts,
+            "listing_watermark": state.watermark,
+            "last_full_listing_at": state.last_full_listing_at,
+        }
         if last:
             data["last_run"] = runs.summary(last[0], i.name)
         out.record(data, title=f"ingestion {i.name}")
@@ -251,7 +270,8 @@ def ingestion_check(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> 
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             location = S3Location.parse(i.source)
-            page = next(listing_pages(rt.s3, location, Filter(location.prefix, i.pattern, i.since)), [])
+            first = next(listing_pages(rt.s3, location, Filter(location.prefix, i.pattern, i.since)), None)
+            page = first.objects if first is not None else []
             table = tables.load_table(rt.catalog, i.table_identifier)
         out.record(
             {
@@ -326,6 +346,9 @@ def run_command(
     name: str,
     as_json: JsonOpt = False,
     enqueue: Annotated[bool, typer.Option("--enqueue", help="queue the run for `icefloe worker` and return")] = False,
+    full_listing: Annotated[
+        bool, typer.Option("--full-listing", help="list the whole source (reconciles an incremental listing)")
+    ] = False,
 ) -> None:
     """Run an ingestion once: discover, process, commit. Exit 0 ok, 3 some files failed, 1 run failed."""
     out = Output(as_json)
@@ -336,7 +359,7 @@ def run_command(
             if i.status == "PAUSED":
                 raise ConfigurationError(f"ingestion {name} is paused (icefloe ingestion resume {name})")
             if enqueue:
-                queued = runs.enqueue(rt.db, i, trigger="cli")
+                queued = runs.enqueue(rt.db, i, trigger="cli", full_listing=full_listing)
                 data = runs.summary(queued, i.name) | {"trigger": queued.trigger, "created_at": queued.created_at}
                 if as_json:
                     out.json(data)
@@ -347,7 +370,7 @@ def run_command(
             from icefloe.cli import progress
 
             with progress.run_progress(out) as callback:
-                run = worker.run_ingestion(rt, i, trigger="cli", progress=callback)
+                run = worker.run_ingestion(rt, i, trigger="cli", progress=callback, full_listing=full_listing)
             # Failed files of earlier runs in their backoff: exit 0 with those outstanding is no surprise.
             summary = runs.summary(run, i.name) | progress.waiting_retries(rt.db, i)
             from icefloe import advice

@@ -46,6 +46,10 @@ def ingestion_update(
     spark_remote: Annotated[str | None, typer.Option(help="Spark Connect URL, e.g. sc://host:15002")] = None,
     alert_stale_after: Annotated[str | None, typer.Option(help="e.g. 2h; alert when no run succeeded")] = None,
     maintain_every: Annotated[str | None, typer.Option(help="e.g. 1d; a worker maintains the table")] = None,
+    listing: Annotated[str | None, typer.Option(help="full | incremental")] = None,
+    relist_lookback: Annotated[str | None, typer.Option(help="e.g. 2d; partition lookback")] = None,
+    no_relist_lookback: Annotated[bool, typer.Option("--no-relist-lookback", help="remove the lookback")] = False,
+    full_listing_every: Annotated[str | None, typer.Option(help="e.g. 1d; full reconciling listing interval")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -69,8 +73,13 @@ def ingestion_update(
             "spark_remote": spark_remote,
             "alert_stale_after_seconds": parse_duration(alert_stale_after) if alert_stale_after else None,
             "maintain_every_seconds": parse_duration(maintain_every) if maintain_every else None,
+            "listing": listing,
+            "relist_lookback_seconds": parse_duration(relist_lookback) if relist_lookback else None,
+            "full_listing_every_seconds": parse_duration(full_listing_every) if full_listing_every else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
+        if no_relist_lookback:
+            changes["relist_lookback_seconds"] = None
         if not changes:
             raise ConfigurationError("nothing to change: give at least one option")
         with _runtime(ctx) as rt:
@@ -111,6 +120,8 @@ def runs_command(
                 "status",
                 "trigger",
                 "started_at",
+                "listing",
+                "list_requests",
                 "files_new",
                 "files_succeeded",
                 "files_failed",

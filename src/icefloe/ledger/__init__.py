@@ -4,6 +4,7 @@
 - :mod:`~icefloe.ledger.protocol` — the statements of the exactly-once protocol (upsert a listing
   page, claim with ``SKIP LOCKED``, heartbeat, per-table lock, fencing, SUCCESS/FAILED/release,
   expired leases), each with the invariant it keeps;
+- :mod:`~icefloe.ledger.listing` — the incremental listing's watermarks and last full listings;
 - :mod:`~icefloe.ledger.queries` — read-only queries for the CLI, the API and metrics;
 - :mod:`~icefloe.ledger.connection` — the engine, whose outages raise ``LedgerUnavailableError``.
 
@@ -11,6 +12,14 @@ Callers use ``ledger.claim_batch(conn, …)`` etc.; the names are re-exported he
 """
 
 from icefloe.ledger.connection import connect, describe, is_outage, translate_connection_errors
+from icefloe.ledger.listing import (
+    ListingState,
+    advance_watermark,
+    database_now,
+    listing_state,
+    record_full_listing,
+    reset_listing_state,
+)
 from icefloe.ledger.protocol import (
     any_expired_lease,
     claim_batch,
@@ -49,14 +58,17 @@ __all__ = [
     "ExpiredFile",
     "FileOutcome",
     "ListedObject",
+    "ListingState",
     "LockBounds",
     "PageCounts",
+    "advance_watermark",
     "any_expired_lease",
     "attempts",
     "claim_batch",
     "claimable_condition",
     "connect",
     "count_claimable",
+    "database_now",
     "describe",
     "empty_files_of_run",
     "files_by_status",
@@ -66,6 +78,7 @@ __all__ = [
     "heartbeat",
     "is_outage",
     "list_files",
+    "listing_state",
     "lock_expired_leases",
     "lock_table",
     "make_retryable",
@@ -74,7 +87,9 @@ __all__ = [
     "queue_depths",
     "reconcile_committed",
     "reconcile_lost",
+    "record_full_listing",
     "release",
+    "reset_listing_state",
     "retry_backlog",
     "run_in_flight",
     "run_needing_help",

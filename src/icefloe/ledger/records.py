@@ -23,6 +23,8 @@ class PageCounts:
     new: int
     changed: int
     skipped: int
+    # new or changed at or below the incremental listing's start: missed by incremental listings
+    missed: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from icefloe.api.schemas import (
     IngestionUpdate,
     RunList,
     RunOut,
+    RunTrigger,
 )
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Format, IngestionStatus
+from icefloe.s3 import S3Location
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
 
@@ -69,13 +71,19 @@ def list_ingestions(
 @router.get("/{ingestion_id}", response_model=IngestionDetail, responses=_READ, summary="Read an ingestion")
 def read_ingestion(_: Reader, ingestion: IngestionDep, db: DbDep) -> IngestionDetail:
     """With its ledger counts by file status and its last run (as `icefloe ingestion show`)."""
+    location = S3Location.parse(ingestion.source)
     with db.connect() as conn:
         counts = ledger.status_counts(conn, ingestion.id)
+        state = ledger.listing_state(
+            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
+        )
     last = runs.list_for(db, ingestion.id, limit=1)
     return IngestionDetail(
         **IngestionOut.of(ingestion).model_dump(by_alias=True),
         files=counts,
         last_run=RunOut.of(last[0], ingestion.name) if last else None,
+        listing_watermark=state.watermark,
+        last_full_listing_at=state.last_full_listing_at,
     )
 
 
@@ -121,10 +129,18 @@ def delete_ingestion(_: Admin, ingestion: IngestionDep, db: DbDep) -> None:
     responses=_WRITE,
     summary="Trigger a run",
 )
-def trigger_run(_: Operator, ingestion: IngestionDep, db: DbDep, request: Request, response: Response) -> RunOut:
+def trigger_run(
+    _: Operator,
+    ingestion: IngestionDep,
+    db: DbDep,
+    request: Request,
+    response: Response,
+    body: RunTrigger | None = None,
+) -> RunOut:
     """Queue a run (PENDING) for the workers; `Location` is the run to poll. 409 when a run of
-    this ingestion is already queued or running. A paused ingestion's run waits for its resume."""
-    run = runs.enqueue(db, ingestion, trigger="api")
+    this ingestion is already queued or running. A paused ingestion's run waits for its resume.
+    `{"full_listing": true}` makes it list the whole source (as `icefloe run --full-listing`)."""
+    run = runs.enqueue(db, ingestion, trigger="api", full_listing=body is not None and body.full_listing)
     response.headers["Location"] = str(request.url_for("read_run", run_id=run.id).path)
     return RunOut.of(run, ingestion.name)
 

@@ -133,7 +133,9 @@ def source_errors(location: S3Location, endpoint: str) -> Iterator[None]:
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
         raise SourceError(f"cannot reach the S3 endpoint {endpoint}: {exc}") from exc
     except BotoCoreError as exc:
-        raise SourceError(f"S3 error on s3://{location.bucket}/: {exc}") from exc
+        # botocore echoes the bucket it refused, credentials written into the URI included.
+        shown = f"***@{location.bucket.rsplit('@', 1)[1]}" if "@" in location.bucket else location.bucket
+        raise SourceError(f"S3 error on s3://{shown}/: {str(exc).replace(location.bucket, shown)}") from exc
 
 
 @contextmanager

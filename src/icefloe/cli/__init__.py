@@ -19,6 +19,7 @@ from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError, IcefloeError, SourceError
 from icefloe.ingestions import IngestionSpec
+from icefloe.redaction import redact_text
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
@@ -216,10 +217,10 @@ def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
     try:
         page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), None)
     except SourceError as exc:
-        return [f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)"]
+        return [redact_text(f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)")]
     if page is None or not page.objects:
         what = f"matches --pattern {ingestion.pattern}" if ingestion.pattern else "is there"
-        return [f"no object under {ingestion.source} {what} yet (first listing page)"]
+        return [redact_text(f"no object under {ingestion.source} {what} yet (first listing page)")]
     return []
 
 

@@ -153,7 +153,7 @@ class Output:
 
     def warning(self, text: str) -> None:
         """A warning on stderr, literal, one line."""
-        self.err.print(Text.assemble(("warning: ", "yellow"), text), soft_wrap=True)
+        self.err.print(Text.assemble(("warning: ", "yellow"), redact_text(text)), soft_wrap=True)
 
     def error(self, text: str) -> None:
         # Literally (no markup), and never a presigned URL or a credential.

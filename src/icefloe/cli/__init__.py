@@ -216,7 +216,7 @@ def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
     location = S3Location.parse(ingestion.source)
     try:
         page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), None)
-    except SourceError as exc:
+    except (SourceError, ConfigurationError) as exc:  # unreachable, or no credentials here: a warning
         return [redact_text(f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)")]
     if page is None or not page.objects:
         what = f"matches --pattern {ingestion.pattern}" if ingestion.pattern else "is there"

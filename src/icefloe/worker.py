@@ -316,7 +316,7 @@ def execute_run(
                         raise
                     if run_stop.is_set():
                         break  # shutdown, takeover or cancel: handled below once the ledger answers
-                    log.warning("%s; run %s resumes when it answers", exc, run.id)
+                    log.warning("ledger unavailable, run %s resumes when it answers: %s", run.id, exc)
                     _wait_for_ledger(rt, run_stop, patience)
             if run_heartbeat.cancelled.is_set() or runs.get(rt.db, run.id).cancel_requested:
                 return runs.finish(

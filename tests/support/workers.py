@@ -61,6 +61,25 @@ class Ops(Processes, SeededTable):
     def __post_init__(self) -> None:
         self.db = sa.create_engine(self.database_url, poolclass=NullPool)  # connects on first use
 
+    @property
+    def catalog(self) -> SqlCatalog:
+        """icefloe's default catalog, reached directly; an S3 warehouse is read straight from the
+        store, not through the processes' fault proxy."""
+        warehouse = self.env.get("ICEFLOE_WAREHOUSE", "")
+        if self._catalog is None and warehouse.startswith("s3://"):
+            self._catalog = SqlCatalog(
+                "icefloe",
+                uri=self.database_url,
+                warehouse=warehouse,
+                **{
+                    "s3.endpoint": self.s3_client.meta.endpoint_url,
+                    "s3.access-key-id": self.env["AWS_ACCESS_KEY_ID"],
+                    "s3.secret-access-key": self.env["AWS_SECRET_ACCESS_KEY"],
+                    "s3.region": "us-east-1",
+                },
+            )
+        return super().catalog
+
     # ------------------------------------------------------------------ seeding
 
     def seed(self, files: int, rows: int = 3, *, prefix: str = "in/", threads: int = 16) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from tests.support.api import ApiServer, poll_run
@@ -21,7 +22,13 @@ def test_incremental_ingestion_and_a_full_listing_triggered_over_http(
     start_server: Callable[..., ApiServer], bucket: str, put_objects: PutObjects
 ) -> None:
     api = start_server(with_worker=True)
-    admin, operator, reader = api.client("admin"), api.client("operator"), api.client("reader")
+    with api.client("admin") as admin, api.client("operator") as operator, api.client("reader") as reader:
+        _incremental_story(admin, operator, reader, bucket, put_objects)
+
+
+def _incremental_story(
+    admin: httpx.Client, operator: httpx.Client, reader: httpx.Client, bucket: str, put_objects: PutObjects
+) -> None:
     put_objects(bucket, {"in/b.jsonl": b'{"id": 2}\n'})
     created = admin.post(
         "/api/v1/ingestions",

@@ -230,9 +230,16 @@ def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed:
 
 
 def reconcile_expired_leases(
-    db: Engine, catalog: Catalog, ingestion: Ingestion, bounds: LockBounds, *, run_id: int | None = None
+    db: Engine,
+    catalog: Callable[[], Catalog],
+    ingestion: Ingestion,
+    bounds: LockBounds,
+    *,
+    run_id: int | None = None,
 ) -> Reconciled:
     """Resolve PROCESSING files whose lease expired (DESIGN.md step 5), under the per-table lock.
+
+    ``catalog`` is called only when something expired: a no-op pass (most of them) loads nothing.
 
     The holder is dead or frozen past its lease: if any batch that ever held a file is in a
     snapshot, the file is SUCCESS (and its run's counters say so); otherwise it is claimable again,
@@ -251,7 +258,7 @@ def reconcile_expired_leases(
             if not expired:
                 return Reconciled(0, 0)
             with tables.iceberg_errors(table_identifier):
-                table = tables.load_table(catalog, table_identifier)
+                table = tables.load_table(catalog(), table_identifier)
             landed: dict[uuid.UUID, int] = {}
             if table is not None:
                 batch_ids = {b for f in expired for b in f.batch_ids}

@@ -137,7 +137,10 @@ class WorkerProcess:
             if ingestion.status == "ACTIVE":
                 with logs.run_context(ingestion=ingestion.name):
                     commit.reconcile_expired_leases(
-                        self.rt.db, self.rt.catalog, ingestion, LockBounds.for_lease(self.rt.settings.lease_seconds)
+                        self.rt.db,
+                        lambda: self.rt.catalog,
+                        ingestion,
+                        LockBounds.for_lease(self.rt.settings.lease_seconds),
                     )
 
     def maintain_due(self) -> None:

@@ -303,7 +303,7 @@ def execute_run(
             while True:
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
-                    _reconcile(rt, ingestion, bounds, run_id=run.id)
+                    commit.reconcile_expired_leases(rt.db, lambda: rt.catalog, ingestion, bounds, run_id=run.id)
                     if not discovered:
                         _discover(rt, ingestion, run, progress)
                         discovered = True
@@ -341,14 +341,6 @@ def execute_run(
         duration = (finished.finished_at - finished.started_at).total_seconds()
         metrics.RUN_DURATION.labels(ingestion.name, finished.status).observe(duration)
     return finished
-
-
-def _reconcile(rt: Runtime, ingestion: Ingestion, bounds: LockBounds, *, run_id: int | None = None) -> None:
-    """Reconcile expired leases; the catalog is loaded (a second in a fresh process) only if there are any."""
-    with rt.db.connect() as conn:
-        if not ledger.any_expired_lease(conn, ingestion.id):
-            return
-    commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run_id)
 
 
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
@@ -415,7 +407,7 @@ def _process_until_settled(
             with rt.db.connect() as conn:
                 live, expired = ledger.run_in_flight(conn, ingestion.id, run.id)
             if expired:
-                commit.reconcile_expired_leases(rt.db, rt.catalog, ingestion, bounds, run_id=run.id)
+                commit.reconcile_expired_leases(rt.db, lambda: rt.catalog, ingestion, bounds, run_id=run.id)
                 break  # what was requeued is claimable: process it
             if not live or stop.wait(0.5):
                 return

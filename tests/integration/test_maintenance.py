@@ -125,7 +125,7 @@ def test_orphans_of_an_unknown_outcome_batch_are_spared_until_resolved(
             text("UPDATE files SET lease_expires_at = now() - interval '1 minute' WHERE status = 'PROCESSING'")
         )
     i = ingestions.get(rt.db, "orph")
-    assert commit.reconcile_expired_leases(rt.db, rt.catalog, i, LockBounds.for_lease(5)).requeued == 2
+    assert commit.reconcile_expired_leases(rt.db, lambda: rt.catalog, i, LockBounds.for_lease(5)).requeued == 2
 
     resolved = _maintain(rt, "it.orph", now=later)
     assert resolved["orphans"]["orphans_removed"] >= 1  # type: ignore[index]

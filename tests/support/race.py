@@ -52,7 +52,7 @@ def race(argv: list[str]) -> int:
         batch = None
         try:
             done = commit.reconcile_expired_leases(
-                rt.db, rt.catalog, ingestion, LockBounds.for_lease(rt.settings.lease_seconds)
+                rt.db, lambda: rt.catalog, ingestion, LockBounds.for_lease(rt.settings.lease_seconds)
             )
             out["committed"], out["lost"] = done.committed, done.requeued
             with rt.db.begin() as conn:

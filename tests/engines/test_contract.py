@@ -280,8 +280,11 @@ def test_a_conflicting_commit_is_searched_before_it_is_retried(
     table = ert.catalog.load_table("contract.cas")
     assert table.properties["commit.retry.num-retries"] == "0"
     put_objects(bucket, {f"in/b{i}.jsonl": jsonl([{"id": 10 + i}]) for i in range(3)})
-    conflicts = metrics.COMMIT_CONFLICTS.labels("cas")
-    before = conflicts._value.get()
+
+    def conflicts() -> float:  # as a Prometheus scrape reads it
+        return metrics.REGISTRY.get_sample_value("icefloe_commit_conflicts_total", {"ingestion": "cas"}) or 0.0
+
+    before = conflicts()
     monkeypatch.setenv("ICEFLOE_FAULT_POINT", "before-commit:sleep=3")
 
     def external_commit_in_the_window() -> None:
@@ -299,7 +302,7 @@ def test_a_conflicting_commit_is_searched_before_it_is_retried(
     writer.join()
 
     assert second.status == "SUCCESS"
-    assert conflicts._value.get() == before + 1  # one conflict, then a clean retry after the search
+    assert conflicts() == before + 1  # one conflict, then a clean retry after the search
     assert ids(ert, "contract.cas") == [0, 1, 2, 10, 11, 12, 999]
     assert len(icefloe_summaries(ert, "contract.cas")) == 2  # each batch once
 

@@ -354,8 +354,9 @@ def record_applied(
     first_file: str | None,
     schema_id: int,
 ) -> None:
-    """Record in the history a schema version a batch's commit made: the table's creation, or a
-    change add-columns applied in the same commit as the rows that needed it."""
+    """Record in the history a schema version a batch's commit made: the table's creation (once:
+    two workers may both have created it, one of them in vain), or a change add-columns applied in
+    the same commit as the rows that needed it. Called under the table's commit lock."""
     status = "CREATED" if created else "APPLIED"
     body = change.as_json() if change else {"added": [], "widened": []}
     conn.execute(
@@ -363,7 +364,9 @@ def record_applied(
             """
             INSERT INTO schema_changes (ingestion_id, table_identifier, fingerprint, change, status, first_file,
                 decided_at, schema_id)
-            VALUES (:i, :t, :fp, CAST(:change AS jsonb), :status, :first, now(), :schema_id)
+            SELECT :i, :t, :fp, CAST(:change AS jsonb), CAST(:status AS text), :first, now(), :schema_id
+            WHERE CAST(:status AS text) <> 'CREATED'
+               OR NOT EXISTS (SELECT 1 FROM schema_changes WHERE ingestion_id = :i AND status = 'CREATED')
             """
         ),
         {

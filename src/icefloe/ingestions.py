@@ -116,6 +116,13 @@ class IngestionSpec:
             raise ConfigurationError(
                 f"schema_evolution must be one of {', '.join(SCHEMA_EVOLUTIONS)}, got {self.schema_evolution!r}"
             )
+        if self.engine == "spark" and self.schema_evolution != "add-columns":
+            # Spark's Parquet files are added by name after its schema change is committed: it can
+            # neither hold a file before reading it as a whole batch nor rescue values row by row.
+            raise ConfigurationError(
+                f"--schema-evolution {self.schema_evolution} is not supported by the spark engine "
+                "(add-columns only); use --engine arrow"
+            )
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:

@@ -263,9 +263,12 @@ class TableDestination:
         """:meth:`resolve`, with a change committed at once (engines whose writer commits files
         it did not write through pyiceberg: Spark's Parquet files are added by name)."""
         resolved = self.resolve(table, data_schema, uri)
-        if resolved.change is None:
+        change = resolved.change
+        if change is None:
             return resolved.table
-        return add_columns(resolved.table, resolved.table.schema().as_arrow())
+        base = load_table(self.catalog, self.identifier) or resolved.table
+        widened = [pa.field(name, new) for name, _, new in change.widened]
+        return add_columns(base, pa.schema([*change.added, *widened]))
 
 
 def evolved(table: Table, change: SchemaDiff) -> Table:

@@ -56,6 +56,27 @@ ROUTES: list[tuple[str, str, str, Any, str | None]] = [
         "operator",
     ),
     (
+        "POST",
+        "/api/v1/ingestions/{ingestion_id}/files/{file_id}/retry",
+        f"/api/v1/ingestions/{FIXTURE}/files/{MISSING}/retry",
+        None,
+        "operator",
+    ),
+    (
+        "POST",
+        "/api/v1/ingestions/{ingestion_id}/files/{file_id}/skip",
+        f"/api/v1/ingestions/{FIXTURE}/files/{MISSING}/skip",
+        {"reason": "matrix"},
+        "operator",
+    ),
+    (
+        "POST",
+        "/api/v1/ingestions/{ingestion_id}/files/{file_id}/reingest",
+        f"/api/v1/ingestions/{FIXTURE}/files/{MISSING}/reingest",
+        None,
+        "operator",
+    ),
+    (
         "GET",
         "/api/v1/ingestions/{ingestion_id}/schema/pending",
         f"/api/v1/ingestions/{FIXTURE}/schema/pending",

@@ -67,6 +67,10 @@ class ReadOptions:
     max_line_bytes: int = 256 << 20  # longest line (record) of a streamed file (ICEFLOE_MAX_LINE_BYTES)
     block_size: int = BLOCK_SIZE  # of a streamed text file; raised when a line does not fit
     text_columns: frozenset[str] = frozenset()  # inferred columns read as text (see schema.ValueChangedError)
+    # Cut the file into records and set the bad ones aside (badrecords.py), checking values against
+    # ``target`` (the table's schema) when known; only after the fast parse failed on a record.
+    salvage: bool = False
+    target: pa.Schema | None = None
 
     @classmethod
     def for_ingestion(cls, ingestion: Ingestion, settings: Settings | None = None) -> ReadOptions:

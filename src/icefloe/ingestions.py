@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from icefloe import ledger
+from icefloe.badrecords import check_policy
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.globs import compile_glob, may_overlap
 from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, File, Ingestion
@@ -60,6 +61,10 @@ class IngestionSpec:
     listing: str = "full"
     relist_lookback_seconds: int | None = None
     full_listing_every_seconds: int = 86400
+    # A line or row that does not parse or fit: "fail-file" its file, "skip" it, or "quarantine" it
+    # (to the table <table>__quarantine); a file with more than max_bad_records ("N", "P%") fails.
+    on_bad_record: str = "fail-file"
+    max_bad_records: str | None = None
 
     def validate(self, *, new_name: bool = True) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field.
@@ -108,6 +113,12 @@ class IngestionSpec:
             raise ConfigurationError("relist_lookback_seconds must be at least 1")
         if self.full_listing_every_seconds < 1:
             raise ConfigurationError("full_listing_every_seconds must be at least 1")
+        check_policy(self.on_bad_record, self.max_bad_records)
+        if self.engine == "spark" and self.on_bad_record != "fail-file":
+            raise ConfigurationError(
+                f"the spark engine does not support --on-bad-record {self.on_bad_record} (it fails the file); "
+                "use --engine arrow"
+            )
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:

@@ -216,6 +216,7 @@ def process_batches(
                         replace_changed=ingestion.on_change == "replace",
                         bounds=bounds,
                         ingestion=ingestion.name,
+                        quarantined=ingestion.on_bad_record == "quarantine",
                     )
                     metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
             except LeaseLostError as exc:
@@ -247,6 +248,7 @@ def _record(
         files_succeeded=result.succeeded,
         files_failed=len(staged.failed),
         records_ingested=staged.records,
+        records_rejected=staged.rejected,
         bytes_read=staged.bytes_read,
         snapshots_committed=result.snapshots,
     )

@@ -29,6 +29,7 @@ from icefloe.models import (
     Ingestion,
     IngestionStatus,
     Listing,
+    OnBadRecord,
     OnChange,
     Role,
     Run,
@@ -112,6 +113,16 @@ class IngestionCreate(BaseModel):
     full_listing_every_seconds: int = Field(
         default=86400, ge=1, le=INT32, description="incremental: a full reconciling listing this often"
     )
+    on_bad_record: OnBadRecord = Field(
+        default="fail-file",
+        description="a line or row that does not parse or fit: fail its file, skip or quarantine it",
+    )
+    max_bad_records: str | None = Field(
+        default=None,
+        max_length=20,
+        pattern=r"^\s*\d+\s*%?\s*$",
+        description="with skip/quarantine: a file with more bad records (N, or P% of its records) fails",
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> Any:
@@ -174,6 +185,10 @@ class IngestionUpdate(BaseModel):
     full_listing_every_seconds: Annotated[
         int | None, Field(ge=1, le=INT32), _not_null({"type": "integer", "minimum": 1, "maximum": INT32})
     ] = None
+    on_bad_record: Annotated[OnBadRecord | None, _not_null({"enum": list(get_args(OnBadRecord)), "type": "string"})] = (
+        None
+    )
+    max_bad_records: str | None = Field(default=None, max_length=20, pattern=r"^\s*\d+\s*%?\s*$")
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -188,6 +203,7 @@ class IngestionUpdate(BaseModel):
             "maintain_every_seconds",
             "csv_null_values",
             "relist_lookback_seconds",
+            "max_bad_records",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -260,6 +276,8 @@ class IngestionOut(BaseModel):
     listing: str
     relist_lookback_seconds: int | None
     full_listing_every_seconds: int
+    on_bad_record: str
+    max_bad_records: str | None
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -323,6 +341,7 @@ class RunOut(BaseModel):
     files_failed: int
     files_skipped: int
     records_ingested: int
+    records_rejected: int = Field(description="bad records skipped or quarantined (--on-bad-record)")
     bytes_read: int
     snapshots_committed: int
     listing: Listing | None = Field(description="how discovery listed; null until it did (or full if requested)")
@@ -427,6 +446,7 @@ class FileOut(BaseModel):
     started_at: dt.datetime | None
     processed_at: dt.datetime | None
     records_ingested: int | None
+    records_rejected: int | None = Field(description="bad records skipped or quarantined (--on-bad-record)")
     bytes_read: int | None
     processing_duration_ms: int | None
     error_type: str | None

@@ -165,6 +165,12 @@ def ingestion_create(
     full_listing_every: Annotated[
         str, typer.Option(help="incremental: a full reconciling listing this often, e.g. 1d, 12h")
     ] = "1d",
+    on_bad_record: Annotated[
+        str, typer.Option(help="fail-file | skip | quarantine (to <table>__quarantine): a line or row that is bad")
+    ] = "fail-file",
+    max_bad_records: Annotated[
+        str | None, typer.Option(help="with skip/quarantine: fail a file with more bad records than N or P%")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
@@ -197,6 +203,8 @@ def ingestion_create(
             listing=listing,
             relist_lookback_seconds=parse_duration(relist_lookback) if relist_lookback else None,
             full_listing_every_seconds=parse_duration(full_listing_every),
+            on_bad_record=on_bad_record,
+            max_bad_records=max_bad_records,
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
@@ -420,7 +428,7 @@ def files_command(
         shown = [r | {"key": ingestions.key_below_prefix(i, str(r["file_path"]))} for r in rows]
         out.table(
             shown,
-            ["key", "status", "records_ingested", "retry_count", "error_type", "error_message"],
+            ["key", "status", "records_ingested", "records_rejected", "retry_count", "error_type", "error_message"],
             title=f"files of {name} (keys below {i.source})",
             keep=["key"],
         )

@@ -50,6 +50,9 @@ def ingestion_update(
     relist_lookback: Annotated[str | None, typer.Option(help="e.g. 2d; partition lookback")] = None,
     no_relist_lookback: Annotated[bool, typer.Option("--no-relist-lookback", help="remove the lookback")] = False,
     full_listing_every: Annotated[str | None, typer.Option(help="e.g. 1d; full reconciling listing interval")] = None,
+    on_bad_record: Annotated[str | None, typer.Option(help="fail-file | skip | quarantine")] = None,
+    max_bad_records: Annotated[str | None, typer.Option(help="N or P%: a file with more bad records fails")] = None,
+    no_max_bad_records: Annotated[bool, typer.Option("--no-max-bad-records", help="remove the limit")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -76,10 +79,14 @@ def ingestion_update(
             "listing": listing,
             "relist_lookback_seconds": parse_duration(relist_lookback) if relist_lookback else None,
             "full_listing_every_seconds": parse_duration(full_listing_every) if full_listing_every else None,
+            "on_bad_record": on_bad_record,
+            "max_bad_records": max_bad_records,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if no_relist_lookback:
             changes["relist_lookback_seconds"] = None
+        if no_max_bad_records:
+            changes["max_bad_records"] = None
         if not changes:
             raise ConfigurationError("nothing to change: give at least one option")
         with _runtime(ctx) as rt:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
+    from icefloe.badrecords import BadRecord
     from icefloe.ledger import Batch, ClaimedFile, FileOutcome
     from icefloe.models import Ingestion
     from icefloe.runtime import Runtime
@@ -51,10 +52,17 @@ class StagedBatch:
     succeeded: list[FileOutcome] = field(default_factory=list)
     failed: list[FailedFile] = field(default_factory=list)
     changed: list[ClaimedFile] = field(default_factory=list)  # changed since listing: rediscover
+    # Bad records of read files by file id (--on-bad-record quarantine commits those of succeeded ones).
+    bad_records: dict[int, list[BadRecord]] = field(default_factory=dict)
 
     @property
     def records(self) -> int:
         return sum(o.records for o in self.succeeded)
+
+    @property
+    def rejected(self) -> int:
+        """Bad records of the succeeded files (skipped or quarantined)."""
+        return sum(o.rejected for o in self.succeeded)
 
     @property
     def bytes_read(self) -> int:

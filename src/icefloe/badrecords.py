@@ -175,9 +175,12 @@ def chunked(records: Iterable[_Unit], size: int = SALVAGE_CHUNK_BYTES) -> Iterat
 # --------------------------------------------------------------------------- salvaging
 
 
+_ROW_OF_CHUNK = re.compile(r"\.? in row \d+$")  # pyarrow's row within the parsed chunk: not the file's
+
+
 def _message(exc: BaseException, path: str) -> str:
-    text = " ".join(str(exc).split())
-    return text.removeprefix(f"{path}: ")
+    text = " ".join(str(exc).split()).removeprefix(f"{path}: ")
+    return _ROW_OF_CHUNK.sub("", text)
 
 
 def _bad(unit: _Unit, error: str) -> BadRecord:

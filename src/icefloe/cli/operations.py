@@ -53,6 +53,7 @@ def ingestion_update(
     on_bad_record: Annotated[str | None, typer.Option(help="fail-file | skip | quarantine")] = None,
     max_bad_records: Annotated[str | None, typer.Option(help="N or P%: a file with more bad records fails")] = None,
     no_max_bad_records: Annotated[bool, typer.Option("--no-max-bad-records", help="remove the limit")] = False,
+    csv_null_values: Annotated[str | None, typer.Option(help='CSV texts read as NULL, e.g. "n/a,NULL"')] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -81,6 +82,7 @@ def ingestion_update(
             "full_listing_every_seconds": parse_duration(full_listing_every) if full_listing_every else None,
             "on_bad_record": on_bad_record,
             "max_bad_records": max_bad_records,
+            "csv_null_values": csv_null_values.split(",") if csv_null_values is not None else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if no_relist_lookback:

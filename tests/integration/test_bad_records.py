@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import text
 
+from icefloe import ingestions
 from icefloe.runtime import Runtime
 from icefloe.schema import load_schema_file
 from icefloe.tables import load_table as try_load
+from icefloe.validate import validate
+from tests.support.cli import cli
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import ids_by_file, load_table
 
@@ -151,3 +155,47 @@ def test_a_streamed_file_is_salvaged_chunk_by_chunk(
     assert sorted(ids) == [i for i in range(n) if i not in bad_ids]
     quarantined = load_table(rt, "it.big__quarantine").scan().to_arrow().sort_by("_row_number")
     assert quarantined.column("_row_number").to_pylist() == [i + first_line for i in bad_ids]
+
+
+def _ledger_and_catalog(rt: Runtime) -> tuple[list[dict[str, Any]], list[Any], dict[str, list[int]]]:
+    with rt.db.connect() as conn:
+        ledger = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM files ORDER BY id"))]
+        runs = [tuple(r) for r in conn.execute(text("SELECT * FROM runs ORDER BY id"))]
+    snapshots = {}
+    for namespace in rt.catalog.list_namespaces():
+        for ident in rt.catalog.list_tables(namespace):
+            table = rt.catalog.load_table(ident)
+            snapshots[".".join(ident)] = [s.snapshot_id for s in table.metadata.snapshots]
+    return ledger, runs, snapshots
+
+
+def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothing(
+    rt: Runtime, bucket: str, put_objects: PutObjects, icefloe_env: dict[str, str]
+) -> None:
+    put_objects(bucket, {"in/a.jsonl": b'{"id": 1}\n'})
+    ingest(rt, "val", f"s3://{bucket}/in/", format="jsonl", on_bad_record="quarantine", max_bad_records="1")
+    # Before any run: no table; every column would be new.
+    [report] = validate(rt, ingestions.get(rt.db, "val"))
+    assert (report["status"], report["records"], report["new_columns"]) == ("NEW", 1, {"id": "int64"})
+    assert try_load(rt.catalog, "it.val") is None
+    assert run(rt, "val").status == "SUCCESS"
+    put_objects(
+        bucket,
+        {
+            "in/b.jsonl": b'{"id": 2, "colour": "red"}\n{"id": \n{"id": 3}\n',
+            "in/c.jsonl": b"{broken\n{broken too\n{}\n",
+        },
+    )
+    before = _ledger_and_catalog(rt)
+
+    proc = cli(icefloe_env, "validate", "val", "--json")
+    reports = {r["file_path"].rsplit("/", 1)[1]: r for r in json.loads(proc.stdout)}
+
+    assert set(reports) == {"b.jsonl", "c.jsonl"}  # a.jsonl is SUCCESS: not pending
+    b, c = reports["b.jsonl"], reports["c.jsonl"]
+    assert (b["status"], b["records"], b["bad_records"], b["verdict"]) == ("NEW", 2, 1, "quarantined")
+    assert b["new_columns"] == {"colour": "string"} and b["errors"][0].startswith("line 2: ")
+    assert (c["bad_records"], c["verdict"], c["error_type"]) == (2, "fails", "TooManyBadRecords")
+    assert _ledger_and_catalog(rt) == before
+    human = cli(icefloe_env, "validate", "val").stdout
+    assert "b.jsonl" in human and "colour string" in human and "nothing committed" in human

@@ -492,7 +492,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import api_commands, file_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import api_commands, file_commands, maintain, operations, validate_command  # noqa: E402, F401  (api_commands: serve, token)
 from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
 from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)
 

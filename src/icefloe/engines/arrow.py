@@ -115,7 +115,9 @@ class ArrowEngine:
     def _salvages(self, exc: BaseException, options: ReadOptions) -> bool:
         """Whether to read the file again record by record: the policy allows it, the error may be
         one record's, and this is not already that second reading."""
-        return self.on_bad_record != "fail-file" and not options.salvage and record_level(exc)
+        if self.on_bad_record == "fail-file" or options.salvage or options.format == "parquet":
+            return False  # Parquet has no record boundaries to cut at: its errors are the file's
+        return record_level(exc)
 
     def _check_limit(self, path: str, bad: list[BadRecord], good: int) -> None:
         if bad and self.max_bad_records is not None and self.max_bad_records.exceeded(len(bad), good + len(bad)):

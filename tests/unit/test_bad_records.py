@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow as pa
 import pytest
 
 from icefloe.badrecords import Limit, check_policy, parse_salvaged
 from icefloe.errors import ConfigurationError
 from icefloe.formats import ReadOptions, parse_whole
+from icefloe.ingestions import IngestionSpec
 
 
 def salvage(text: bytes, options: ReadOptions) -> tuple[pa.Table, list[tuple[int, str]]]:
@@ -56,3 +59,13 @@ def test_limits_parse_and_decide() -> None:
             Limit.parse(wrong)
     with pytest.raises(ConfigurationError, match="needs --on-bad-record"):
         check_policy("fail-file", "3")
+
+
+def test_the_spark_engine_refuses_skip_and_quarantine_at_create_time() -> None:
+    spec = IngestionSpec(name="s", source="s3://b/p/", format="jsonl", table="a.b", engine="spark")
+    spec.validate()  # fail-file: what Spark does
+    for policy in ("skip", "quarantine"):
+        with pytest.raises(ConfigurationError, match=f"spark engine does not support --on-bad-record {policy}"):
+            dataclasses.replace(spec, on_bad_record=policy).validate()
+    with pytest.raises(ConfigurationError, match="choose one of fail-file, skip, quarantine"):
+        dataclasses.replace(spec, engine="arrow", on_bad_record="drop").validate()

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
-from icefloe import faults, ledger, metrics, retry, runs, schema_changes, tables
+from icefloe import faults, ledger, metrics, quarantine, retry, runs, schema_changes, tables
 from icefloe.errors import (
     CommitConflictError,
     CommitError,
@@ -150,9 +150,13 @@ def commit_batch(
     bounds: LockBounds,
     ingestion: str = "",
     ingestion_id: int | None = None,
+    quarantined: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:
     """Commit a staged batch exactly once and mark its succeeded files SUCCESS.
+
+    ``quarantined`` (``--on-bad-record quarantine``): the batch's bad records are committed to
+    ``<table>__quarantine`` first, in the same lock (see :mod:`icefloe.quarantine` for the order).
 
     Raises :class:`LeaseLostError` when another worker owns any file of the batch now, and
     :class:`LedgerUnavailableError` when the ledger stayed away through every attempt (the batch
@@ -171,28 +175,30 @@ def commit_batch(
                     raise LeaseLostError(
                         f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; committing nothing"
                     )
+                since = search_since_ms(f.first_claimed_at for f in files)
                 if staged.records == 0 and not replaced:
-                    # No rows to add or remove (empty files): nothing can be duplicated or lost.
+                    # No rows to add or remove (empty files, or only bad records): nothing of the
+                    # data table can be duplicated or lost; the quarantine commit is idempotent.
+                    added = _quarantine(catalog, table_identifier, batch, staged, props, replaced, since, quarantined)
                     ledger.mark_succeeded(conn, staged.succeeded, None, batch.batch_id)
-                    return CommitResult(None, committed=False, snapshots=0, succeeded=len(files))
+                    return CommitResult(None, committed=added > 0, snapshots=added, succeeded=len(files))
                 with tables.iceberg_errors(table_identifier):
                     table = tables.load_table(catalog, table_identifier)
                     if table is None:
                         raise CommitError(f"table {table_identifier} disappeared before the commit")
                     table = tables.ensure_icefloe_properties(table)
-                landed = tables.snapshots_with_batches(
-                    table, batch.all_batch_ids, search_since_ms(f.first_claimed_at for f in files)
-                )
+                landed = tables.snapshots_with_batches(table, batch.all_batch_ids, since)
                 if landed:
                     return _already_landed(conn, batch, staged, landed)
                 faults.point("before-commit")
+                added = _quarantine(catalog, table_identifier, batch, staged, props, replaced, since, quarantined)
                 committed = engine.commit(table, staged, props, replaced)
                 faults.point("after-commit")
                 ledger.mark_succeeded(conn, staged.succeeded, committed.snapshot_id, batch.batch_id)
                 if ingestion_id is not None:
                     _record_schema(conn, ingestion_id, table_identifier, staged, committed)
                 log.info("committed %d file(s) to %s: snapshot %s", len(files), table_identifier, committed.snapshot_id)
-                return CommitResult(committed.snapshot_id, True, committed.snapshots, succeeded=len(files))
+                return CommitResult(committed.snapshot_id, True, committed.snapshots + added, succeeded=len(files))
         except CommitConflictError as exc:
             # The table head moved (another writer); the search must run again on the new head.
             metrics.COMMIT_CONFLICTS.labels(ingestion).inc()
@@ -211,6 +217,24 @@ def commit_batch(
     if isinstance(last, CommitConflictError | TableBusyError):
         raise CommitConflictError(f"could not commit to {table_identifier}: {MAX_COMMIT_ATTEMPTS} conflicts") from last
     raise CommitError(f"could not commit to {table_identifier}: {last}") from last
+
+
+def _quarantine(
+    catalog: Catalog,
+    table_identifier: str,
+    batch: Batch,
+    staged: StagedBatch,
+    props: dict[str, str],
+    replaced: list[str],
+    since: int,
+    quarantined: bool,
+) -> int:
+    """The quarantine commit (step 1 of :mod:`icefloe.quarantine`) when the ingestion quarantines."""
+    if not quarantined:
+        return 0
+    added = quarantine.commit(catalog, table_identifier, batch, staged, props, replaced, since)
+    faults.point("after-quarantine-commit")
+    return added
 
 
 def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed: dict[uuid.UUID, int]) -> CommitResult:

@@ -153,9 +153,9 @@ def reingest_file(
             """
             WITH changed AS (
                 UPDATE files SET status = 'DISCOVERED', version = version + 1, discovered_at = now(),
-                    started_at = NULL, processed_at = NULL, records_ingested = NULL, bytes_read = NULL,
-                    processing_duration_ms = NULL, error_type = NULL, error_message = NULL, retry_count = 0,
-                    next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                    started_at = NULL, processed_at = NULL, records_ingested = NULL, records_rejected = NULL,
+                    bytes_read = NULL, processing_duration_ms = NULL, error_type = NULL, error_message = NULL,
+                    retry_count = 0, next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
                     lease_token = lease_token + 1, batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL,
                     snapshot_id = NULL
                 WHERE id = :id RETURNING id, version, status

@@ -70,6 +70,10 @@ class ReadOptions:
     text_columns: frozenset[str] = frozenset()  # inferred columns read as text (see schema.ValueChangedError)
     timestamp_formats: tuple[str, ...] = ()  # strptime-style, besides ISO-8601 (see icefloe.inference)
     date_formats: tuple[str, ...] = ()
+    # Cut the file into records and set the bad ones aside (badrecords.py), checking values against
+    # ``target`` (the table's schema) when known; only after the fast parse failed on a record.
+    salvage: bool = False
+    target: pa.Schema | None = None
 
     @classmethod
     def for_ingestion(cls, ingestion: Ingestion, settings: Settings | None = None) -> ReadOptions:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from icefloe import ledger
+from icefloe.badrecords import check_policy
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.globs import compile_glob, may_overlap
 from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
@@ -67,6 +68,10 @@ class IngestionSpec:
     # strptime-style formats of timestamps / dates in CSV and JSON text, besides ISO-8601.
     timestamp_formats: list[str] | None = None
     date_formats: list[str] | None = None
+    # A line or row that does not parse or fit: "fail-file" its file, "skip" it, or "quarantine" it
+    # (to the table <table>__quarantine); a file with more than max_bad_records ("N", "P%") fails.
+    on_bad_record: str = "fail-file"
+    max_bad_records: str | None = None
 
     def validate(self, *, new_name: bool = True) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field.
@@ -135,6 +140,12 @@ class IngestionSpec:
             raise ConfigurationError(
                 f"--schema-evolution {self.schema_evolution} is not supported by the spark engine "
                 "(add-columns only); use --engine arrow"
+            )
+        check_policy(self.on_bad_record, self.max_bad_records)
+        if self.engine == "spark" and self.on_bad_record != "fail-file":
+            raise ConfigurationError(
+                f"the spark engine does not support --on-bad-record {self.on_bad_record} (it fails the file); "
+                "use --engine arrow"
             )
 
 

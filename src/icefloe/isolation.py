@@ -29,8 +29,9 @@ from typing import IO, Any, Protocol
 
 import pyarrow as pa
 
+from icefloe.badrecords import BadRecord, parse_text, stream_batches
 from icefloe.errors import FileError, PermanentFileError
-from icefloe.formats import LineTooLongError, ReadOptions, expanded, parse_whole, record_batches, spooled
+from icefloe.formats import LineTooLongError, ReadOptions, expanded, parse_whole, spooled
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,9 @@ def _parse_whole(out: IO[bytes], path: str, options: ReadOptions, limit: int, da
         if text is None:
             _send(out, pickle.dumps(("expands",)))
             return
-        table = parse_whole(text, path, options)
+        table, bad = parse_text(text, path, options, parse_whole)
         del text
-        _send(out, pickle.dumps(("table",)), _ipc(table))
+        _send(out, pickle.dumps(("table", bad)), _ipc(table))
     except Exception as exc:
         _send(out, _error_frame(exc, path))
 
@@ -114,8 +115,8 @@ def _parse_stream(inp: IO[bytes], out: IO[bytes], path: str, options: ReadOption
     reader = io.BufferedReader(frames, 1 << 20)
     try:
         source: Any = spooled(reader) if options.format == "parquet" else reader
-        for batch in record_batches(source, path, options):
-            _send(out, pickle.dumps(("batch",)), _ipc(batch))
+        for batch, bad in stream_batches(source, path, options):
+            _send(out, pickle.dumps(("batch", bad)), _ipc(batch))
         if not frames.ended:  # the rest of the input (a reader may close its source at its end)
             while _receive(inp):
                 pass
@@ -231,8 +232,11 @@ class ParserPool:
         log.warning("parser process died (%s) on %s; replaced", how, path)
         return PermanentFileError(f"{path}: the parser crashed on this file ({how})", error_type="ParserCrashed")
 
-    def parse(self, data: bytes, path: str, options: ReadOptions, limit: int) -> pa.Table | None:
-        """The file's rows (decompressed by extension), or None when it expands beyond ``limit``.
+    def parse(
+        self, data: bytes, path: str, options: ReadOptions, limit: int
+    ) -> tuple[pa.Table, list[BadRecord]] | None:
+        """The file's rows (decompressed by extension) and the bad records set aside (salvaging),
+        or None when it expands beyond ``limit``.
 
         Raises the file's :class:`PermanentFileError`; ``ParserCrashed`` when the parser died on it.
         """
@@ -253,9 +257,11 @@ class ParserPool:
             return None
         if reply[0] == "error":
             raise _file_error(reply)
-        return table
+        return table, reply[1]
 
-    def stream(self, body: Readable, path: str, options: ReadOptions) -> Generator[pa.RecordBatch]:
+    def stream(
+        self, body: Readable, path: str, options: ReadOptions
+    ) -> Generator[tuple[pa.RecordBatch, list[BadRecord]]]:
         """The record batches of a file too large to read whole, parsed in a child as ``body`` is
         read (by a feeding thread; errors reading ``body`` are raised here, as they were)."""
         child = self._take()
@@ -289,7 +295,11 @@ class ParserPool:
                 if reply[0] == "error":
                     raise _file_error(reply)
                 with pa.ipc.open_stream(pa.py_buffer(_receive(child.stdout))) as reader:
-                    yield from reader
+                    batches = list(reader)
+                if not batches:
+                    yield pa.RecordBatch.from_pylist([]), reply[1]
+                for i, batch in enumerate(batches):
+                    yield batch, reply[1] if i == 0 else []
         except (EOFError, OSError) as exc:
             feeder.join(30)
             if failed_read:

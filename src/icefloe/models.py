@@ -39,6 +39,7 @@ Listing = Literal["full", "incremental"]
 # What a file whose schema differs from the table's does (README, "Schema evolution").
 SchemaEvolution = Literal["add-columns", "approve", "rescue", "fail"]
 SchemaChangeStatus = Literal["PENDING", "APPROVED", "REJECTED", "APPLIED", "CREATED"]
+OnBadRecord = Literal["fail-file", "skip", "quarantine"]
 FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 INGESTION_STATUSES: tuple[str, ...] = get_args(IngestionStatus)
@@ -48,6 +49,7 @@ ENGINES: tuple[str, ...] = get_args(EngineName)
 LISTINGS: tuple[str, ...] = get_args(Listing)
 SCHEMA_EVOLUTIONS: tuple[str, ...] = get_args(SchemaEvolution)
 SCHEMA_CHANGE_STATUSES: tuple[str, ...] = get_args(SchemaChangeStatus)
+ON_BAD_RECORD: tuple[str, ...] = get_args(OnBadRecord)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -69,6 +71,7 @@ class Ingestion(Base):
         CheckConstraint(_in("engine", ENGINES), name="ck_ingestions_engine"),
         CheckConstraint(_in("listing", LISTINGS), name="ck_ingestions_listing"),
         CheckConstraint(_in("schema_evolution", SCHEMA_EVOLUTIONS), name="ck_ingestions_schema_evolution"),
+        CheckConstraint(_in("on_bad_record", ON_BAD_RECORD), name="ck_ingestions_on_bad_record"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -115,6 +118,10 @@ class Ingestion(Base):
     # strptime-style formats of timestamps and dates in CSV/JSON text (JSON lists); None: ISO-8601 only.
     timestamp_formats: Mapped[list[str] | None] = mapped_column(JSONB)
     date_formats: Mapped[list[str] | None] = mapped_column(JSONB)
+    # What a bad record (a line or row that does not parse or fit) does: fail its file, or be
+    # skipped or quarantined; max_bad_records ("N" or "P%") fails a file with more.
+    on_bad_record: Mapped[str] = mapped_column(String(20), server_default="fail-file")
+    max_bad_records: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -155,6 +162,7 @@ class Run(Base):
     files_failed: Mapped[int] = mapped_column(Integer, server_default="0")
     files_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
     records_ingested: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    records_rejected: Mapped[int] = mapped_column(BigInteger, server_default="0")
     bytes_read: Mapped[int] = mapped_column(BigInteger, server_default="0")
     snapshots_committed: Mapped[int] = mapped_column(Integer, server_default="0")
     # How discovery listed: "full" or "incremental"; set to "full" when a full listing is requested
@@ -209,6 +217,7 @@ class File(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     records_ingested: Mapped[int | None] = mapped_column(BigInteger)
+    records_rejected: Mapped[int | None] = mapped_column(BigInteger)  # bad records skipped or quarantined
     bytes_read: Mapped[int | None] = mapped_column(BigInteger)
     processing_duration_ms: Mapped[int | None] = mapped_column(Integer)
     error_type: Mapped[str | None] = mapped_column(String(100))

@@ -20,6 +20,7 @@ COUNTERS = (
     "files_failed",
     "files_skipped",
     "records_ingested",
+    "records_rejected",
     "bytes_read",
     "snapshots_committed",
     "list_requests",

@@ -218,6 +218,7 @@ def process_batches(
                         bounds=bounds,
                         ingestion=ingestion.name,
                         ingestion_id=ingestion.id,
+                        quarantined=ingestion.on_bad_record == "quarantine",
                     )
                     metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
             except LeaseLostError as exc:
@@ -249,6 +250,7 @@ def _record(
         files_succeeded=result.succeeded,
         files_failed=len(staged.failed),
         records_ingested=staged.records,
+        records_rejected=staged.rejected,
         bytes_read=staged.bytes_read,
         snapshots_committed=result.snapshots,
     )

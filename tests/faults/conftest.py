@@ -196,13 +196,21 @@ def make_faulty(
     made: list[FaultIngestion] = []
 
     def make(
-        *, files: int = 100, rows: int = 5, max_files_per_commit: int = 20, max_retries: int = 10
+        *,
+        files: int = 100,
+        rows: int = 5,
+        max_files_per_commit: int = 20,
+        max_retries: int = 10,
+        on_bad_record: str = "fail-file",
+        bad_per_file: int = 0,
     ) -> FaultIngestion:
         handle = FaultIngestion(env=env, database_url=database_url, bucket=bucket, tmp_path=tmp_path, db=db)
         objects = {}
         for n in range(files):
             key = f"in/part-{n:05d}.jsonl"
-            objects[key] = jsonl_file(n * rows, rows)
+            # bad_per_file broken JSON lines, each unique: {"bad": <file>-<n>
+            broken = b"".join(b'{"bad": %d-%d\n' % (n, b) for b in range(bad_per_file))
+            objects[key] = jsonl_file(n * rows, rows) + broken
             handle.rows_per_file[f"s3://{bucket}/{key}"] = rows
         handle.ids = Counter(range(files * rows))
         assert put_objects(bucket, objects) == files
@@ -215,6 +223,7 @@ def make_faulty(
                 table=TABLE,
                 max_files_per_commit=max_files_per_commit,
                 max_retries=max_retries,
+                on_bad_record=on_bad_record,
             ),
         )
         # The catalog's own tables, made before any run starts: workers racing to create them on

@@ -19,6 +19,7 @@ RUN_FIELDS = {
     "files_failed",
     "files_skipped",
     "records_ingested",
+    "records_rejected",
     "bytes_read",
     "snapshots_committed",
     "list_requests",

@@ -17,11 +17,11 @@ GOOD = b'{"id": 1}\n{"id": 2}\n'
 
 def outcome(pool: ParserPool, data: bytes) -> str:
     try:
-        table = pool.parse(data, "s3://b/k.jsonl", OPTIONS, 1 << 25)
+        parsed = pool.parse(data, "s3://b/k.jsonl", OPTIONS, 1 << 25)
     except PermanentFileError as exc:
         return exc.error_type
-    assert table is not None
-    return str(table.num_rows)
+    assert parsed is not None
+    return str(parsed[0].num_rows)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_a_streamed_file_comes_back_in_batches_and_a_crash_is_its_own(make_pool:
     pool = make_pool(1)
     body = b"".join(b'{"id": %d}\n' % i for i in range(200_000))
     streamed = ReadOptions(format="jsonl", block_size=1 << 20)
-    assert sum(b.num_rows for b in pool.stream(io.BytesIO(body), "k.jsonl", streamed)) == 200_000
+    assert sum(b.num_rows for b, _ in pool.stream(io.BytesIO(body), "k.jsonl", streamed)) == 200_000
     with pytest.raises(PermanentFileError) as info:
         list(pool.stream(io.BytesIO(CRASHER + body), "k.jsonl", streamed))
     assert info.value.error_type == "ParserCrashed" and "SIGSEGV" in str(info.value)

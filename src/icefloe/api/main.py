@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from icefloe.api.routes import files, health, ingestions, runs, schema, tokens
+from icefloe.api.routes import files, health, ingestions, runs, schema, tokens, validation
 
 API_PREFIX = "/api/v1"
 
 api_router = APIRouter(prefix=API_PREFIX)
 api_router.include_router(ingestions.router)
+api_router.include_router(validation.router)
 api_router.include_router(files.router)
 api_router.include_router(schema.router)
 api_router.include_router(runs.router)

@@ -29,6 +29,7 @@ from icefloe.models import (
     Ingestion,
     IngestionStatus,
     Listing,
+    OnBadRecord,
     OnChange,
     Role,
     Run,
@@ -126,6 +127,16 @@ class IngestionCreate(BaseModel):
         description="a file whose schema differs from the table's: add-columns (and safe widenings), "
         "approve (HELD until approved), rescue (into _rescued_data), fail",
     )
+    on_bad_record: OnBadRecord = Field(
+        default="fail-file",
+        description="a line or row that does not parse or fit: fail its file, skip or quarantine it",
+    )
+    max_bad_records: str | None = Field(
+        default=None,
+        max_length=20,
+        pattern=r"^\s*\d+\s*%?\s*$",
+        description="with skip/quarantine: a file with more bad records (N, or P% of its records) fails",
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> Any:
@@ -193,6 +204,10 @@ class IngestionUpdate(BaseModel):
     ] = None
     timestamp_formats: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=20)
     date_formats: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=20)
+    on_bad_record: Annotated[OnBadRecord | None, _not_null({"enum": list(get_args(OnBadRecord)), "type": "string"})] = (
+        None
+    )
+    max_bad_records: str | None = Field(default=None, max_length=20, pattern=r"^\s*\d+\s*%?\s*$")
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -209,6 +224,7 @@ class IngestionUpdate(BaseModel):
             "relist_lookback_seconds",
             "timestamp_formats",
             "date_formats",
+            "max_bad_records",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -287,6 +303,8 @@ class IngestionOut(BaseModel):
     schema_evolution: str
     timestamp_formats: list[str] | None
     date_formats: list[str] | None
+    on_bad_record: str
+    max_bad_records: str | None
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -350,6 +368,7 @@ class RunOut(BaseModel):
     files_failed: int
     files_skipped: int
     records_ingested: int
+    records_rejected: int = Field(description="bad records skipped or quarantined (--on-bad-record)")
     bytes_read: int
     snapshots_committed: int
     listing: Listing | None = Field(description="how discovery listed; null until it did (or full if requested)")
@@ -454,6 +473,7 @@ class FileOut(BaseModel):
     started_at: dt.datetime | None
     processed_at: dt.datetime | None
     records_ingested: int | None
+    records_rejected: int | None = Field(description="bad records skipped or quarantined (--on-bad-record)")
     bytes_read: int | None
     processing_duration_ms: int | None
     error_type: str | None

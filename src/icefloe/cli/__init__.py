@@ -174,6 +174,12 @@ def ingestion_create(
     date_format: Annotated[
         list[str] | None, typer.Option(help="strptime-style date format of CSV/JSON text, e.g. %d/%m/%Y (repeatable)")
     ] = None,
+    on_bad_record: Annotated[
+        str, typer.Option(help="fail-file | skip | quarantine (to <table>__quarantine): a line or row that is bad")
+    ] = "fail-file",
+    max_bad_records: Annotated[
+        str | None, typer.Option(help="with skip/quarantine: fail a file with more bad records than N or P%")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
@@ -209,6 +215,8 @@ def ingestion_create(
             schema_evolution=schema_evolution,
             timestamp_formats=timestamp_format or None,
             date_formats=date_format or None,
+            on_bad_record=on_bad_record,
+            max_bad_records=max_bad_records,
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
@@ -496,7 +504,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import api_commands, file_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import api_commands, file_commands, maintain, operations, validate_command  # noqa: E402, F401  (api_commands: serve, token)
 from icefloe.cli import schema_commands as schema_commands  # noqa: E402  (schema pending|approve|reject|history)
 from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
 from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)

@@ -62,7 +62,7 @@ def files_list(
         shown = [r | {"key": ingestions.key_below_prefix(i, str(r["file_path"]))} for r in rows]
         out.table(
             shown,
-            ["key", "status", "records_ingested", "retry_count", "error_type", "error_message"],
+            ["key", "status", "records_ingested", "records_rejected", "retry_count", "error_type", "error_message"],
             title=f"files of {name} (keys below {i.source})",
             keep=["key"],
         )

@@ -53,6 +53,9 @@ def ingestion_update(
     schema_evolution: Annotated[str | None, typer.Option(help="add-columns | approve | rescue | fail")] = None,
     timestamp_format: Annotated[list[str] | None, typer.Option(help="strptime-style (repeatable)")] = None,
     date_format: Annotated[list[str] | None, typer.Option(help="strptime-style (repeatable)")] = None,
+    on_bad_record: Annotated[str | None, typer.Option(help="fail-file | skip | quarantine")] = None,
+    max_bad_records: Annotated[str | None, typer.Option(help="N or P%: a file with more bad records fails")] = None,
+    no_max_bad_records: Annotated[bool, typer.Option("--no-max-bad-records", help="remove the limit")] = False,
     csv_null_values: Annotated[str | None, typer.Option(help='CSV texts read as NULL, e.g. "n/a,NULL"')] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,11 +86,15 @@ def ingestion_update(
             "schema_evolution": schema_evolution,
             "timestamp_formats": timestamp_format or None,
             "date_formats": date_format or None,
+            "on_bad_record": on_bad_record,
+            "max_bad_records": max_bad_records,
             "csv_null_values": csv_null_values.split(",") if csv_null_values is not None else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if no_relist_lookback:
             changes["relist_lookback_seconds"] = None
+        if no_max_bad_records:
+            changes["max_bad_records"] = None
         if not changes:
             raise ConfigurationError("nothing to change: give at least one option")
         with _runtime(ctx) as rt:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
+    from icefloe.badrecords import BadRecord
     from icefloe.evolution import SchemaDiff
     from icefloe.ledger import Batch, ClaimedFile, FileOutcome
     from icefloe.models import Ingestion
@@ -56,10 +57,17 @@ class StagedBatch:
     held: list[HeldFile] = field(default_factory=list)  # schema change pending approval: HELD
     created_by: str | None = None  # the file the table was created for, in this batch
     evolved_by: str | None = None  # the first file whose columns ``table`` was evolved for (add-columns)
+    # Bad records of read files by file id (--on-bad-record quarantine commits those of succeeded ones).
+    bad_records: dict[int, list[BadRecord]] = field(default_factory=dict)
 
     @property
     def records(self) -> int:
         return sum(o.records for o in self.succeeded)
+
+    @property
+    def rejected(self) -> int:
+        """Bad records of the succeeded files (skipped or quarantined)."""
+        return sum(o.rejected for o in self.succeeded)
 
     @property
     def bytes_read(self) -> int:

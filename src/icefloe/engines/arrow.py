@@ -19,8 +19,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -28,6 +28,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from icefloe import evolution, isolation, tables
+from icefloe.badrecords import BadRecord, Limit, parse_text, record_level, stream_batches, too_many
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
@@ -42,7 +43,6 @@ from icefloe.formats import (
     ReadOptions,
     expanded,
     parse_whole,
-    record_batches,
     spooled,
 )
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
@@ -66,6 +66,9 @@ STREAM_CHUNK_BYTES = 64 << 20  # Arrow bytes of a streamed large file held per d
 OWN_DATA_FILE_BYTES = 1 << 20
 
 
+_Rows: TypeAlias = pa.RecordBatch | pa.Table  # what a streamed file yields (a salvaged chunk is a table)
+
+
 @dataclass
 class _Read:
     file: ClaimedFile
@@ -75,6 +78,7 @@ class _Read:
     started: float
     conformed: bool = False  # already cast to the table schema known when the read started
     expands: bool = False  # compressed, and expands beyond SMALL_FILE_BYTES: stream it instead
+    bad: list[BadRecord] = field(default_factory=list)  # records set aside (--on-bad-record)
 
 
 class ArrowEngine:
@@ -90,6 +94,8 @@ class ArrowEngine:
         infer_schema: bool,
         threads: int = 8,
         parser_processes: int = 0,
+        on_bad_record: str = "fail-file",
+        max_bad_records: Limit | None = None,
         sleep: Callable[[float], None] = time.sleep,
         schema_evolution: str = "add-columns",
     ) -> None:
@@ -110,23 +116,49 @@ class ArrowEngine:
         # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
         self._pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
         self._sleep = sleep
+        self.on_bad_record = on_bad_record
+        self.max_bad_records = max_bad_records
 
     # ------------------------------------------------------------------ reading
 
-    def _read_small(self, file: ClaimedFile, target: pa.Schema | None, ingested_at: pa.Scalar) -> _Read:
-        """GET + parse (+ conform, when the table schema is known and covers the file) in a thread."""
+    def _salvages(self, exc: BaseException, options: ReadOptions) -> bool:
+        """Whether to read the file again record by record: the policy allows it, the error may be
+        one record's, and this is not already that second reading."""
+        if self.on_bad_record == "fail-file" or options.salvage or options.format == "parquet":
+            return False  # Parquet has no record boundaries to cut at: its errors are the file's
+        return record_level(exc)
+
+    def _check_limit(self, path: str, bad: list[BadRecord], good: int) -> None:
+        if bad and self.max_bad_records is not None and self.max_bad_records.exceeded(len(bad), good + len(bad)):
+            raise too_many(path, bad, good + len(bad), self.max_bad_records)
+
+    def _read_small(
+        self, file: ClaimedFile, target: pa.Schema | None, ingested_at: pa.Scalar, *, salvage: bool = False
+    ) -> _Read:
+        """GET + parse (+ conform, when the table schema is known and covers the file) in a thread.
+
+        ``salvage``: read it record by record at once (its rows did not fit the table).
+        """
         started = time.monotonic()
         nbytes = 0
         for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
             try:
                 data = self.objects.read(file.file_path, file.etag)
                 nbytes = len(data)
-                options = self.options
-                table = self._parse(data, file.file_path, options)
-                if table is None:
+                options = replace(self.options, salvage=True, target=target) if salvage else self.options
+                try:
+                    parsed = self._parse(data, file.file_path, options)
+                except PermanentFileError as exc:
+                    if not self._salvages(exc, options):
+                        raise
+                    options = replace(options, salvage=True, target=target)
+                    parsed = self._parse(data, file.file_path, options)
+                if parsed is None:
                     return _Read(file, None, None, nbytes, started, expands=True)
+                table, bad = parsed
                 if _needs_table(target, table.schema):
-                    return _Read(file, table, None, nbytes, started)
+                    self._check_limit(file.file_path, bad, table.num_rows)
+                    return _Read(file, table, None, nbytes, started, bad=bad)
                 assert target is not None
                 while True:
                     try:
@@ -138,15 +170,24 @@ class ArrowEngine:
                             file_uri=file.file_path,
                             rescue=self.rescue,
                         )
-                        return _Read(file, conformed, None, nbytes, started, conformed=True)
+                        self._check_limit(file.file_path, bad, conformed.num_rows)
+                        return _Read(file, conformed, None, nbytes, started, conformed=True, bad=bad)
                     except ValueChangedError as exc:
                         # Read as text what the table holds as text ("2024-01-01" stays as written).
                         if not exc.retry_as_text or options.format == "parquet" or exc.column in options.text_columns:
+                            if not self._salvages(exc, options):
+                                raise
+                            options = replace(options, salvage=True, target=target)
+                        else:
+                            options = replace(options, text_columns=options.text_columns | {exc.column})
+                    except PermanentFileError as exc:
+                        if not self._salvages(exc, options):
                             raise
-                        options = replace(options, text_columns=options.text_columns | {exc.column})
-                        table = self._parse(data, file.file_path, options)
-                        if table is None:
-                            raise
+                        options = replace(options, salvage=True, target=target)  # a value the table cannot hold
+                    parsed = self._parse(data, file.file_path, options)
+                    if parsed is None:
+                        raise PermanentFileError(f"{file.file_path}: expands too much", error_type="UnreadableFile")
+                    table, bad = parsed
 
             except TransientFileError as exc:
                 if attempt == IN_PLACE_ATTEMPTS:
@@ -164,19 +205,25 @@ class ArrowEngine:
                 )
         raise AssertionError("unreachable")
 
-    def _parse(self, data: bytes, path: str, options: ReadOptions) -> pa.Table | None:
-        """A fetched file's rows, or None when it expands beyond SMALL_FILE_BYTES (stream it)."""
+    def _parse(self, data: bytes, path: str, options: ReadOptions) -> tuple[pa.Table, list[BadRecord]] | None:
+        """A fetched file's rows and bad records, or None when it expands beyond SMALL_FILE_BYTES
+        (stream it)."""
         if self._pool is not None:
             return self._pool.parse(data, path, options, SMALL_FILE_BYTES)
         text = expanded(data, path, options.format, SMALL_FILE_BYTES)
-        return None if text is None else parse_whole(text, path, options)
+        if text is None:
+            return None
+        return parse_text(text, path, options, parse_whole)
 
-    def _stream(self, body: _CountingReader, file: ClaimedFile, options: ReadOptions) -> Generator[pa.RecordBatch]:
-        """A large file's record batches as its body is read: parsed in a parser child if any."""
+    def _stream(
+        self, body: _CountingReader, file: ClaimedFile, options: ReadOptions
+    ) -> Generator[tuple[_Rows, list[BadRecord]]]:
+        """A large file's record batches (each with the bad records set aside next to it) as its
+        body is read: parsed in a parser child if any."""
         if self._pool is not None:
             return self._pool.stream(body, file.file_path, options)
         source: Any = spooled(body) if options.format == "parquet" else body
-        return record_batches(source, file.file_path, options)
+        return stream_batches(source, file.file_path, options)
 
     def _prefetched(
         self,
@@ -292,9 +339,9 @@ class ArrowEngine:
                 continue
             if read.table.num_rows == 0:
                 # An empty file succeeds with 0 records; its (empty) schema must not shape the table.
-                staged.succeeded.append(FileOutcome(read.file, 0, read.bytes_read, ms))
+                staged.succeeded.append(self._outcome(staged, read.file, 0, read.bytes_read, ms, read.bad))
                 continue
-            conformed = read.table
+            conformed, bad = read.table, read.bad
             if not read.conformed or conformed.schema != target:
                 try:
                     if _needs_table(target, read.table.schema):
@@ -314,15 +361,17 @@ class ArrowEngine:
                             file_uri=read.file.file_path,
                             rescue=self.rescue,
                         )
-                    except ValueChangedError as exc:
-                        if not exc.retry_as_text:
+                    except PermanentFileError as exc:
+                        retry_as_text = isinstance(exc, ValueChangedError) and exc.retry_as_text
+                        if not retry_as_text and not self._salvages(exc, self.options):
                             raise
-                        # Parsed before the table's types were known: read it again knowing them.
-                        again = self._read_small(read.file, target, ingested_at)
+                        # Parsed before the table's types were known: read it again knowing them
+                        # (record by record when a value does not fit: --on-bad-record).
+                        again = self._read_small(read.file, target, ingested_at, salvage=not retry_as_text)
                         if again.table is None:
                             self._record_failure(staged, read.file, again.error or exc, again.bytes_read, ms)
                             continue
-                        conformed = again.table
+                        conformed, bad = again.table, again.bad
                 except FileError as exc:
                     self._record_failure(staged, read.file, exc, read.bytes_read, ms)
                     continue
@@ -331,7 +380,7 @@ class ArrowEngine:
                 flush()
             buffer.append(conformed)
             buffered_bytes += conformed.nbytes
-            buffered_outcomes.append(FileOutcome(read.file, conformed.num_rows, read.bytes_read, ms))
+            buffered_outcomes.append(self._outcome(staged, read.file, conformed.num_rows, read.bytes_read, ms, bad))
             if own or buffered_bytes >= FLUSH_BYTES:
                 flush()
         flush()
@@ -367,11 +416,13 @@ class ArrowEngine:
         while True:
             written: list[DataFile] = []
             counter = _CountingReader(None)
+            bad: list[BadRecord] = []
             try:
-                records = self._write_large(staged, file, ingested_at, written, counter, options)
+                records = self._write_large(staged, file, ingested_at, written, counter, options, bad)
+                self._check_limit(file.file_path, bad, records)
                 staged.data_files.extend(written)
                 ms = int((time.monotonic() - started) * 1000)
-                staged.succeeded.append(FileOutcome(file, records, counter.count, ms))
+                staged.succeeded.append(self._outcome(staged, file, records, counter.count, ms, bad))
                 return
             except LeaseLostError:
                 raise
@@ -389,6 +440,11 @@ class ArrowEngine:
                 column = _text_column(exc, options)
                 if column is not None:
                     options = replace(options, text_columns=options.text_columns | {column})
+                    continue
+                if self._salvages(exc, options):
+                    # A record that does not parse or fit: stream it again record by record.
+                    target = arrow_target(staged.table) if staged.table is not None else None
+                    options = replace(options, salvage=True, target=target)
                     continue
                 if isinstance(exc, TransientFileError) and attempt < IN_PLACE_ATTEMPTS:
                     self._sleep(IN_PLACE.delay(attempt))
@@ -428,12 +484,25 @@ class ArrowEngine:
         written: list[DataFile],
         counter: _CountingReader,
         options: ReadOptions,
+        bad: list[BadRecord],
     ) -> int:
-        """Write ``file`` streaming; data files are appended to ``written`` as they complete."""
+        """Write ``file`` streaming; data files are appended to ``written`` as they complete, bad
+        records (when salvaging) to ``bad``."""
         body = self.objects.open(file.file_path, file.etag)
         counter.body = body
+        limit = self.max_bad_records
+
+        def rows(stream: Iterator[tuple[_Rows, list[BadRecord]]]) -> Iterator[_Rows]:
+            for rb, rejected in stream:
+                bad.extend(rejected)
+                if limit is not None and not limit.percent and limit.exceeded(len(bad), 0):
+                    raise too_many(file.file_path, bad, None, limit)  # no need to read on
+                if rb.num_rows:
+                    yield rb
+
         try:
-            with object_errors(file.file_path), contextlib.closing(self._stream(counter, file, options)) as batches:
+            with object_errors(file.file_path), contextlib.closing(self._stream(counter, file, options)) as stream:
+                batches = rows(stream)
                 first = next(batches, None)
                 if first is None:
                     return 0
@@ -460,6 +529,15 @@ class ArrowEngine:
                 return records
         finally:
             body.release_conn()
+
+    @staticmethod
+    def _outcome(
+        staged: StagedBatch, file: ClaimedFile, records: int, nbytes: int, ms: int, bad: list[BadRecord]
+    ) -> FileOutcome:
+        """A file's outcome once read; its bad records wait in ``staged`` for the quarantine commit."""
+        if bad:
+            staged.bad_records[file.id] = bad
+        return FileOutcome(file, records, nbytes, ms, rejected=len(bad))
 
     @staticmethod
     def _record_failure(staged: StagedBatch, file: ClaimedFile, error: Exception | None, nbytes: int, ms: int) -> None:
@@ -492,7 +570,7 @@ def _text_column(exc: Exception, options: ReadOptions) -> str | None:
     return column if column is not None and column not in options.text_columns else None
 
 
-def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _chain(first: _Rows, rest: Iterator[_Rows]) -> Iterator[_Rows]:
     yield first
     yield from rest
 
@@ -530,4 +608,6 @@ def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
         threads=rt.settings.read_threads,
         parser_processes=rt.settings.parser_processes,
         schema_evolution=ingestion.schema_evolution,
+        on_bad_record=ingestion.on_bad_record,
+        max_bad_records=Limit.parse(ingestion.max_bad_records),
     )

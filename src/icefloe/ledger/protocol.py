@@ -53,8 +53,9 @@ _UPSERT_PAGE = text(
             size = EXCLUDED.size, modified_at = EXCLUDED.modified_at, etag = EXCLUDED.etag,
             status = EXCLUDED.status, error_message = EXCLUDED.error_message,
             version = files.version + 1, discovered_at = now(),
-            started_at = NULL, processed_at = NULL, records_ingested = NULL, bytes_read = NULL,
-            processing_duration_ms = NULL, error_type = NULL, retry_count = 0, next_attempt_at = NULL,
+            started_at = NULL, processed_at = NULL, records_ingested = NULL, records_rejected = NULL,
+            bytes_read = NULL, processing_duration_ms = NULL, error_type = NULL, retry_count = 0,
+            next_attempt_at = NULL,
             lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
             batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL, snapshot_id = NULL
         WHERE files.etag IS DISTINCT FROM EXCLUDED.etag
@@ -299,13 +300,13 @@ def mark_succeeded(
             """
             WITH changed AS (
             UPDATE files SET status = 'SUCCESS', processed_at = now(), snapshot_id = :snapshot_id,
-                records_ingested = t.records, bytes_read = t.bytes_read,
+                records_ingested = t.records, records_rejected = t.rejected, bytes_read = t.bytes_read,
                 processing_duration_ms = t.duration_ms, error_type = NULL, error_message = NULL,
                 next_attempt_at = NULL, lease_expires_at = NULL,
                 batch_id = NULL, batch_ids = '{}'
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:records AS bigint[]),
-                        CAST(:bytes AS bigint[]), CAST(:durations AS integer[]))
-                 AS t(id, token, records, bytes_read, duration_ms)
+                        CAST(:bytes AS bigint[]), CAST(:durations AS integer[]), CAST(:rejected AS bigint[]))
+                 AS t(id, token, records, bytes_read, duration_ms, rejected)
             WHERE files.id = t.id AND files.lease_token = t.token
             """
             + _RETURNING
@@ -320,6 +321,7 @@ def mark_succeeded(
             "records": [o.records for o in outcomes],
             "bytes": [o.bytes_read for o in outcomes],
             "durations": [o.duration_ms for o in outcomes],
+            "rejected": [o.rejected for o in outcomes],
         },
     )
     return result.rowcount

@@ -89,7 +89,7 @@ def status_counts(conn: Connection, ingestion_id: int) -> dict[str, int]:
 # psycopg cannot load that into a datetime, so it reads as NULL (its error_type says why it waits).
 _FILE_COLUMNS = """
     id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
-    processed_at, records_ingested, bytes_read, processing_duration_ms, error_type,
+    processed_at, records_ingested, records_rejected, bytes_read, processing_duration_ms, error_type,
     error_message, retry_count, nullif(next_attempt_at, 'infinity') AS next_attempt_at,
     lease_owner, lease_expires_at, snapshot_id, run_id
 """

@@ -65,6 +65,7 @@ class FileOutcome:
     records: int
     bytes_read: int
     duration_ms: int
+    rejected: int = 0  # bad records skipped or quarantined (--on-bad-record)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Schema evolution: ingestions.schema_evolution, timestamp/date formats, the HELD status, schema_changes
 
-Revision ID: 0008_schema_evolve
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-02 01:10:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0008_schema_evolve"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

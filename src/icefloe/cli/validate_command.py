@@ -1,0 +1,47 @@
+"""`icefloe validate NAME`: what a run would make of the files not yet ingested, committing nothing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from icefloe import ingestions
+from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
+from icefloe.validate import validate
+
+
+@app.command("validate")
+def validate_command(
+    ctx: typer.Context,
+    name: str,
+    limit: Annotated[int, typer.Option(help="files to read at most")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry run over DISCOVERED and FAILED files: records, bad records, new columns; changes nothing."""
+    out = Output(as_json)
+
+    def body() -> None:
+        with _runtime(ctx) as rt:
+            i = ingestions.get(rt.db, name)
+            reports = validate(rt, i, limit=limit)
+        if as_json:
+            out.json(reports)
+            return
+        shown = [
+            r
+            | {
+                "key": ingestions.key_below_prefix(i, str(r["file_path"])),
+                "new_columns": ", ".join(f"{k} {v}" for k, v in r["new_columns"].items()),
+                "first_errors": "; ".join(r["errors"]) or r.get("error_message") or "",
+            }
+            for r in reports
+        ]
+        out.table(
+            shown,
+            ["key", "status", "verdict", "records", "bad_records", "new_columns", "first_errors"],
+            title=f"validation of {name}: {len(reports)} file(s) not yet ingested (nothing committed)",
+            keep=["key"],
+        )
+
+    _guard(out, body)

@@ -1,0 +1,161 @@
+"""`icefloe validate NAME`: a dry run over the files not yet ingested (new or changed in the
+source, DISCOVERED, FAILED, HELD).
+
+Per file: its records, its bad records (the first few, with their lines) and the columns it would
+add to the table. Reads the objects (through the parser children, as a run does) and the table's
+schema, and lists the source; commits nothing, creates no table, records nothing in the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from sqlalchemy import text
+
+from icefloe import isolation, tables
+from icefloe.badrecords import FIRST_ERRORS, BadRecord, Limit, parse_text, record_level, stream_batches
+from icefloe.discovery import Filter, listing_pages
+from icefloe.errors import FileError, IcefloeError
+from icefloe.formats import ReadOptions, expanded, parse_whole
+from icefloe.s3 import S3Location
+from icefloe.schema import ValueChangedError, arrow_target, conform, new_columns
+
+if TYPE_CHECKING:
+    from icefloe.models import Ingestion
+    from icefloe.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Files a run would still read; HELD (waiting for a schema approval) once that status exists.
+PENDING_STATUSES = ("DISCOVERED", "FAILED", "HELD")
+SMALL_FILE_BYTES = 32 << 20  # as the arrow engine: larger files are streamed
+
+
+def pending_files(rt: Runtime, ingestion: Ingestion, limit: int) -> list[tuple[str, str, int, str]]:
+    """(path, etag, size, status) of the files a run would read, at most ``limit``: the source is
+    listed (read-only: nothing is recorded) and each object looked up in the ledger; one not in it,
+    or changed since, is ``NEW``; one DISCOVERED, FAILED or HELD keeps its status."""
+    location = S3Location.parse(ingestion.source)
+    flt = Filter(location.prefix, ingestion.pattern, ingestion.since)
+    found: list[tuple[str, str, int, str]] = []
+    for page in listing_pages(rt.s3, location, flt):
+        objects = [o for o in page.objects if o.skip_reason is None]
+        with rt.db.connect() as conn:
+            known = {
+                r.file_path: r
+                for r in conn.execute(
+                    text(
+                        "SELECT file_path, etag, status FROM files WHERE ingestion_id = :id AND file_path = ANY(:paths)"
+                    ),
+                    {"id": ingestion.id, "paths": [o.file_path for o in objects]},
+                )
+            }
+        for o in objects:
+            entry = known.get(o.file_path)
+            if entry is None or entry.etag != o.etag:
+                found.append((o.file_path, o.etag, o.size, "NEW"))
+            elif entry.status in PENDING_STATUSES:
+                found.append((o.file_path, o.etag, o.size, entry.status))
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> list[dict[str, Any]]:
+    """One report per file a run would read (at most ``limit``, in key order)."""
+    rows = pending_files(rt, ingestion, limit)
+    if not rows:
+        return []
+    with tables.iceberg_errors(ingestion.table_identifier):
+        table = tables.load_table(rt.catalog, ingestion.table_identifier)
+    target = arrow_target(table) if table is not None else None
+    options = ReadOptions.for_ingestion(ingestion, rt.settings)
+    pool = isolation.shared_pool(rt.settings.parser_processes) if rt.settings.parser_processes > 0 else None
+    limit_rule = Limit.parse(ingestion.max_bad_records)
+    reports = []
+    for path, etag, size, status in rows:
+        report: dict[str, Any] = {"file_path": path, "status": status}
+        try:
+            schema, records, bad = _read(rt, pool, path, etag, size, options, target)
+        except (FileError, IcefloeError) as exc:
+            report |= {"records": None, "bad_records": None, "errors": [], "new_columns": {}}
+            report |= {"verdict": "fails", "error_type": exc.error_type, "error_message": str(exc)}
+            reports.append(report)
+            continue
+        extra = new_columns(target if target is not None else pa.schema([]), schema) if schema is not None else None
+        report |= {
+            "records": records,
+            "bad_records": len(bad),
+            "errors": [f"line {b.row_number}: {b.error}" for b in bad[:FIRST_ERRORS]],
+            "new_columns": {f.name: str(f.type) for f in extra} if extra is not None else {},
+        }
+        report |= _verdict(ingestion, limit_rule, records, bad)
+        reports.append(report)
+    return reports
+
+
+def _verdict(ingestion: Ingestion, limit: Limit | None, records: int, bad: list[BadRecord]) -> dict[str, Any]:
+    """What a run would make of the file under the ingestion's policy."""
+    if not bad:
+        return {"verdict": "ok"}
+    if ingestion.on_bad_record == "fail-file":
+        return {"verdict": "fails", "error_type": "bad records (--on-bad-record fail-file)"}
+    if limit is not None and limit.exceeded(len(bad), records + len(bad)):
+        return {"verdict": "fails", "error_type": "TooManyBadRecords"}
+    return {"verdict": "skipped" if ingestion.on_bad_record == "skip" else "quarantined"}
+
+
+def _read(
+    rt: Runtime,
+    pool: isolation.ParserPool | None,
+    path: str,
+    etag: str,
+    size: int,
+    options: ReadOptions,
+    target: pa.Schema | None,
+) -> tuple[pa.Schema | None, int, list[BadRecord]]:
+    """(the file's schema, its good records, its bad records), salvaging it whatever the policy."""
+    if size <= SMALL_FILE_BYTES:
+        data = rt.objects.read(path, etag)
+        for salvage in (False, True) if options.format != "parquet" else (False,):
+            opts = replace(options, salvage=salvage, target=target if salvage else None)
+            try:
+                parsed = pool.parse(data, path, opts, SMALL_FILE_BYTES) if pool else _parse(data, path, opts)
+                if parsed is None:
+                    break  # expands beyond the small-file bound: stream it
+                table, bad = parsed
+                if target is not None and table.num_rows and set(table.schema.names) <= set(target.names):
+                    try:
+                        conform(table, target, source_file=path, ingested_at=_NOW, file_uri=path)
+                    except ValueChangedError as exc:
+                        if not exc.retry_as_text:
+                            raise  # (a run reads such a column again as text: that fits)
+                return (table.schema if table.num_rows else None), table.num_rows, bad
+            except FileError as exc:
+                if salvage or not record_level(exc):
+                    raise
+    opts = replace(options, salvage=True, target=target) if options.format != "parquet" else options
+    body = rt.objects.open(path, etag)
+    try:
+        batches = pool.stream(body, path, opts) if pool else stream_batches(body, path, opts)
+        schema: pa.Schema | None = None
+        records, bad = 0, []
+        for batch, rejected in batches:
+            bad.extend(rejected)
+            records += batch.num_rows
+            if schema is None and batch.num_rows:
+                schema = batch.schema
+        return schema, records, bad
+    finally:
+        body.release_conn()
+
+
+def _parse(data: bytes, path: str, options: ReadOptions) -> tuple[pa.Table, list[BadRecord]] | None:
+    text_ = expanded(data, path, options.format, SMALL_FILE_BYTES)
+    return None if text_ is None else parse_text(text_, path, options, parse_whole)
+
+
+_NOW = pa.scalar(0, pa.timestamp("us", tz="UTC"))  # conform's _ingested_at; nothing is written

@@ -12,7 +12,7 @@ import typer
 
 from icefloe import ingestions, ledger, runs
 from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _runtime, app, current_settings, ingestion_app
-from icefloe.durations import parse_duration
+from icefloe.durations import parse_delay, parse_duration
 from icefloe.errors import ConfigurationError, NotFoundError
 from icefloe.models import Ingestion
 from icefloe.settings import AlertSettings
@@ -50,6 +50,11 @@ def ingestion_update(
     relist_lookback: Annotated[str | None, typer.Option(help="e.g. 2d; partition lookback")] = None,
     no_relist_lookback: Annotated[bool, typer.Option("--no-relist-lookback", help="remove the lookback")] = False,
     full_listing_every: Annotated[str | None, typer.Option(help="e.g. 1d; full reconciling listing interval")] = None,
+    discovery: Annotated[str | None, typer.Option(help="listing | events")] = None,
+    events_queue: Annotated[str | None, typer.Option(help="events: the SQS queue URL")] = None,
+    reconcile_every: Annotated[str | None, typer.Option(help="events: e.g. 1d; reconciling listing interval")] = None,
+    after_ingest: Annotated[str | None, typer.Option(help="keep | delete | move:PREFIX | tag:KEY=VALUE")] = None,
+    after_ingest_delay: Annotated[str | None, typer.Option(help="e.g. 7d; clean-up delay after SUCCESS")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -76,6 +81,11 @@ def ingestion_update(
             "listing": listing,
             "relist_lookback_seconds": parse_duration(relist_lookback) if relist_lookback else None,
             "full_listing_every_seconds": parse_duration(full_listing_every) if full_listing_every else None,
+            "discovery": discovery,
+            "events_queue": events_queue,
+            "reconcile_every_seconds": parse_duration(reconcile_every) if reconcile_every else None,
+            "after_ingest": after_ingest,
+            "after_ingest_delay_seconds": parse_delay(after_ingest_delay) if after_ingest_delay else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if no_relist_lookback:

@@ -67,7 +67,7 @@ _UPSERT_PAGE = text(
     + NEW_VERSION_SET
     + """
         WHERE files.etag IS DISTINCT FROM EXCLUDED.etag
-        RETURNING (xmax = 0) AS inserted, status, file_path
+        RETURNING (xmax = 0) AS inserted, status, file_path, modified_at
     )
     SELECT count(*) FILTER (WHERE inserted AND status <> 'SKIPPED') AS new,
            count(*) FILTER (WHERE NOT inserted AND status <> 'SKIPPED') AS changed,

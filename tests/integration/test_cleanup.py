@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from icefloe import alerts, cleanup, ingestions
-from icefloe.errors import ConfigurationError
+from icefloe import alerts, cleanup, file_operations, ingestions
+from icefloe.errors import ConfigurationError, ConflictError
 from icefloe.runtime import Runtime
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import jsonl, rows
@@ -53,6 +53,8 @@ def test_delete_after_ingest_keeps_the_ledger_row_and_never_ingests_again(
     }
     assert all(r["cleanup_at"] is not None for r in ledger.values())
 
+    with pytest.raises(ConflictError, match="cleaned up from the source"):  # nothing left to read
+        file_operations.reingest_file(rt.db, ingestions.get(rt.db, "del"), "d/0.jsonl", actor="test")
     again = run(rt, "del")  # the vanished keys are neither new nor changed
     assert (again.files_discovered, again.files_new, again.files_succeeded) == (0, 0, 0)
     assert clean(rt, "del").cleaned == 0  # nothing left to do

@@ -55,6 +55,7 @@ def ingestion_update(
     reconcile_every: Annotated[str | None, typer.Option(help="events: e.g. 1d; reconciling listing interval")] = None,
     after_ingest: Annotated[str | None, typer.Option(help="keep | delete | move:PREFIX | tag:KEY=VALUE")] = None,
     after_ingest_delay: Annotated[str | None, typer.Option(help="e.g. 7d; clean-up delay after SUCCESS")] = None,
+    csv_null_values: Annotated[str | None, typer.Option(help='CSV texts read as NULL, e.g. "n/a,NULL"')] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -86,6 +87,7 @@ def ingestion_update(
             "reconcile_every_seconds": parse_duration(reconcile_every) if reconcile_every else None,
             "after_ingest": after_ingest,
             "after_ingest_delay_seconds": parse_delay(after_ingest_delay) if after_ingest_delay else None,
+            "csv_null_values": csv_null_values.split(",") if csv_null_values is not None else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if no_relist_lookback:

@@ -1,6 +1,6 @@
 """Alerts: incidents worth telling a human about, found in the ledger and delivered once each.
 
-Four kinds of incident, each recorded as one row of ``alerts`` whose ``incident_key`` is unique:
+Six kinds of incident, each recorded as one row of ``alerts`` whose ``incident_key`` is unique:
 
 - ``run_failed`` (``run-failed:<run>``): a run ended FAILED;
 - ``files_failed`` (``files-failed:<ingestion>:<run>``): files failed with no retry left, one alert per
@@ -10,7 +10,11 @@ Four kinds of incident, each recorded as one row of ``alerts`` whose ``incident_
   success, so there is one alert per stale period, and the next success re-arms it;
 - ``listing_missed_files`` (``listing-missed:<run>``): a full reconciling listing found files that the
   incremental listing had missed (``runs.files_missed_by_incremental`` > 0): the keys do not increase
-  as ``--listing incremental`` assumes, or ``--relist-lookback`` is too short.
+  as ``--listing incremental`` assumes, or ``--relist-lookback`` is too short;
+- ``events_missed_files`` (``events-missed:<run>``): a reconciling listing found files that the event
+  notifications never delivered (``runs.files_missed_by_events`` > 0, :mod:`icefloe.events`);
+- ``cleanup_failed`` (``cleanup-failed:<ingestion>:<UTC day>``): source files whose clean-up after
+  ingestion failed (:mod:`icefloe.cleanup`), one alert per ingestion and day while it lasts.
 
 :func:`detect` and :func:`deliver` are what the worker loop calls every few seconds, from any number
 of processes. Detection is one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` per kind, on the database's
@@ -389,12 +393,16 @@ def detect(db: Engine, *, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS) -> i
     Idempotent and safe from any number of processes at once: an incident is one row, however
     often and by however many workers it is detected. Time comes from the database's clock.
     """
+    from icefloe import cleanup, events  # their detections live beside their features
+
     new = 0
     for kind, statement in (
         ("run_failed", _DETECT_RUN_FAILED),
         ("files_failed", _DETECT_FILES_FAILED),
         ("stale", _DETECT_STALE),
         ("listing_missed_files", _DETECT_LISTING_MISSED),
+        ("events_missed_files", events.DETECT_MISSED_BY_EVENTS),
+        ("cleanup_failed", cleanup.DETECT_CLEANUP_FAILED),
     ):
         params = {"lookback": lookback_seconds, "listed": FILES_LISTED, "window": 600}
         with db.begin() as conn:

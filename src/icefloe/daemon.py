@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from icefloe import commit, ingestions, ledger, logs, maintenance, runs, scheduler, worker
+from icefloe import cleanup, commit, ingestions, ledger, logs, maintenance, runs, scheduler, worker
 from icefloe.ledger import LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
@@ -64,6 +64,8 @@ class WorkerProcess:
             )
         # Its own thread: compacting a table takes a while and must not delay lease reconciliation.
         threads.append(threading.Thread(target=self._every, args=(self.maintain_due,), name="maintenance", daemon=True))
+        # Its own thread too: a clean-up pass makes one or two S3 calls per file.
+        threads.append(threading.Thread(target=self._every, args=(self.cleanup_due,), name="cleanup", daemon=True))
         threads += [
             threading.Thread(target=self._slot_loop, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)
         ]
@@ -169,3 +171,23 @@ class WorkerProcess:
                 report["expiry"]["snapshots_expired"],
                 report["orphans"]["orphans_removed"],
             )
+
+    def cleanup_due(self) -> None:
+        """The source clean-up (``--after-ingest``) of every ingestion whose pass is due, once across workers."""
+        for ingestion_id in cleanup.take_due_cleanups(self.rt.db):
+            if self.stop.is_set():
+                return
+            ingestion = ingestions.get(self.rt.db, ingestion_id)
+            try:
+                report = cleanup.clean(self.rt.db, self.rt.catalog, self.rt.s3, ingestion, stop=self.stop)
+            except Exception as exc:  # the next interval tries again
+                log.error("clean-up of %s failed: %s", ingestion.name, exc)
+                continue
+            if report.cleaned or report.failed:
+                log.info(
+                    "cleaned up %d source file(s) of %s (%s), %d failed",
+                    report.cleaned,
+                    ingestion.name,
+                    report.action,
+                    report.failed,
+                )

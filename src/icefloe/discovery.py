@@ -98,12 +98,15 @@ class ListingPlan:
 
     ``missed_below``: in a full listing of an incremental ingestion, the key after which the
     incremental listing would have started; new or changed files at or below it are counted as
-    missed by the incremental listing.
+    missed by the incremental listing. ``missed_before``: in the reconciling listing of an
+    events-mode ingestion, when the run began reading its queue; new or changed files modified
+    before it are counted as missed by events.
     """
 
     full: bool
     start_after: str | None = None
     missed_below: str | None = None
+    missed_before: dt.datetime | None = None
 
 
 def plan_listing(
@@ -130,6 +133,7 @@ class DiscoveryCounts:
     skipped: int = 0
     list_requests: int = 0
     missed: int = 0
+    missed_by_events: int = 0
 
 
 _DONE = object()
@@ -199,13 +203,16 @@ def discover(
         counts.list_requests += 1
         if page.objects or page.last_key is not None:
             with engine.begin() as conn:
-                page_counts = ledger.upsert_listing_page(conn, ingestion_id, page.objects, missed_below=missed_below)
+                page_counts = ledger.upsert_listing_page(
+                    conn, ingestion_id, page.objects, missed_below=missed_below, missed_before=plan.missed_before
+                )
                 if page.last_key is not None:
                     ledger.advance_watermark(conn, ingestion_id, root, page.last_key)
             counts.new += page_counts.new
             counts.changed += page_counts.changed
             counts.skipped += page_counts.skipped
             counts.missed += page_counts.missed
+            counts.missed_by_events += page_counts.missed_by_events
         counts.listed += len(page.objects)
         if on_page is not None:
             on_page(counts)

@@ -33,6 +33,13 @@ def parse_duration(value: str) -> int:
     return seconds
 
 
+def parse_delay(value: str) -> int:
+    """As :func:`parse_duration`, but ``0s`` (no delay) is allowed: ``--after-ingest-delay 0s``."""
+    if value.strip().lower() in ("0", "0s", "0m", "0h", "0d"):
+        return 0
+    return parse_duration(value)
+
+
 def format_duration(seconds: int) -> str:
     """The shortest exact spelling that :func:`parse_duration` reads back: 7200 → ``2h``, 5400 → ``1h30m``."""
     if seconds < 1:

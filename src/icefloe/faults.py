@@ -1,7 +1,8 @@
 """Test-only fault points: make this process die or pause at a named step of the protocol.
 
 ``ICEFLOE_FAULT_POINT=after-claim`` (or ``after-write``, ``before-commit``, ``after-quarantine-commit``,
-``after-commit``, ``during-discovery``, ``maintenance-before-commit``, ``maintenance-after-commit``) kills the
+``after-commit``, ``during-discovery``, ``maintenance-before-commit``, ``maintenance-after-commit``,
+``cleanup-after-copy``, ``cleanup-after-action``) kills the
 process with SIGKILL the first time it reaches that point;
 ``NAME:sleep=SECONDS`` pauses there instead. Unset, :func:`point` does nothing.
 """
@@ -21,6 +22,8 @@ POINTS = (
     "after-commit",
     "maintenance-before-commit",
     "maintenance-after-commit",
+    "cleanup-after-copy",
+    "cleanup-after-action",
 )
 
 

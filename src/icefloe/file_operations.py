@@ -52,7 +52,7 @@ def _locate(conn: Connection, ingestion: Ingestion, key: str | int) -> dict[str,
         row = found
     # Decide on the status read under the row lock: a worker's claim cannot slip in between.
     locked = conn.execute(
-        text("SELECT id, file_path, status FROM files WHERE id = :id FOR UPDATE"), {"id": row["id"]}
+        text("SELECT id, file_path, status, cleanup_status FROM files WHERE id = :id FOR UPDATE"), {"id": row["id"]}
     ).mappings()
     return dict(locked.one())
 
@@ -145,6 +145,11 @@ def reingest_file(
     with db.begin() as conn:
         row = _locate(conn, ingestion, key)
         _refuse(row, "reingest", REINGESTABLE)
+        if row["cleanup_status"] == "DONE" and not ingestion.after_ingest.startswith(("tag:", "keep")):
+            raise ConflictError(
+                f"cannot reingest {row['file_path']}: it was cleaned up from the source "
+                f"(--after-ingest {ingestion.after_ingest}); there is nothing left to read"
+            )
         # The same reset as a changed ETag (ledger.upsert_listing_page); the fencing token moves on.
         return _finish(
             conn,
@@ -157,7 +162,7 @@ def reingest_file(
                     bytes_read = NULL, processing_duration_ms = NULL, error_type = NULL, error_message = NULL,
                     retry_count = 0, next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
                     lease_token = lease_token + 1, batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL,
-                    snapshot_id = NULL
+                    snapshot_id = NULL, cleanup_status = NULL, cleanup_at = NULL, cleanup_error = NULL
                 WHERE id = :id RETURNING id, version, status
             ), recorded AS ("""
             + _RECORD

@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 
 from icefloe import ledger
 from icefloe.badrecords import check_policy
+from icefloe.cleanup import parse_action
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
+from icefloe.events import queue_endpoint
 from icefloe.globs import compile_glob, may_overlap
-from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
+from icefloe.models import DISCOVERIES, ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
 from icefloe.redaction import redact_uri
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
@@ -72,6 +74,14 @@ class IngestionSpec:
     # (to the table <table>__quarantine); a file with more than max_bad_records ("N", "P%") fails.
     on_bad_record: str = "fail-file"
     max_bad_records: str | None = None
+    # "listing" (as ``listing`` says) or "events": S3 notifications from the SQS queue events_queue,
+    # with a full reconciling listing every reconcile_every_seconds (icefloe.events).
+    discovery: str = "listing"
+    events_queue: str | None = None
+    reconcile_every_seconds: int = 86400
+    # keep | delete | move:PREFIX | tag:KEY=VALUE, after_ingest_delay_seconds after SUCCESS (icefloe.cleanup).
+    after_ingest: str = "keep"
+    after_ingest_delay_seconds: int = 7 * 86400
 
     def validate(self, *, new_name: bool = True) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field.
@@ -147,6 +157,17 @@ class IngestionSpec:
                 f"the spark engine does not support --on-bad-record {self.on_bad_record} (it fails the file); "
                 "use --engine arrow"
             )
+        if self.discovery not in DISCOVERIES:
+            raise ConfigurationError(f"discovery must be one of {', '.join(DISCOVERIES)}, got {self.discovery!r}")
+        if self.discovery == "events" and not self.events_queue:
+            raise ConfigurationError("discovery events needs an events queue (--events-queue SQS-QUEUE-URL)")
+        if self.events_queue is not None:
+            queue_endpoint(self.events_queue)
+        if self.reconcile_every_seconds < 1:
+            raise ConfigurationError("reconcile_every_seconds must be at least 1")
+        parse_action(self.after_ingest, self.source)
+        if self.after_ingest_delay_seconds < 0:
+            raise ConfigurationError("after_ingest_delay_seconds must be 0 or more")
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:

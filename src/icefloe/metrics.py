@@ -48,6 +48,24 @@ FILES_MISSED_BY_INCREMENTAL = Counter(
     ["ingestion"],
     registry=REGISTRY,
 )
+EVENT_MESSAGES = Counter(
+    "icefloe_event_messages",
+    "Queue messages read by event-driven discovery (--discovery events)",
+    ["ingestion"],
+    registry=REGISTRY,
+)
+FILES_MISSED_BY_EVENTS = Counter(
+    "icefloe_files_missed_by_events",
+    "New or changed files a reconciling listing found that event notifications never delivered",
+    ["ingestion"],
+    registry=REGISTRY,
+)
+SOURCE_CLEANUPS = Counter(
+    "icefloe_source_cleanups",
+    "Source files cleaned up after ingestion (--after-ingest), by action and outcome (done, failed)",
+    ["ingestion", "action", "outcome"],
+    registry=REGISTRY,
+)
 RUN_DURATION = Histogram(
     "icefloe_run_duration_seconds",
     "Duration of finished runs",

@@ -40,6 +40,8 @@ Listing = Literal["full", "incremental"]
 SchemaEvolution = Literal["add-columns", "approve", "rescue", "fail"]
 SchemaChangeStatus = Literal["PENDING", "APPROVED", "REJECTED", "APPLIED", "CREATED"]
 OnBadRecord = Literal["fail-file", "skip", "quarantine"]
+Discovery = Literal["listing", "events"]
+CleanupStatus = Literal["DONE", "FAILED"]
 FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 INGESTION_STATUSES: tuple[str, ...] = get_args(IngestionStatus)
@@ -50,6 +52,8 @@ LISTINGS: tuple[str, ...] = get_args(Listing)
 SCHEMA_EVOLUTIONS: tuple[str, ...] = get_args(SchemaEvolution)
 SCHEMA_CHANGE_STATUSES: tuple[str, ...] = get_args(SchemaChangeStatus)
 ON_BAD_RECORD: tuple[str, ...] = get_args(OnBadRecord)
+DISCOVERIES: tuple[str, ...] = get_args(Discovery)
+CLEANUP_STATUSES: tuple[str, ...] = get_args(CleanupStatus)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -72,6 +76,7 @@ class Ingestion(Base):
         CheckConstraint(_in("listing", LISTINGS), name="ck_ingestions_listing"),
         CheckConstraint(_in("schema_evolution", SCHEMA_EVOLUTIONS), name="ck_ingestions_schema_evolution"),
         CheckConstraint(_in("on_bad_record", ON_BAD_RECORD), name="ck_ingestions_on_bad_record"),
+        CheckConstraint(_in("discovery", DISCOVERIES), name="ck_ingestions_discovery"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -122,6 +127,16 @@ class Ingestion(Base):
     # skipped or quarantined; max_bad_records ("N" or "P%") fails a file with more.
     on_bad_record: Mapped[str] = mapped_column(String(20), server_default="fail-file")
     max_bad_records: Mapped[str | None] = mapped_column(String(20))
+    # "listing" (as ``listing`` says) or "events": S3 notifications read from the SQS queue
+    # events_queue, with a full reconciling listing every reconcile_every_seconds (icefloe.events).
+    discovery: Mapped[str] = mapped_column(String(20), server_default="listing")
+    events_queue: Mapped[str | None] = mapped_column(Text)
+    reconcile_every_seconds: Mapped[int] = mapped_column(Integer, server_default="86400")
+    # What becomes of a source file after_ingest_delay_seconds after it is SUCCESS: keep, delete,
+    # move:s3://bucket/prefix/, tag:KEY=VALUE (icefloe.cleanup); a worker cleans when cleanup_due_at.
+    after_ingest: Mapped[str] = mapped_column(Text, server_default="keep")
+    after_ingest_delay_seconds: Mapped[int] = mapped_column(Integer, server_default="604800")
+    cleanup_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -171,6 +186,11 @@ class Run(Base):
     list_requests: Mapped[int] = mapped_column(Integer, server_default="0")
     # New or changed files a full listing found below the point the incremental listing starts at.
     files_missed_by_incremental: Mapped[int] = mapped_column(Integer, server_default="0")
+    # "listing" or "events" (NULL until discovery decides); messages read from the queue; new or
+    # changed files a reconciling listing found that the queue never delivered.
+    discovery: Mapped[str | None] = mapped_column(String(20))
+    event_messages: Mapped[int] = mapped_column(Integer, server_default="0")
+    files_missed_by_events: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class File(Base):
@@ -185,6 +205,7 @@ class File(Base):
     __table_args__ = (
         UniqueConstraint("ingestion_id", "file_path", name="uq_files_ingestion_path"),
         CheckConstraint(_in("status", FILE_STATUSES), name="ck_files_status"),
+        CheckConstraint(_in("cleanup_status", CLEANUP_STATUSES), name="ck_files_cleanup_status"),
         # The claim query: claimable rows of one ingestion in id order.
         Index(
             "ix_files_claimable",
@@ -203,6 +224,13 @@ class File(Base):
         Index("ix_files_batch", "batch_id", postgresql_where=text("status = 'PROCESSING'")),
         # `icefloe files NAME --status S`.
         Index("ix_files_ingestion_status", "ingestion_id", "status", "id"),
+        # Clean-up candidates: SUCCESS files not cleaned yet.
+        Index(
+            "ix_files_cleanup",
+            "ingestion_id",
+            "processed_at",
+            postgresql_where=text("status = 'SUCCESS' AND cleanup_status IS DISTINCT FROM 'DONE'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -237,6 +265,13 @@ class File(Base):
     schema_change_id: Mapped[int | None] = mapped_column(
         ForeignKey("schema_changes.id", ondelete="SET NULL", name="fk_files_schema_change")
     )
+    # The S3 event ``sequencer`` of the newest notification recorded for this key: an older one
+    # (out of order, redelivered) never overwrites a newer version.
+    event_sequencer: Mapped[str | None] = mapped_column(Text)
+    # Source clean-up of this version (--after-ingest): NULL not yet, DONE, FAILED; when; why not.
+    cleanup_status: Mapped[str | None] = mapped_column(String(20))
+    cleanup_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    cleanup_error: Mapped[str | None] = mapped_column(Text)
 
 
 class SchemaChange(Base):

@@ -25,6 +25,8 @@ COUNTERS = (
     "snapshots_committed",
     "list_requests",
     "files_missed_by_incremental",
+    "event_messages",
+    "files_missed_by_events",
 )
 
 
@@ -53,10 +55,11 @@ def add(db: Engine, run_id: int, **increments: int) -> None:
             conn.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
-def set_listing(db: Engine, run_id: int, listing: str) -> None:
-    """Record how the run's discovery listed: "full" or "incremental"."""
+def set_listing(db: Engine, run_id: int, listing: str | None, *, discovery: str = "listing") -> None:
+    """Record how the run discovered ("listing" or "events") and listed: "full", "incremental" or
+    None (an events run that did not list)."""
     with db.begin() as conn:
-        conn.execute(update(Run).where(Run.id == run_id).values(listing=listing))
+        conn.execute(update(Run).where(Run.id == run_id).values(listing=listing, discovery=discovery))
 
 
 def finish(
@@ -156,6 +159,7 @@ def summary(run: Run, ingestion_name: str) -> dict[str, Any]:
         "run_id": run.id,
         "ingestion": ingestion_name,
         "status": run.status,
+        "discovery": run.discovery,
         "listing": run.listing,
         **{name: getattr(run, name) for name in COUNTERS},
         "duration_seconds": round(duration, 3) if duration is not None else None,

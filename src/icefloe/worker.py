@@ -16,7 +16,7 @@ from typing import Self
 
 from sqlalchemy import Engine, text
 
-from icefloe import commit, faults, ledger, logs, metrics, retry, runs, schema_changes
+from icefloe import commit, events, faults, ledger, logs, metrics, retry, runs, schema_changes
 from icefloe.discovery import DiscoveryCounts, Filter, discover, plan_listing
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch, load_engine
@@ -348,6 +348,14 @@ def execute_run(
 
 
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
+    def on_page(counts: DiscoveryCounts) -> None:
+        faults.point("during-discovery")
+        if progress:
+            progress(Progress("discovering", discovered=counts.listed))
+
+    if ingestion.discovery == "events":
+        events.discover_run(rt, ingestion, run, on_page)
+        return
     location = S3Location.parse(ingestion.source)
     flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
     with rt.db.connect() as conn:
@@ -361,12 +369,6 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
         prefix=location.prefix,
         lookback_seconds=ingestion.relist_lookback_seconds,
     )
-
-    def on_page(counts: DiscoveryCounts) -> None:
-        faults.point("during-discovery")
-        if progress:
-            progress(Progress("discovering", discovered=counts.listed))
-
     counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
     runs.add(
         rt.db,

@@ -23,6 +23,8 @@ from pydantic import (
 from icefloe import ingestions, runs
 from icefloe.models import (
     ApiToken,
+    CleanupStatus,
+    Discovery,
     EngineName,
     FileStatus,
     Format,
@@ -137,6 +139,23 @@ class IngestionCreate(BaseModel):
         pattern=r"^\s*\d+\s*%?\s*$",
         description="with skip/quarantine: a file with more bad records (N, or P% of its records) fails",
     )
+    discovery: Discovery = Field(
+        default="listing", description="listing: list the source; events: read S3 notifications from events_queue"
+    )
+    events_queue: str | None = Field(
+        default=None, max_length=2000, description="events: the SQS queue URL the bucket's notifications go to"
+    )
+    reconcile_every_seconds: int = Field(
+        default=86400, ge=1, le=INT32, description="events: a reconciling full listing this often"
+    )
+    after_ingest: str = Field(
+        default="keep",
+        max_length=2000,
+        description="what becomes of a source file once ingested: keep, delete, move:PREFIX, tag:KEY=VALUE",
+    )
+    after_ingest_delay_seconds: int = Field(
+        default=7 * 86400, ge=0, le=INT32, description="clean up files SUCCESS for longer than this"
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> Any:
@@ -208,6 +227,15 @@ class IngestionUpdate(BaseModel):
         None
     )
     max_bad_records: str | None = Field(default=None, max_length=20, pattern=r"^\s*\d+\s*%?\s*$")
+    discovery: Annotated[Discovery | None, _not_null({"enum": list(get_args(Discovery)), "type": "string"})] = None
+    events_queue: str | None = Field(default=None, max_length=2000)
+    reconcile_every_seconds: Annotated[
+        int | None, Field(ge=1, le=INT32), _not_null({"type": "integer", "minimum": 1, "maximum": INT32})
+    ] = None
+    after_ingest: Annotated[str | None, Field(max_length=2000), _not_null({"type": "string", "maxLength": 2000})] = None
+    after_ingest_delay_seconds: Annotated[
+        int | None, Field(ge=0, le=INT32), _not_null({"type": "integer", "minimum": 0, "maximum": INT32})
+    ] = None
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -225,6 +253,7 @@ class IngestionUpdate(BaseModel):
             "timestamp_formats",
             "date_formats",
             "max_bad_records",
+            "events_queue",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -265,6 +294,11 @@ class IngestionOut(BaseModel):
                     "schema_evolution": "add-columns",
                     "timestamp_formats": None,
                     "date_formats": None,
+                    "discovery": "listing",
+                    "events_queue": None,
+                    "reconcile_every_seconds": 86400,
+                    "after_ingest": "keep",
+                    "after_ingest_delay_seconds": 604800,
                     "status": "ACTIVE",
                     "created_at": "2025-01-02T03:04:05Z",
                     "updated_at": "2025-01-02T03:04:05Z",
@@ -305,6 +339,11 @@ class IngestionOut(BaseModel):
     date_formats: list[str] | None
     on_bad_record: str
     max_bad_records: str | None
+    discovery: str
+    events_queue: str | None
+    reconcile_every_seconds: int
+    after_ingest: str
+    after_ingest_delay_seconds: int
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -344,6 +383,9 @@ class RunOut(BaseModel):
                     "listing": "incremental",
                     "list_requests": 1,
                     "files_missed_by_incremental": 0,
+                    "discovery": "listing",
+                    "event_messages": 0,
+                    "files_missed_by_events": 0,
                     "duration_seconds": 3.2,
                     "error_message": None,
                     "cancel_requested": False,
@@ -375,6 +417,11 @@ class RunOut(BaseModel):
     list_requests: int = Field(description="S3 LIST requests made by discovery")
     files_missed_by_incremental: int = Field(
         description="new or changed files a full listing found that the incremental listing had missed"
+    )
+    discovery: Discovery | None = Field(description="listing or events; null until discovery ran")
+    event_messages: int = Field(description="queue messages read by event-driven discovery")
+    files_missed_by_events: int = Field(
+        description="new or changed files a reconciling listing found that the event notifications never delivered"
     )
     duration_seconds: float | None
     error_message: str | None
@@ -457,6 +504,9 @@ class FileOut(BaseModel):
                     "lease_expires_at": None,
                     "snapshot_id": None,
                     "run_id": 42,
+                    "cleanup_status": None,
+                    "cleanup_at": None,
+                    "cleanup_error": None,
                 }
             ]
         }
@@ -484,8 +534,13 @@ class FileOut(BaseModel):
     lease_expires_at: dt.datetime | None
     snapshot_id: int | None
     run_id: int | None
+    cleanup_status: CleanupStatus | None = Field(
+        description="source clean-up (--after-ingest): null not yet, DONE, FAILED"
+    )
+    cleanup_at: dt.datetime | None
+    cleanup_error: str | None
 
-    @field_serializer("error_message")
+    @field_serializer("error_message", "cleanup_error")
     def _no_secrets(self, text: str | None) -> str | None:
         # Rows written before redaction existed, or by another writer, are masked on the way out.
         return redact_optional(text)

@@ -16,7 +16,7 @@ from icefloe import alerts, engines, ingestions, ledger, logs, runs, tables
 from icefloe.cli.output import Output as Output
 from icefloe.cli.output import show_flags_as_flags
 from icefloe.discovery import Filter, listing_pages
-from icefloe.durations import parse_duration
+from icefloe.durations import parse_delay, parse_duration
 from icefloe.errors import ConfigurationError, IcefloeError, SourceError
 from icefloe.ingestions import IngestionSpec
 from icefloe.redaction import redact_text
@@ -180,6 +180,19 @@ def ingestion_create(
     max_bad_records: Annotated[
         str | None, typer.Option(help="with skip/quarantine: fail a file with more bad records than N or P%")
     ] = None,
+    discovery: Annotated[
+        str, typer.Option(help="listing (list the source) | events (S3 notifications from --events-queue)")
+    ] = "listing",
+    events_queue: Annotated[str | None, typer.Option(help="events: the SQS queue URL of the notifications")] = None,
+    reconcile_every: Annotated[
+        str, typer.Option(help="events: a reconciling full listing this often, e.g. 1d, 6h")
+    ] = "1d",
+    after_ingest: Annotated[
+        str, typer.Option(help="keep | delete | move:PREFIX | tag:KEY=VALUE: the source file once ingested")
+    ] = "keep",
+    after_ingest_delay: Annotated[
+        str, typer.Option(help="clean up files ingested longer ago than this, e.g. 7d, 0s")
+    ] = "7d",
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
@@ -217,6 +230,11 @@ def ingestion_create(
             date_formats=date_format or None,
             on_bad_record=on_bad_record,
             max_bad_records=max_bad_records,
+            discovery=discovery,
+            events_queue=events_queue,
+            reconcile_every_seconds=parse_duration(reconcile_every),
+            after_ingest=after_ingest,
+            after_ingest_delay_seconds=parse_delay(after_ingest_delay),
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
@@ -505,6 +523,7 @@ def main() -> None:
 
 # Commands defined in their own modules register themselves on `app` when imported.
 from icefloe.cli import api_commands, file_commands, maintain, operations, validate_command  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import cleanup_command as cleanup_command  # noqa: E402  (cleanup)
 from icefloe.cli import schema_commands as schema_commands  # noqa: E402  (schema pending|approve|reject|history)
 from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
 from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)

@@ -12,7 +12,7 @@ import typer
 
 from icefloe import ingestions, ledger, runs
 from icefloe.cli import EXIT_OK, JsonOpt, Output, _guard, _runtime, app, current_settings, ingestion_app
-from icefloe.durations import parse_duration
+from icefloe.durations import parse_delay, parse_duration
 from icefloe.errors import ConfigurationError, NotFoundError
 from icefloe.models import Ingestion
 from icefloe.settings import AlertSettings
@@ -56,6 +56,11 @@ def ingestion_update(
     on_bad_record: Annotated[str | None, typer.Option(help="fail-file | skip | quarantine")] = None,
     max_bad_records: Annotated[str | None, typer.Option(help="N or P%: a file with more bad records fails")] = None,
     no_max_bad_records: Annotated[bool, typer.Option("--no-max-bad-records", help="remove the limit")] = False,
+    discovery: Annotated[str | None, typer.Option(help="listing | events")] = None,
+    events_queue: Annotated[str | None, typer.Option(help="events: the SQS queue URL")] = None,
+    reconcile_every: Annotated[str | None, typer.Option(help="events: e.g. 1d; reconciling listing interval")] = None,
+    after_ingest: Annotated[str | None, typer.Option(help="keep | delete | move:PREFIX | tag:KEY=VALUE")] = None,
+    after_ingest_delay: Annotated[str | None, typer.Option(help="e.g. 7d; clean-up delay after SUCCESS")] = None,
     csv_null_values: Annotated[str | None, typer.Option(help='CSV texts read as NULL, e.g. "n/a,NULL"')] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -88,6 +93,11 @@ def ingestion_update(
             "date_formats": date_format or None,
             "on_bad_record": on_bad_record,
             "max_bad_records": max_bad_records,
+            "discovery": discovery,
+            "events_queue": events_queue,
+            "reconcile_every_seconds": parse_duration(reconcile_every) if reconcile_every else None,
+            "after_ingest": after_ingest,
+            "after_ingest_delay_seconds": parse_delay(after_ingest_delay) if after_ingest_delay else None,
             "csv_null_values": csv_null_values.split(",") if csv_null_values is not None else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})

@@ -12,6 +12,7 @@ Callers use ``ledger.claim_batch(conn, …)`` etc.; the names are re-exported he
 """
 
 from icefloe.ledger.connection import connect, describe, is_outage, translate_connection_errors
+from icefloe.ledger.events import EventObject, upsert_event_page
 from icefloe.ledger.listing import (
     ListingState,
     advance_watermark,
@@ -55,6 +56,7 @@ from icefloe.ledger.records import Batch, ClaimedFile, ExpiredFile, FileOutcome,
 __all__ = [
     "Batch",
     "ClaimedFile",
+    "EventObject",
     "ExpiredFile",
     "FileOutcome",
     "ListedObject",
@@ -95,5 +97,6 @@ __all__ = [
     "run_needing_help",
     "status_counts",
     "translate_connection_errors",
+    "upsert_event_page",
     "upsert_listing_page",
 ]

@@ -8,6 +8,7 @@ update. Every time decision uses the database clock, ``now()``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,19 @@ from icefloe.retry import FILE_RETRY
 
 # --------------------------------------------------------------------------- discovery
 
+# What a changed ETag does to a known row (``ON CONFLICT … DO UPDATE SET``): a new version,
+# DISCOVERED again with retries and clean-up reset, and ``lease_token`` bumped (fencing).
+NEW_VERSION_SET = """
+            size = EXCLUDED.size, modified_at = EXCLUDED.modified_at, etag = EXCLUDED.etag,
+            status = EXCLUDED.status, error_message = EXCLUDED.error_message,
+            version = files.version + 1, discovered_at = now(),
+            started_at = NULL, processed_at = NULL, records_ingested = NULL, records_rejected = NULL,
+            bytes_read = NULL,
+            processing_duration_ms = NULL, error_type = NULL, retry_count = 0, next_attempt_at = NULL,
+            lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
+            batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL, snapshot_id = NULL,
+            cleanup_status = NULL, cleanup_at = NULL, cleanup_error = NULL"""
+
 _UPSERT_PAGE = text(
     """
     WITH page AS (
@@ -50,37 +64,40 @@ _UPSERT_PAGE = text(
                CASE WHEN skip_reason IS NULL THEN 'DISCOVERED' ELSE 'SKIPPED' END, skip_reason
         FROM changed
         ON CONFLICT (ingestion_id, file_path) DO UPDATE SET
-            size = EXCLUDED.size, modified_at = EXCLUDED.modified_at, etag = EXCLUDED.etag,
-            status = EXCLUDED.status, error_message = EXCLUDED.error_message,
-            version = files.version + 1, discovered_at = now(),
-            started_at = NULL, processed_at = NULL, records_ingested = NULL, records_rejected = NULL,
-            bytes_read = NULL, processing_duration_ms = NULL, error_type = NULL, retry_count = 0,
-            next_attempt_at = NULL,
-            lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
-            batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL, snapshot_id = NULL
+"""
+    + NEW_VERSION_SET
+    + """
         WHERE files.etag IS DISTINCT FROM EXCLUDED.etag
-        RETURNING (xmax = 0) AS inserted, status, file_path
+        RETURNING (xmax = 0) AS inserted, status, file_path, modified_at
     )
     SELECT count(*) FILTER (WHERE inserted AND status <> 'SKIPPED') AS new,
            count(*) FILTER (WHERE NOT inserted AND status <> 'SKIPPED') AS changed,
            count(*) FILTER (WHERE status = 'SKIPPED') AS skipped,
            -- byte order, as S3 lists keys
            count(*) FILTER (WHERE status <> 'SKIPPED' AND file_path COLLATE "C" <= CAST(:missed_below AS text))
-               AS missed
+               AS missed,
+           count(*) FILTER (WHERE status <> 'SKIPPED' AND modified_at < CAST(:missed_before AS timestamptz))
+               AS missed_by_events
     FROM upserted
     """
 )
 
 
 def upsert_listing_page(
-    conn: Connection, ingestion_id: int, page: Sequence[ListedObject], *, missed_below: str | None = None
+    conn: Connection,
+    ingestion_id: int,
+    page: Sequence[ListedObject],
+    *,
+    missed_below: str | None = None,
+    missed_before: dt.datetime | None = None,
 ) -> PageCounts:
     """Record one listing page in a single statement; the new/changed diff is computed by PostgreSQL.
 
     Invariant: a known key with an unchanged ETag is not touched (never read twice); a changed
     ETag starts a new version: DISCOVERED again, retries reset, and ``lease_token`` bumped so a
     worker still holding the old version is fenced off and commits nothing for it.
-    ``missed_below`` (a file URI): new or changed files at or below it are counted as ``missed``.
+    ``missed_below`` (a file URI): new or changed files at or below it are counted as ``missed``;
+    ``missed_before``: new or changed files modified before it are counted as ``missed_by_events``.
     """
     if not page:
         return PageCounts(0, 0, 0)
@@ -95,9 +112,12 @@ def upsert_listing_page(
                 ]
             ),
             "missed_below": missed_below,
+            "missed_before": missed_before,
         },
     ).one()
-    return PageCounts(new=row.new, changed=row.changed, skipped=row.skipped, missed=row.missed)
+    return PageCounts(
+        new=row.new, changed=row.changed, skipped=row.skipped, missed=row.missed, missed_by_events=row.missed_by_events
+    )
 
 
 # --------------------------------------------------------------------------- claim

@@ -91,7 +91,7 @@ _FILE_COLUMNS = """
     id, file_path, status, size, etag, version, modified_at, discovered_at, started_at,
     processed_at, records_ingested, records_rejected, bytes_read, processing_duration_ms, error_type,
     error_message, retry_count, nullif(next_attempt_at, 'infinity') AS next_attempt_at,
-    lease_owner, lease_expires_at, snapshot_id, run_id
+    lease_owner, lease_expires_at, snapshot_id, run_id, cleanup_status, cleanup_at, cleanup_error
 """
 
 

@@ -25,6 +25,8 @@ class PageCounts:
     skipped: int
     # new or changed at or below the incremental listing's start: missed by incremental listings
     missed: int = 0
+    # new or changed and modified before the events-mode run began reading its queue
+    missed_by_events: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""An SQS emulator on loopback (moto in server mode) and S3 notifications in AWS's own JSON shape.
+
+The event-driven discovery tests read the bucket's data from SeaweedFS (the S3 every other test
+uses, with conditional GETs and the warehouse) and its notifications from moto's SQS, published by
+the test exactly as S3 publishes them (``s3_event``): that lets a test drop, duplicate or reorder
+notifications on purpose. ``test_moto_s3_notification_is_understood`` checks the shape against a real
+producer: moto's own S3 delivering a notification to its SQS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from tests.support.services import free_port
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1 and a free port; yields its endpoint URL."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client(
+        "sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
+
+
+def s3_event(
+    bucket: str,
+    key: str,
+    etag: str,
+    size: int,
+    *,
+    at: dt.datetime | None = None,
+    sequencer: str | None = None,
+    name: str = "ObjectCreated:Put",
+) -> dict[str, Any]:
+    """One S3 notification record (event structure 2.1; the key form-encoded, as S3 sends it)."""
+    obj: dict[str, Any] = {"key": urllib.parse.quote_plus(key), "size": size, "eTag": etag.strip('"')}
+    if sequencer is not None:
+        obj["sequencer"] = sequencer
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": (at or dt.datetime.now(dt.UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
+    }
+
+
+def publish(sqs: Any, queue_url: str, records: list[dict[str, Any]]) -> None:
+    """One message per record (as S3 sends them), ten per SendMessageBatch."""
+    for start in range(0, len(records), 10):
+        entries = [
+            {"Id": str(n), "MessageBody": json.dumps({"Records": [record]})}
+            for n, record in enumerate(records[start : start + 10])
+        ]
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        assert not response.get("Failed"), response["Failed"]
+
+
+def queue_depth(sqs: Any, queue_url: str) -> int:
+    """Messages in the queue, visible or in flight."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])

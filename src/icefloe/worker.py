@@ -24,7 +24,7 @@ from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnav
 from icefloe.ledger import Batch, LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
-from icefloe.s3 import S3Location
+from icefloe.stores import parse_source
 
 log = logging.getLogger(__name__)
 
@@ -344,11 +344,11 @@ def execute_run(
 
 
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
-    location = S3Location.parse(ingestion.source)
+    location = parse_source(ingestion.source)
     flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
     with rt.db.connect() as conn:
         state = ledger.listing_state(
-            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
+            conn, ingestion.id, location.root, ingestion.full_listing_every_seconds
         )
     plan = plan_listing(
         mode=ingestion.listing,
@@ -363,7 +363,7 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
         if progress:
             progress(Progress("discovering", discovered=counts.listed))
 
-    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
+    counts = discover(rt.db, rt.store(location), ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
     runs.add(
         rt.db,
         run.id,

@@ -23,7 +23,7 @@ from icefloe.api.schemas import (
 )
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Format, IngestionStatus
-from icefloe.s3 import S3Location
+from icefloe.stores import parse_source
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
 
@@ -71,11 +71,11 @@ def list_ingestions(
 @router.get("/{ingestion_id}", response_model=IngestionDetail, responses=_READ, summary="Read an ingestion")
 def read_ingestion(_: Reader, ingestion: IngestionDep, db: DbDep) -> IngestionDetail:
     """With its ledger counts by file status and its last run (as `icefloe ingestion show`)."""
-    location = S3Location.parse(ingestion.source)
+    location = parse_source(ingestion.source)
     with db.connect() as conn:
         counts = ledger.status_counts(conn, ingestion.id)
         state = ledger.listing_state(
-            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
+            conn, ingestion.id, location.root, ingestion.full_listing_every_seconds
         )
     last = runs.list_for(db, ingestion.id, limit=1)
     return IngestionDetail(

@@ -106,7 +106,9 @@ class IngestionSpec:
             raise ConfigurationError(f"listing must be one of {', '.join(LISTINGS)}, got {self.listing!r}")
         if self.listing == "incremental" and location.scheme == "az":
             # Azure's List Blobs has no start-after: an incremental listing would list everything anyway.
-            raise ConfigurationError("listing incremental is not available for Azure sources (List Blobs has no start-after)")
+            raise ConfigurationError(
+                "listing incremental is not available for Azure sources (List Blobs has no start-after)"
+            )
         if self.engine == "spark" and location.scheme != "s3":
             raise ConfigurationError(
                 f"the spark engine reads s3:// sources only, not {location.scheme}://; use engine arrow for this source"

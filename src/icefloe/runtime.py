@@ -73,7 +73,9 @@ class Runtime:
             return self.objects
         key = (location.base, location.account)
         if key not in self._stores:
-            self._stores[key] = open_store(location, self.settings, max_connections=max(10, self.settings.read_threads * 2))
+            self._stores[key] = open_store(
+                location, self.settings, max_connections=max(10, self.settings.read_threads * 2)
+            )
         return self._stores[key]
 
     def close(self) -> None:

@@ -347,9 +347,7 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
     location = parse_source(ingestion.source)
     flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
     with rt.db.connect() as conn:
-        state = ledger.listing_state(
-            conn, ingestion.id, location.root, ingestion.full_listing_every_seconds
-        )
+        state = ledger.listing_state(conn, ingestion.id, location.root, ingestion.full_listing_every_seconds)
     plan = plan_listing(
         mode=ingestion.listing,
         full_requested=run.listing == "full",
@@ -363,7 +361,8 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
         if progress:
             progress(Progress("discovering", discovered=counts.listed))
 
-    counts = discover(rt.db, rt.store(location), ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
+    store = rt.store(location)
+    counts = discover(rt.db, store, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
     runs.add(
         rt.db,
         run.id,

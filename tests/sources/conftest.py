@@ -58,7 +58,9 @@ def _gcs_source(server: FakeGcs) -> Source:
     bucket = f"test-{uuid.uuid4().hex[:20]}"
     server.create_bucket(bucket)
     return Source(
-        "gs", f"gs://{bucket}/", lambda key, body: server.put(bucket, key, body),
+        "gs",
+        f"gs://{bucket}/",
+        lambda key, body: server.put(bucket, key, body),
         {"STORAGE_EMULATOR_HOST": server.endpoint},
     )
 
@@ -67,7 +69,9 @@ def _azure_source(server: Azurite) -> Source:
     container = f"test-{uuid.uuid4().hex[:20]}"
     server.create_container(container)
     return Source(
-        "az", f"az://{container}/", lambda key, body: server.put(container, key, body),
+        "az",
+        f"az://{container}/",
+        lambda key, body: server.put(container, key, body),
         {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string},
     )
 

@@ -56,8 +56,23 @@ class FakeGcs:
         endpoint = f"http://127.0.0.1:{port}"
         log = log_path.open("wb")
         process = subprocess.Popen(
-            [str(wrapper._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-             "-port", str(port), "-public-host", f"127.0.0.1:{port}", "-external-url", endpoint, "-log-level", "warn"],
+            [
+                str(wrapper._get_binary_path()),
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-public-host",
+                f"127.0.0.1:{port}",
+                "-external-url",
+                endpoint,
+                "-log-level",
+                "warn",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -71,7 +86,9 @@ class FakeGcs:
 
     def create_bucket(self, name: str) -> None:
         request = urllib.request.Request(
-            f"{self.endpoint}/storage/v1/b", data=f'{{"name": "{name}"}}'.encode(), method="POST",
+            f"{self.endpoint}/storage/v1/b",
+            data=f'{{"name": "{name}"}}'.encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=10).close()
@@ -79,7 +96,9 @@ class FakeGcs:
     def put(self, bucket: str, key: str, body: bytes) -> None:
         query = urllib.parse.urlencode({"uploadType": "media", "name": key})
         request = urllib.request.Request(
-            f"{self.endpoint}/upload/storage/v1/b/{bucket}/o?{query}", data=body, method="POST",
+            f"{self.endpoint}/upload/storage/v1/b/{bucket}/o?{query}",
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/octet-stream"},
         )
         urllib.request.urlopen(request, timeout=10).close()
@@ -96,7 +115,9 @@ def azurite_binary() -> Path:
         root.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", f"azurite@{AZURITE_VERSION}"],
-            check=True, stdout=subprocess.DEVNULL, timeout=600,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=600,
         )
     return binary
 
@@ -122,9 +143,19 @@ class Azurite:
         (port,) = free_ports(1)
         log = (workdir / "azurite.log").open("wb")
         process = subprocess.Popen(
-            [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-             "--disableTelemetry", "--skipApiVersionCheck"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+            [
+                str(binary),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
         endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
         wait_for(lambda: _up(f"{endpoint}?comp=list"), timeout=30, what="Azurite answers")
@@ -170,4 +201,3 @@ def touch_later(path: Path, body: bytes) -> None:
     path.write_bytes(body)
     later = max(path.stat().st_mtime_ns, before + 1_000_000_000)
     os.utime(path, ns=(later, later))
-

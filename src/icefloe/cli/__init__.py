@@ -21,9 +21,9 @@ from icefloe.errors import ConfigurationError, IcefloeError, SourceError
 from icefloe.ingestions import IngestionSpec
 from icefloe.redaction import redact_text
 from icefloe.runtime import Runtime
-from icefloe.stores import parse_source
 from icefloe.schema import load_schema_file
 from icefloe.settings import Settings
+from icefloe.stores import parse_source
 
 show_flags_as_flags()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion.")
@@ -215,7 +215,10 @@ def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
     """What one listing page of a new ingestion's source says is likely wrong (nothing: [])."""
     location = parse_source(ingestion.source)
     try:
-        page = next(listing_pages(rt.store(location), location, Filter(location.prefix, ingestion.pattern, ingestion.since)), None)
+        page = next(
+            listing_pages(rt.store(location), location, Filter(location.prefix, ingestion.pattern, ingestion.since)),
+            None,
+        )
     except (SourceError, ConfigurationError) as exc:  # unreachable, or no credentials here: a warning
         return [redact_text(f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)")]
     if page is None or not page.objects:

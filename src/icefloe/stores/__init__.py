@@ -4,12 +4,12 @@ A source URI names its store (:func:`parse_source`); :func:`open_store` builds t
 settings. Every store lists in key order, page by page, each object with its *version token* (the
 value the ledger keeps in ``etag`` and that a read must match):
 
-| store | URI | version token | conditional read |
-|---|---|---|---|
-| S3 | ``s3://bucket/prefix/`` | ETag | ``If-Match`` |
-| GCS | ``gs://bucket/prefix/`` | ETag of the listing (the content's MD5) | ``If-Match``, and the served ETag compared |
-| Azure | ``az://container/prefix/``, ``abfs[s]://container@account.dfs.core.windows.net/prefix/`` | ETag | ``If-Match``, and the served ETag compared |
-| local | ``file:///path/`` | ``mtime_ns-size-inode`` (hex) | the open file's ``fstat`` compared |
+- S3, ``s3://bucket/prefix/``: the ETag; read with ``If-Match``.
+- GCS, ``gs://bucket/prefix/``: the ETag of the listing (the content's MD5 for a plain upload);
+  read with ``If-Match``, and the ETag served compared.
+- Azure, ``az://container/prefix/`` or ``abfs[s]://container@account.dfs.core.windows.net/prefix/``:
+  the ETag; read with ``If-Match``, and the ETag served compared.
+- local, ``file:///path/``: ``mtime_ns-size-inode`` in hex; the open file's ``fstat`` compared.
 
 A read of a version that is no longer the object's raises :class:`~icefloe.errors.ObjectChangedError`
 (the file goes back to DISCOVERED); a vanished object, :class:`~icefloe.errors.PermanentFileError`
@@ -29,7 +29,7 @@ from icefloe.errors import ConfigurationError
 if TYPE_CHECKING:
     from icefloe.settings import Settings
 
-__all__ = ["SCHEMES", "Body", "Entry", "Location", "Store", "open_store", "parse_source"]
+__all__ = ["SCHEMES", "Body", "Entry", "Location", "Store", "directory_of", "open_store", "parse_source"]
 
 SCHEMES = ("s3", "gs", "az", "file")
 _AZURE_DFS = ".dfs.core.windows.net"
@@ -88,6 +88,12 @@ def parse_source(uri: str) -> Location:
         "source must look like s3://bucket/prefix/, gs://bucket/prefix/, az://container/prefix/, "
         f"abfss://container@account.dfs.core.windows.net/prefix/ or file:///path/, got {uri!r}"
     )
+
+
+def directory_of(prefix: str) -> str:
+    """The deepest directory (``a/b/``, or ``""``) a key prefix names: stores that list whole path
+    segments list it and keep the keys that start with the prefix."""
+    return prefix if prefix.endswith("/") else prefix.rpartition("/")[0] + "/" if "/" in prefix else ""
 
 
 @dataclass(frozen=True)

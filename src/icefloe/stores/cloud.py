@@ -31,9 +31,11 @@ from icefloe.errors import (
     TransientFileError,
 )
 from icefloe.redaction import redact_text
-from icefloe.stores import Entry, Location
+from icefloe.stores import Entry, Location, directory_of
 
 if TYPE_CHECKING:
+    from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig
+
     from icefloe.settings import Settings
 
 PAGE_SIZE = 1000
@@ -44,27 +46,22 @@ _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 
 # object_store retries 5xx and connection errors itself; bounded so that an unreachable endpoint
 # fails a run in seconds, not after its default 3 minutes.
-_RETRY: Any = {"max_retries": 3, "retry_timeout": dt.timedelta(seconds=20)}
+_RETRY: RetryConfig = {"max_retries": 3, "retry_timeout": dt.timedelta(seconds=20)}
 
 
 def build(location: Location, settings: Settings) -> Any:
     """The obstore store of ``location``'s bucket or container, credentials from ``settings``."""
-    client: dict[str, Any] = {"connect_timeout": dt.timedelta(seconds=5), "timeout": dt.timedelta(seconds=120)}
+    client: ClientConfig = {"connect_timeout": dt.timedelta(seconds=5), "timeout": dt.timedelta(seconds=120)}
     if location.scheme == "gs":
         from obstore.store import GCSStore
 
         gcs = settings.gcs
         if gcs.emulator_host:
             client["allow_http"] = gcs.emulator_host.startswith("http://")
-            return GCSStore(
-                location.container,
-                base_url=gcs.emulator_host.rstrip("/"),
-                skip_signature=True,
-                client_options=client,
-                retry_config=_RETRY,
-            )
-        extra = {"application_credentials": gcs.credentials_file} if gcs.credentials_file else {}
-        return GCSStore(location.container, client_options=client, retry_config=_RETRY, **extra)
+            emulated: GCSConfig = {"base_url": gcs.emulator_host.rstrip("/"), "skip_signature": True}
+            return GCSStore(location.container, config=emulated, client_options=client, retry_config=_RETRY)
+        google: GCSConfig = {"application_credentials": gcs.credentials_file} if gcs.credentials_file else {}
+        return GCSStore(location.container, config=google, client_options=client, retry_config=_RETRY)
     from obstore.store import AzureStore
 
     az = settings.azure
@@ -74,7 +71,7 @@ def build(location: Location, settings: Settings) -> Any:
             f"no Azure storage account for {location.base}: set AZURE_STORAGE_CONNECTION_STRING or "
             "AZURE_STORAGE_ACCOUNT, or use abfss://container@account.dfs.core.windows.net/"
         )
-    config: dict[str, Any] = {"account_name": account}
+    config: AzureConfig = {"account_name": account}
     if az.blob_endpoint and (location.account is None or location.account == az.account):
         config["endpoint"] = az.blob_endpoint.rstrip("/")
         client["allow_http"] = az.blob_endpoint.startswith("http://")
@@ -82,7 +79,7 @@ def build(location: Location, settings: Settings) -> Any:
         config["account_key"] = az.account_key
     elif az.sas_token and account == az.account:
         config["sas_key"] = az.sas_token.lstrip("?")
-    return AzureStore(location.container, client_options=client, retry_config=_RETRY, **config)
+    return AzureStore(location.container, config=config, client_options=client, retry_config=_RETRY)
 
 
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>|\"message\":\s*\"([^\"]*)\"")
@@ -96,7 +93,8 @@ def _first_line(exc: BaseException) -> str:
     found = _MESSAGE.search(text)
     if status is not None:
         message = (found.group(1) or found.group(2)).split("\n")[0] if found else ""
-        text = f"HTTP {status}" + (f" {code}" if code and code != str(status) else "") + (f": {message}" if message else "")
+        code = f" {code}" if code and code != str(status) else ""
+        text = f"HTTP {status}{code}" + (f": {message}" if message else "")
     return redact_text(" ".join(text.split()))[:240]
 
 
@@ -195,8 +193,7 @@ class CloudStore:
 
     def list_pages(self, location: Location, start_after: str | None = None) -> Iterator[list[Entry]]:
         prefix = location.prefix
-        # object_store lists whole path segments: a prefix ending inside a name lists its directory.
-        directory = prefix if prefix.endswith("/") or not prefix else prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        directory = directory_of(prefix)  # object_store lists whole path segments
         with source_errors(location):
             stream = obstore.list(
                 self.store, directory.rstrip("/") or None, offset=start_after or None, chunk_size=PAGE_SIZE

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from icefloe.errors import ObjectChangedError, PermanentFileError, SourceError, TransientFileError
-from icefloe.stores import Entry, Location
+from icefloe.stores import Entry, Location, directory_of
 
 PAGE_SIZE = 1000
 
@@ -59,8 +59,7 @@ class LocalStore:
 
     def list_pages(self, location: Location, start_after: str | None = None) -> Iterator[list[Entry]]:
         prefix = location.prefix
-        # Walk from the deepest directory the prefix names; keys are filtered on the whole prefix.
-        top = "/" + (prefix if prefix.endswith("/") else prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else "")
+        top = "/" + directory_of(prefix)  # walked; keys filtered on the whole prefix
         if not os.path.isdir(top):
             if os.path.exists(top):
                 raise SourceError(f"{location.base}{top.lstrip('/')} is not a directory")
@@ -78,9 +77,7 @@ class LocalStore:
     def _walk(self, directory: str, prefix: str, start_after: str | None) -> Iterator[Entry]:
         try:
             with os.scandir(directory) as it:
-                children = sorted(
-                    ((e.name + "/" if e.is_dir(follow_symlinks=False) else e.name), e) for e in it
-                )
+                children = sorted(((e.name + "/" if e.is_dir(follow_symlinks=False) else e.name), e) for e in it)
         except PermissionError as exc:
             raise SourceError(f"access to directory {directory} denied (permissions)") from exc
         except FileNotFoundError:

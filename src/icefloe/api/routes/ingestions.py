@@ -74,9 +74,7 @@ def read_ingestion(_: Reader, ingestion: IngestionDep, db: DbDep) -> IngestionDe
     location = parse_source(ingestion.source)
     with db.connect() as conn:
         counts = ledger.status_counts(conn, ingestion.id)
-        state = ledger.listing_state(
-            conn, ingestion.id, location.root, ingestion.full_listing_every_seconds
-        )
+        state = ledger.listing_state(conn, ingestion.id, location.root, ingestion.full_listing_every_seconds)
     last = runs.list_for(db, ingestion.id, limit=1)
     return IngestionDetail(
         **IngestionOut.of(ingestion).model_dump(by_alias=True),

@@ -42,6 +42,7 @@ PAGE_SIZE = 1000
 STREAM_CHUNK = 8 << 20
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_HOST = re.compile(r"\b(https?://[^/\s?]+)")
 
 
 # object_store retries 5xx and connection errors itself; bounded so that an unreachable endpoint
@@ -123,7 +124,9 @@ def source_errors(location: Location) -> Iterator[None]:
         if status in (401, 403):
             raise SourceError(f"access to {location.base} denied ({code or status}): check the credentials") from exc
         if status is None and "error sending request" in str(exc):
-            raise SourceError(f"cannot reach the storage endpoint of {location.base}: {_first_line(exc)}") from exc
+            host = _HOST.search(str(exc))
+            at = f" at {host.group(1)}" if host else ""
+            raise SourceError(f"cannot reach the storage endpoint of {location.base}{at} (no connection)") from exc
         raise SourceError(f"listing {location.root} failed: {_first_line(exc)}") from exc
 
 

@@ -252,6 +252,7 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()
     metrics_public: bool = False
     docs_public: bool = False  # /docs (Swagger UI, assets shipped in the package) and /openapi.json open
+    file_sources: bool = False  # POST /ingestions may name a file:// source (the server's own files)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -265,6 +266,7 @@ class ApiSettings:
             cors_origins=origins,
             metrics_public=_flag(env, "ICEFLOE_API_METRICS_PUBLIC"),
             docs_public=_flag(env, "ICEFLOE_API_DOCS_PUBLIC"),
+            file_sources=_flag(env, "ICEFLOE_API_FILE_SOURCES"),
         )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from icefloe import ingestions, ledger, runs
 from icefloe.api import pagination
-from icefloe.api.deps import Admin, DbDep, IngestionDep, Operator, Reader
+from icefloe.api.deps import Admin, DbDep, IngestionDep, Operator, Reader, RuntimeDep
 from icefloe.api.problems import responses
 from icefloe.api.schemas import (
     IngestionCreate,
@@ -21,6 +21,7 @@ from icefloe.api.schemas import (
     RunOut,
     RunTrigger,
 )
+from icefloe.errors import ConfigurationError
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Format, IngestionStatus
 from icefloe.stores import parse_source
@@ -38,8 +39,17 @@ _WRITE = responses(401, 403, 404, 409, 422)
     responses=responses(400, 401, 403, 409, 422),
     summary="Define an ingestion",
 )
-def create_ingestion(_: Admin, db: DbDep, body: IngestionCreate, request: Request, response: Response) -> IngestionOut:
-    """The same as `icefloe ingestion create`: the same checks, the same record."""
+def create_ingestion(
+    _: Admin, rt: RuntimeDep, body: IngestionCreate, request: Request, response: Response
+) -> IngestionOut:
+    """The same as `icefloe ingestion create`: the same checks, the same record. A ``file://`` source
+    is refused unless ``ICEFLOE_API_FILE_SOURCES=true``: it would read the server's own files."""
+    db = rt.db
+    if parse_source(body.source).scheme == "file" and not rt.settings.api.file_sources:
+        raise ConfigurationError(
+            "file:// sources are refused through the API (they read the server's own files); "
+            "set ICEFLOE_API_FILE_SOURCES=true on the server to allow them"
+        )
     created = ingestions.create(db, IngestionSpec(**body.model_dump(by_alias=True)))
     response.headers["Location"] = str(request.url_for("read_ingestion", ingestion_id=str(created.id)).path)
     return IngestionOut.of(created)

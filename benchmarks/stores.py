@@ -18,6 +18,7 @@ per 1,000 GETs. The emulators run in their own processes, so their CPU is not co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -93,7 +94,8 @@ def gcs_rows(n: int, workdir: Path) -> list[dict[str, float | str]]:
         server.create_bucket("bench")
         for i in range(n):
             server.put("bench", f"k/{i:06d}.jsonl", BODY)
-        store = GCSStore("bench", base_url=server.endpoint, skip_signature=True, client_options={"allow_http": True})
+        key = {"gcs_base_url": server.endpoint, "disable_oauth": True, "client_email": "", "private_key": ""}
+        store = GCSStore("bench", service_account_key=json.dumps(key | {"private_key_id": ""}))
         keys = [(m["path"], m["e_tag"] or "") for page in obstore.list(store, "k", chunk_size=1000) for m in page]
         os.environ["STORAGE_EMULATOR_HOST"] = server.endpoint
         sdk = storage.Client(project="bench", credentials=AnonymousCredentials())

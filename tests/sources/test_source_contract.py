@@ -142,3 +142,18 @@ def test_a_large_file_is_streamed(rt: Runtime, source: Source, monkeypatch: pyte
     assert result.status == "SUCCESS", result.error_message
     assert result.records_ingested == 2001
     assert sorted(rows(rt, "it.big").column("id").to_pylist()) == list(range(-1, 2000))
+
+
+def test_copy_and_delete(rt: Runtime, source: Source) -> None:
+    """What the source clean-up (--after-ingest move/delete) needs of every store."""
+    source.put({"in/a.jsonl": jsonl([{"id": 1}])})
+    location = parse_source(source.root)
+    store = rt.store(location)
+    a, moved = location.uri(location.prefix + "a.jsonl"), location.uri(location.prefix + "done/a.jsonl")
+    if source.scheme != "gs":  # fake-gcs-server has no XML-API copy (x-goog-copy-source), which obstore uses
+        store.copy(a, moved)
+        version = store.current_version(moved)
+        assert version is not None and store.read(moved, version) == jsonl([{"id": 1}])
+    store.delete(a)
+    assert store.current_version(a) is None
+    store.delete(a)  # gone already: fine

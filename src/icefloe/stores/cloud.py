@@ -9,6 +9,7 @@ obstore's errors are translated here, once, into icefloe's (one line, no Rust de
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,11 @@ def build(location: Location, settings: Settings) -> Any:
         gcs = settings.gcs
         if gcs.emulator_host:
             client["allow_http"] = gcs.emulator_host.startswith("http://")
-            emulated: GCSConfig = {"base_url": gcs.emulator_host.rstrip("/"), "skip_signature": True}
+            # object_store's own emulator form (its tests' fake-gcs-server): a key without OAuth, so no
+            # request ever goes for a token (skip_signature alone still fetches one to delete).
+            emulator_key = {"gcs_base_url": gcs.emulator_host.rstrip("/"), "disable_oauth": True}
+            key = json.dumps(emulator_key | {"client_email": "", "private_key": "", "private_key_id": ""})
+            emulated: GCSConfig = {"service_account_key": key}
             return GCSStore(location.container, config=emulated, client_options=client, retry_config=_RETRY)
         google: GCSConfig = {"application_credentials": gcs.credentials_file} if gcs.credentials_file else {}
         return GCSStore(location.container, config=google, client_options=client, retry_config=_RETRY)
@@ -115,8 +120,10 @@ def source_errors(location: Location) -> Iterator[None]:
     what = f"{_name(location)} {location.container!r}"
     try:
         yield
-    except (PermissionDeniedError, UnauthenticatedError) as exc:
+    except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
         raise SourceError(f"access to {location.base} denied: {_first_line(exc)}") from exc
+    except FileNotFoundError as exc:
+        raise SourceError(f"{what} does not exist ({location.base})") from exc
     except BaseError as exc:
         status, code = _status(exc)
         if status == 404 or code in ("ContainerNotFound", "NoSuchBucket"):
@@ -137,9 +144,9 @@ def object_errors(uri: str) -> Iterator[None]:
         yield
     except PreconditionError as exc:
         raise ObjectChangedError(f"{uri} changed after it was listed") from exc
-    except NotFoundError as exc:
+    except (NotFoundError, FileNotFoundError) as exc:  # obstore raises the builtin one for a missing object
         raise PermanentFileError(f"{uri} no longer exists", error_type="ObjectMissing") from exc
-    except (PermissionDeniedError, UnauthenticatedError) as exc:
+    except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
         raise PermanentFileError(f"access denied reading {uri}", error_type="AccessDenied") from exc
     except BaseError as exc:
         status, _ = _status(exc)

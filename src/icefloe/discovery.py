@@ -11,7 +11,6 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -19,9 +18,7 @@ from icefloe import ledger
 from icefloe.globs import compile_glob
 from icefloe.ledger import ListedObject
 from icefloe.partitions import relist_start
-from icefloe.s3 import S3Location, source_errors
-
-PAGE_SIZE = 1000
+from icefloe.stores import Location, Store
 
 
 def skip_reason(relative_key: str) -> str | None:
@@ -63,33 +60,23 @@ class ListingPage:
 
 
 def listing_pages(
-    s3: Any, location: S3Location, flt: Filter, *, start_after: str | None = None
+    store: Store, location: Location, flt: Filter, *, start_after: str | None = None
 ) -> Iterator[ListingPage]:
-    """ListObjectsV2 page by page (one LIST request each), after ``start_after`` if given."""
-    paginator = s3.get_paginator("list_objects_v2")
-    extra = {"StartAfter": start_after} if start_after else {}
+    """The store's listing page by page (one LIST request each), after ``start_after`` if given."""
     prefix_length = len(location.prefix)
-    with source_errors(location, s3.meta.endpoint_url):
-        for page in paginator.paginate(
-            Bucket=location.bucket, Prefix=location.prefix, PaginationConfig={"PageSize": PAGE_SIZE}, **extra
-        ):
-            accepted: list[ListedObject] = []
-            contents = page.get("Contents", [])
-            for obj in contents:
-                key: str = obj["Key"]
-                modified: dt.datetime | None = obj.get("LastModified")
-                if not flt.accepts(key, modified):
-                    continue
-                accepted.append(
-                    ListedObject(
-                        file_path=location.uri(key),
-                        size=int(obj.get("Size", 0)),
-                        modified_at=modified,
-                        etag=str(obj.get("ETag", "")).strip('"'),
-                        skip_reason=skip_reason(key[prefix_length:]),
-                    )
-                )
-            yield ListingPage(accepted, contents[-1]["Key"] if contents else None)
+    for entries in store.list_pages(location, start_after):
+        accepted = [
+            ListedObject(
+                file_path=location.uri(e.key),
+                size=e.size,
+                modified_at=e.modified_at,
+                etag=e.version,
+                skip_reason=skip_reason(e.key[prefix_length:]),
+            )
+            for e in entries
+            if flt.accepts(e.key, e.modified_at)
+        ]
+        yield ListingPage(accepted, entries[-1].key if entries else None)
 
 
 @dataclass(frozen=True)
@@ -180,10 +167,10 @@ def _prefetch(pages: Iterator[ListingPage], stop: threading.Event, depth: int = 
 
 def discover(
     engine: Engine,
-    s3: Any,
+    store: Store,
     *,
     ingestion_id: int,
-    location: S3Location,
+    location: Location,
     flt: Filter,
     plan: ListingPlan | None = None,
     on_page: Callable[[DiscoveryCounts], None] | None = None,
@@ -191,7 +178,7 @@ def discover(
     """List the source as ``plan`` says and upsert every page into the ledger, one short
     transaction per page that also advances the listing root's watermark to the page's last key."""
     plan = plan or ListingPlan(full=True)
-    root = location.uri(location.prefix)
+    root = location.root
     missed_below = location.uri(plan.missed_below) if plan.missed_below is not None else None
     counts = DiscoveryCounts()
     started_at = None
@@ -199,7 +186,7 @@ def discover(
         with engine.connect() as conn:
             started_at = ledger.database_now(conn)
     stop = threading.Event()
-    for page in _prefetch(listing_pages(s3, location, flt, start_after=plan.start_after), stop):
+    for page in _prefetch(listing_pages(store, location, flt, start_after=plan.start_after), stop):
         counts.list_requests += 1
         if page.objects or page.last_key is not None:
             with engine.begin() as conn:

@@ -40,6 +40,7 @@ from icefloe.redaction import redact_text
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
 from icefloe.settings import S3Settings
+from icefloe.stores import parse_source
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,10 @@ def discover_run(
         return
     backfill = state.last_full_listing_at is None
     plan = ListingPlan(full=True, missed_before=None if backfill else began)
-    listed = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
+    source = parse_source(ingestion.source)  # the listing's view of the same bucket and prefix
+    listed = discover(
+        rt.db, rt.store(source), ingestion_id=ingestion.id, location=source, flt=flt, plan=plan, on_page=on_page
+    )
     runs.add(
         rt.db,
         run.id,

@@ -20,9 +20,9 @@ from icefloe.events import queue_endpoint
 from icefloe.globs import compile_glob, may_overlap
 from icefloe.models import DISCOVERIES, ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
 from icefloe.redaction import redact_uri
-from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
 from icefloe.schema import canonical_schema_document, parse_schema_document
+from icefloe.stores import parse_source
 from icefloe.tables import invisible_character, split_identifier
 
 
@@ -91,7 +91,7 @@ class IngestionSpec:
         """
         if new_name:
             check_name(self.name)
-        S3Location.parse(self.source)
+        location = parse_source(self.source)
         if self.format not in FORMATS:
             raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if new_name:
@@ -126,6 +126,15 @@ class IngestionSpec:
             raise ConfigurationError(f"spark_remote must look like sc://host:15002, got {self.spark_remote!r}")
         if self.listing not in LISTINGS:
             raise ConfigurationError(f"listing must be one of {', '.join(LISTINGS)}, got {self.listing!r}")
+        if self.listing == "incremental" and location.scheme == "az":
+            # Azure's List Blobs has no start-after: an incremental listing would list everything anyway.
+            raise ConfigurationError(
+                "listing incremental is not available for Azure sources (List Blobs has no start-after)"
+            )
+        if self.engine == "spark" and location.scheme != "s3":
+            raise ConfigurationError(
+                f"the spark engine reads s3:// sources only, not {location.scheme}://; use engine arrow for this source"
+            )
         if self.relist_lookback_seconds is not None and self.relist_lookback_seconds < 1:
             raise ConfigurationError("relist_lookback_seconds must be at least 1")
         if self.full_listing_every_seconds < 1:
@@ -202,13 +211,13 @@ def _refuse_overlap(session: Session, spec: IngestionSpec, *, own_id: int | None
     (Glue and Hive fold it).
     """
     _lock_definitions(session)
-    mine = S3Location.parse(spec.source)
+    mine = parse_source(spec.source)
     same_table = select(Ingestion).where(func.lower(Ingestion.table_identifier) == spec.table.lower())
     for other in session.scalars(same_table):
         if other.id == own_id:
             continue
-        theirs = S3Location.parse(other.source)
-        if theirs.bucket != mine.bucket:
+        theirs = parse_source(other.source)
+        if (theirs.scheme, theirs.container, theirs.account) != (mine.scheme, mine.container, mine.account):
             continue
         if mine.prefix.startswith(theirs.prefix):
             overlap = may_overlap(other.pattern, spec.pattern, inner_below=mine.prefix[len(theirs.prefix) :])
@@ -367,9 +376,10 @@ def search(
 
 def file_uri(ingestion: Ingestion, key_or_uri: str) -> str:
     """A file's ledger path (``s3://bucket/key``) from a key of the ingestion's bucket or a full URI."""
-    if key_or_uri.startswith("s3://"):
+    location = parse_source(ingestion.source)
+    if key_or_uri.startswith(f"{location.base.split(':', 1)[0]}://"):
         return key_or_uri
-    return S3Location.parse(ingestion.source).uri(key_or_uri)
+    return location.uri(key_or_uri)
 
 
 def check_name(name: str) -> None:
@@ -390,9 +400,9 @@ def check_name(name: str) -> None:
 def file_uri_candidates(ingestion: Ingestion, key_or_uri: str) -> list[str]:
     """The ledger paths a user's file argument may mean, most likely first: a full ``s3://`` URI; a
     key below the ingestion's prefix (as `icefloe files` shows it); a key of the bucket."""
-    if key_or_uri.startswith("s3://"):
+    location = parse_source(ingestion.source)
+    if key_or_uri.startswith(f"{location.base.split(':', 1)[0]}://"):
         return [key_or_uri]
-    location = S3Location.parse(ingestion.source)
     below = location.uri(location.prefix + key_or_uri.lstrip("/"))
     in_bucket = location.uri(key_or_uri.lstrip("/"))
     return [below] if below == in_bucket else [below, in_bucket]

@@ -15,8 +15,9 @@ from typing import Any
 
 MASK = "***"
 
-_USERINFO_AT_START = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
-_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/@\s'\"<>]*@", re.IGNORECASE)
+# abfs[s]://container@account... names a container, not a user: left as it is.
+_USERINFO_AT_START = re.compile(r"^(?!abfss?://)([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+_USERINFO = re.compile(r"\b(?!abfss?://)([a-z][a-z0-9+.-]*://)[^/@\s'\"<>]*@", re.IGNORECASE)
 _CONNECT_TOKEN = re.compile(r"(;\s*token\s*=)[^;\s'\"]*", re.IGNORECASE)
 # The query string of an HTTP URL: "http://h/b/k?X-Amz-...": everything after "?" (not of an
 # s3:// URI, whose "?" is part of the key).

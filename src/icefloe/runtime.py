@@ -19,6 +19,7 @@ from icefloe import ledger, migrations, tables
 from icefloe.errors import ConfigurationError
 from icefloe.s3 import ObjectReader, make_client
 from icefloe.settings import Settings
+from icefloe.stores import Location, Store, open_store
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -33,6 +34,7 @@ class Runtime:
         self.settings = settings
         self.database_url = database_url
         self.db = db
+        self._stores: dict[tuple[str, str | None], Store] = {}
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -65,7 +67,22 @@ class Runtime:
             self.s3, max_connections=max(10, self.settings.read_threads * 2), ca_bundle=self.settings.s3.ca_bundle
         )
 
+    def store(self, location: Location) -> Store:
+        """The store of a source's bucket or container, built once per process (S3: :attr:`objects`)."""
+        if location.scheme == "s3":
+            return self.objects
+        key = (location.base, location.account)
+        if key not in self._stores:
+            self._stores[key] = open_store(
+                location, self.settings, max_connections=max(10, self.settings.read_threads * 2)
+            )
+        return self._stores[key]
+
     def close(self) -> None:
+        for store in self._stores.values():
+            closer = getattr(store, "close", None)
+            if closer is not None:
+                closer()
         self.db.dispose()
         # A SQL catalog holds a pool of its own (in the ledger database, by default).
         catalog_engine = getattr(self.__dict__.get("catalog"), "engine", None)

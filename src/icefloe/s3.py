@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import urllib3
@@ -34,6 +34,11 @@ from icefloe.errors import (
 )
 from icefloe.redaction import redact_text
 from icefloe.settings import S3Settings
+
+if TYPE_CHECKING:
+    from icefloe.stores import Entry, Location
+
+PAGE_SIZE = 1000
 
 _TRANSIENT_CODES = {
     "500",
@@ -248,7 +253,39 @@ class ObjectReader:
         detail = body.decode("utf-8", "replace").split("<Code>")[-1].split("</Code>")[0][:100]
         raise TransientFileError(f"S3 answered HTTP {status} ({detail}) reading {uri}")
 
-    def current_etag(self, uri: str) -> str | None:
+    def list_pages(self, location: Location, start_after: str | None = None) -> Iterator[list[Entry]]:
+        """ListObjectsV2 page by page (one LIST request each, ≤ 1,000 keys), after ``start_after``."""
+        from icefloe.stores import Entry
+
+        paginator = self.client.get_paginator("list_objects_v2")
+        extra = {"StartAfter": start_after} if start_after else {}
+        s3_location = S3Location(location.container, location.prefix)
+        with source_errors(s3_location, self.client.meta.endpoint_url):
+            for page in paginator.paginate(
+                Bucket=location.container, Prefix=location.prefix, PaginationConfig={"PageSize": PAGE_SIZE}, **extra
+            ):
+                yield [
+                    Entry(
+                        key=obj["Key"],
+                        size=int(obj.get("Size", 0)),
+                        modified_at=obj.get("LastModified"),
+                        version=str(obj.get("ETag", "")).strip('"'),
+                    )
+                    for obj in page.get("Contents", [])
+                ]
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_uri(uri)
+        with object_errors(uri):
+            self.client.delete_object(Bucket=bucket, Key=key)
+
+    def copy(self, uri: str, to_uri: str) -> None:
+        bucket, key = split_uri(uri)
+        to_bucket, to_key = split_uri(to_uri)
+        with object_errors(uri):
+            self.client.copy_object(Bucket=to_bucket, Key=to_key, CopySource={"Bucket": bucket, "Key": key})
+
+    def current_version(self, uri: str) -> str | None:
         """The object's ETag now (a HEAD), or None when it is gone: for engines that cannot read
         conditionally, to check after reading that they read the listed version."""
         bucket, key = split_uri(uri)

@@ -64,6 +64,75 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class GcsSettings:
+    """Google Cloud Storage sources. ``credentials_file``: a service account (or other ADC) JSON file,
+    ``GOOGLE_APPLICATION_CREDENTIALS``; None leaves it to Application Default Credentials (gcloud's
+    file, the metadata server). ``emulator_host``: ``STORAGE_EMULATOR_HOST`` (e.g.
+    ``http://127.0.0.1:4443``): no authentication, that endpoint instead of Google's.
+    """
+
+    credentials_file: str | None = None
+    emulator_host: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GcsSettings:
+        host = env.get("STORAGE_EMULATOR_HOST") or None
+        if host is not None and "://" not in host:
+            host = f"http://{host}"  # the Google SDKs accept a bare host:port
+        return cls(credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS") or None, emulator_host=host)
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Azure Blob Storage sources, configured as the Azure SDKs are.
+
+    ``AZURE_STORAGE_CONNECTION_STRING`` (Azurite's included) gives the account, its key or SAS and
+    the blob endpoint; otherwise ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY`` or
+    ``AZURE_STORAGE_SAS_TOKEN``; with no key or SAS the credential chain stays the library's, as
+    ``DefaultAzureCredential``'s (``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_CLIENT_SECRET``,
+    workload identity, managed identity, the Azure CLI).
+    """
+
+    account: str | None = None
+    account_key: str | None = field(default=None, repr=False)
+    sas_token: str | None = field(default=None, repr=False)
+    blob_endpoint: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AzureSettings:
+        conn = env.get("AZURE_STORAGE_CONNECTION_STRING") or ""
+        parts = azure_connection_string(conn) if conn else {}
+        account = parts.get("accountname") or env.get("AZURE_STORAGE_ACCOUNT") or env.get("AZURE_STORAGE_ACCOUNT_NAME")
+        endpoint = parts.get("blobendpoint")
+        if endpoint is None and parts.get("usedevelopmentstorage", "").lower() == "true":
+            account, endpoint = _AZURITE_ACCOUNT, "http://127.0.0.1:10000/devstoreaccount1"
+            parts.setdefault("accountkey", _AZURITE_KEY)
+        if endpoint is None and account and parts.get("endpointsuffix"):
+            endpoint = f"{parts.get('defaultendpointsprotocol', 'https')}://{account}.blob.{parts['endpointsuffix']}"
+        key = parts.get("accountkey") or env.get("AZURE_STORAGE_KEY") or env.get("AZURE_STORAGE_ACCOUNT_KEY")
+        sas = parts.get("sharedaccesssignature") or env.get("AZURE_STORAGE_SAS_TOKEN")
+        return cls(account=account or None, account_key=key or None, sas_token=sas or None, blob_endpoint=endpoint)
+
+
+# Azurite's well-known development account (documented by Microsoft; not a secret).
+_AZURITE_ACCOUNT = "devstoreaccount1"
+_AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azure_connection_string(text: str) -> dict[str, str]:
+    """``Key=Value;…`` pairs with lower-case keys (values keep their ``=``: keys end in ``==``)."""
+    parts: dict[str, str] = {}
+    for item in text.split(";"):
+        name, sep, value = item.strip().partition("=")
+        if not sep:
+            if name:
+                raise ConfigurationError("AZURE_STORAGE_CONNECTION_STRING must be Key=Value pairs separated by ';'")
+            continue
+        parts[name.strip().lower()] = value.strip()
+    return parts
+
+
+@dataclass(frozen=True)
 class SparkSettings:
     """The Spark engine and ``icefloe spark-server`` (docs/spark.md).
 
@@ -183,6 +252,7 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()
     metrics_public: bool = False
     docs_public: bool = False  # /docs (Swagger UI, assets shipped in the package) and /openapi.json open
+    file_sources: bool = False  # POST /ingestions may name a file:// source (the server's own files)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -196,6 +266,7 @@ class ApiSettings:
             cors_origins=origins,
             metrics_public=_flag(env, "ICEFLOE_API_METRICS_PUBLIC"),
             docs_public=_flag(env, "ICEFLOE_API_DOCS_PUBLIC"),
+            file_sources=_flag(env, "ICEFLOE_API_FILE_SOURCES"),
         )
 
 
@@ -218,6 +289,8 @@ class Settings:
     read_threads: int = 8
     log_format: Literal["json", "text"] | None = None
     s3: S3Settings = field(default_factory=S3Settings)
+    gcs: GcsSettings = field(default_factory=GcsSettings)
+    azure: AzureSettings = field(default_factory=AzureSettings)
     spark: SparkSettings = field(default_factory=SparkSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
@@ -264,6 +337,8 @@ class Settings:
             read_threads=threads,
             log_format=cast(Literal["json", "text"] | None, log_format),
             s3=S3Settings.from_env(env),
+            gcs=GcsSettings.from_env(env),
+            azure=AzureSettings.from_env(env),
             spark=SparkSettings.from_env(env),
             alerts=AlertSettings.from_env(env),
             api=ApiSettings.from_env(env),

@@ -20,8 +20,8 @@ from icefloe.badrecords import FIRST_ERRORS, BadRecord, Limit, parse_text, recor
 from icefloe.discovery import Filter, listing_pages
 from icefloe.errors import FileError, IcefloeError
 from icefloe.formats import ReadOptions, expanded, parse_whole
-from icefloe.s3 import S3Location
 from icefloe.schema import ValueChangedError, arrow_target, conform, new_columns
+from icefloe.stores import parse_source
 
 if TYPE_CHECKING:
     from icefloe.models import Ingestion
@@ -38,10 +38,10 @@ def pending_files(rt: Runtime, ingestion: Ingestion, limit: int) -> list[tuple[s
     """(path, etag, size, status) of the files a run would read, at most ``limit``: the source is
     listed (read-only: nothing is recorded) and each object looked up in the ledger; one not in it,
     or changed since, is ``NEW``; one DISCOVERED, FAILED or HELD keeps its status."""
-    location = S3Location.parse(ingestion.source)
+    location = parse_source(ingestion.source)
     flt = Filter(location.prefix, ingestion.pattern, ingestion.since)
     found: list[tuple[str, str, int, str]] = []
-    for page in listing_pages(rt.s3, location, flt):
+    for page in listing_pages(rt.store(location), location, flt):
         objects = [o for o in page.objects if o.skip_reason is None]
         with rt.db.connect() as conn:
             known = {
@@ -118,8 +118,9 @@ def _read(
     target: pa.Schema | None,
 ) -> tuple[pa.Schema | None, int, list[BadRecord]]:
     """(the file's schema, its good records, its bad records), salvaging it whatever the policy."""
+    objects = rt.store(parse_source(path))
     if size <= SMALL_FILE_BYTES:
-        data = rt.objects.read(path, etag)
+        data = objects.read(path, etag)
         for salvage in (False, True) if options.format != "parquet" else (False,):
             opts = replace(options, salvage=salvage, target=target if salvage else None)
             try:
@@ -138,7 +139,7 @@ def _read(
                 if salvage or not record_level(exc):
                     raise
     opts = replace(options, salvage=True, target=target) if options.format != "parquet" else options
-    body = rt.objects.open(path, etag)
+    body = objects.open(path, etag)
     try:
         batches = pool.stream(body, path, opts) if pool else stream_batches(body, path, opts)
         schema: pa.Schema | None = None

@@ -24,7 +24,7 @@ from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnav
 from icefloe.ledger import Batch, LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
-from icefloe.s3 import S3Location
+from icefloe.stores import parse_source
 
 log = logging.getLogger(__name__)
 
@@ -356,12 +356,10 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
     if ingestion.discovery == "events":
         events.discover_run(rt, ingestion, run, on_page)
         return
-    location = S3Location.parse(ingestion.source)
+    location = parse_source(ingestion.source)
     flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
     with rt.db.connect() as conn:
-        state = ledger.listing_state(
-            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
-        )
+        state = ledger.listing_state(conn, ingestion.id, location.root, ingestion.full_listing_every_seconds)
     plan = plan_listing(
         mode=ingestion.listing,
         full_requested=run.listing == "full",
@@ -369,7 +367,8 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
         prefix=location.prefix,
         lookback_seconds=ingestion.relist_lookback_seconds,
     )
-    counts = discover(rt.db, rt.s3, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
+    store = rt.store(location)
+    counts = discover(rt.db, store, ingestion_id=ingestion.id, location=location, flt=flt, plan=plan, on_page=on_page)
     runs.add(
         rt.db,
         run.id,

@@ -70,6 +70,7 @@ def assert_problem(response: httpx2.Response, status: int, kind: str, detail_has
         ({"pattern": "events/[abc"}, ""),
         ({"table": "no_namespace"}, "namespace"),
         ({"source": "https://bucket/prefix/"}, "s3://"),
+        ({"source": "file:///etc/"}, "ICEFLOE_API_FILE_SOURCES"),  # the server's own files
         ({"schedule_cron": "not a cron"}, "cron"),
         ({"since": "2025-01-01T00:00:00"}, "since"),
         ({"max_files_per_commit": 0}, "max_files_per_commit"),

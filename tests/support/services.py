@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 PutObjects = Callable[[str, Mapping[str, bytes] | Iterable[tuple[str, bytes]]], int]
 """Type of the ``put_objects`` fixture."""
 
-ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_")
+ENV_PREFIXES = ("ICEFLOE_", "AWS_", "PYICEBERG_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR_HOST")
 """A developer's own configuration: dropped from every environment a test builds."""
 
 

@@ -71,7 +71,9 @@ class IngestionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_INGESTION_EXAMPLE]})
 
     name: Name
-    source: str = Field(max_length=2000, description="s3://bucket/prefix/")
+    source: str = Field(
+        max_length=2000, description="s3://bucket/prefix/, gs://bucket/prefix/, az://container/prefix/, file:///path/"
+    )
     format: Format
     table: str = Field(max_length=1000, description="namespace.table")
     pattern: str | None = Field(default=None, max_length=2000, description="glob below the prefix")

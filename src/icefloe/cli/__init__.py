@@ -21,9 +21,9 @@ from icefloe.errors import ConfigurationError, IcefloeError, SourceError
 from icefloe.ingestions import IngestionSpec
 from icefloe.redaction import redact_text
 from icefloe.runtime import Runtime
-from icefloe.s3 import S3Location
 from icefloe.schema import load_schema_file
 from icefloe.settings import Settings
+from icefloe.stores import parse_source
 
 show_flags_as_flags()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Incremental, exactly-once S3 → Iceberg ingestion.")
@@ -121,7 +121,7 @@ def _parse_since(value: str | None) -> dt.datetime | None:
 def ingestion_create(
     ctx: typer.Context,
     name: str,
-    source: Annotated[str, typer.Option(help="s3://bucket/prefix/")],
+    source: Annotated[str, typer.Option(help="s3://bucket/prefix/, gs://…, az://container/…, file:///path/")],
     format: Annotated[str, typer.Option(help="csv | jsonl | json (an array of objects) | parquet")],
     table: Annotated[str, typer.Option(help="namespace.table")],
     pattern: Annotated[str | None, typer.Option(help="glob below the prefix: * ** ? [..] {a,b}")] = None,
@@ -251,9 +251,12 @@ def ingestion_create(
 
 def _source_warnings(rt: Runtime, ingestion: Any) -> list[str]:
     """What one listing page of a new ingestion's source says is likely wrong (nothing: [])."""
-    location = S3Location.parse(ingestion.source)
+    location = parse_source(ingestion.source)
     try:
-        page = next(listing_pages(rt.s3, location, Filter(location.prefix, ingestion.pattern, ingestion.since)), None)
+        page = next(
+            listing_pages(rt.store(location), location, Filter(location.prefix, ingestion.pattern, ingestion.since)),
+            None,
+        )
     except (SourceError, ConfigurationError) as exc:  # unreachable, or no credentials here: a warning
         return [redact_text(f"{exc}; created anyway (icefloe ingestion check {ingestion.name} tests it again)")]
     if page is None or not page.objects:
@@ -283,10 +286,10 @@ def ingestion_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> N
     def body() -> None:
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
-            location = S3Location.parse(i.source)
+            location = parse_source(i.source)
             with rt.db.connect() as conn:
                 counts = ledger.status_counts(conn, i.id)
-                state = ledger.listing_state(conn, i.id, location.uri(location.prefix), i.full_listing_every_seconds)
+                state = ledger.listing_state(conn, i.id, location.root, i.full_listing_every_seconds)
             last = runs.list_for(rt.db, i.id, limit=1)
         data = ingestions.as_dict(i) | {
             "files": counts,
@@ -308,8 +311,8 @@ def ingestion_check(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> 
     def body() -> None:
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
-            location = S3Location.parse(i.source)
-            first = next(listing_pages(rt.s3, location, Filter(location.prefix, i.pattern, i.since)), None)
+            location = parse_source(i.source)
+            first = next(listing_pages(rt.store(location), location, Filter(location.prefix, i.pattern, i.since)), None)
             page = first.objects if first is not None else []
             table = tables.load_table(rt.catalog, i.table_identifier)
         out.record(

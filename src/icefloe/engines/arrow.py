@@ -47,9 +47,10 @@ from icefloe.formats import (
 )
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
-from icefloe.s3 import ObjectReader, object_errors
+from icefloe.s3 import object_errors
 from icefloe.schema import ValueChangedError, arrow_target, conform, normalise_type
 from icefloe.schema_changes import HeldFile
+from icefloe.stores import Store, parse_source
 
 if TYPE_CHECKING:
     from icefloe.models import Ingestion
@@ -87,7 +88,7 @@ class ArrowEngine:
     def __init__(
         self,
         *,
-        objects: ObjectReader,
+        objects: Store,
         catalog: Catalog,
         table_identifier: str,
         options: ReadOptions,
@@ -600,7 +601,7 @@ class _CountingReader(io.RawIOBase):
 def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
     """The arrow engine for ``ingestion`` (registered in :data:`icefloe.engines.ENGINES`)."""
     return ArrowEngine(
-        objects=rt.objects,
+        objects=rt.store(parse_source(ingestion.source)),
         catalog=rt.catalog,
         table_identifier=ingestion.table_identifier,
         options=ReadOptions.for_ingestion(ingestion, rt.settings),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from icefloe import ingestions, ledger, runs
 from icefloe.api import pagination
-from icefloe.api.deps import Admin, DbDep, IngestionDep, Operator, Reader
+from icefloe.api.deps import Admin, DbDep, IngestionDep, Operator, Reader, RuntimeDep
 from icefloe.api.problems import responses
 from icefloe.api.schemas import (
     IngestionCreate,
@@ -21,9 +21,10 @@ from icefloe.api.schemas import (
     RunOut,
     RunTrigger,
 )
+from icefloe.errors import ConfigurationError
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Format, IngestionStatus
-from icefloe.s3 import S3Location
+from icefloe.stores import parse_source
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
 
@@ -38,8 +39,17 @@ _WRITE = responses(401, 403, 404, 409, 422)
     responses=responses(400, 401, 403, 409, 422),
     summary="Define an ingestion",
 )
-def create_ingestion(_: Admin, db: DbDep, body: IngestionCreate, request: Request, response: Response) -> IngestionOut:
-    """The same as `icefloe ingestion create`: the same checks, the same record."""
+def create_ingestion(
+    _: Admin, rt: RuntimeDep, body: IngestionCreate, request: Request, response: Response
+) -> IngestionOut:
+    """The same as `icefloe ingestion create`: the same checks, the same record. A ``file://`` source
+    is refused unless ``ICEFLOE_API_FILE_SOURCES=true``: it would read the server's own files."""
+    db = rt.db
+    if parse_source(body.source).scheme == "file" and not rt.settings.api.file_sources:
+        raise ConfigurationError(
+            "file:// sources are refused through the API (they read the server's own files); "
+            "set ICEFLOE_API_FILE_SOURCES=true on the server to allow them"
+        )
     created = ingestions.create(db, IngestionSpec(**body.model_dump(by_alias=True)))
     response.headers["Location"] = str(request.url_for("read_ingestion", ingestion_id=str(created.id)).path)
     return IngestionOut.of(created)
@@ -71,12 +81,10 @@ def list_ingestions(
 @router.get("/{ingestion_id}", response_model=IngestionDetail, responses=_READ, summary="Read an ingestion")
 def read_ingestion(_: Reader, ingestion: IngestionDep, db: DbDep) -> IngestionDetail:
     """With its ledger counts by file status and its last run (as `icefloe ingestion show`)."""
-    location = S3Location.parse(ingestion.source)
+    location = parse_source(ingestion.source)
     with db.connect() as conn:
         counts = ledger.status_counts(conn, ingestion.id)
-        state = ledger.listing_state(
-            conn, ingestion.id, location.uri(location.prefix), ingestion.full_listing_every_seconds
-        )
+        state = ledger.listing_state(conn, ingestion.id, location.root, ingestion.full_listing_every_seconds)
     last = runs.list_for(db, ingestion.id, limit=1)
     return IngestionDetail(
         **IngestionOut.of(ingestion).model_dump(by_alias=True),

@@ -393,7 +393,7 @@ def build(rt: Runtime, ingestion: Ingestion) -> SparkEngine:
         table_identifier=ingestion.table_identifier,
         options=ReadOptions.for_ingestion(ingestion),
         infer_schema=ingestion.schema is None,
-        current_etag=rt.objects.current_etag,
+        current_etag=rt.objects.current_version,
     )
 
 

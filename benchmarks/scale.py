@@ -32,10 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402  (the harness next to this file)
+import run as bench  # the harness next to this file
 
 ROWS_PER_FILE = 3
-LINE = '{"id": %d, "ts": "2025-01-01T00:00:%02d", "user_id": "u%07d", "event_type": "click", "amount": 1.5, "payload": "p"}\n'
+LINE = (
+    '{"id": %d, "ts": "2025-01-01T00:00:%02d", "user_id": "u%07d", "event_type": "click", "amount": 1.5, '
+    '"payload": "p"}\n'
+)
 
 
 def put_tiny(s3: Any, prefix: str, n: int) -> float:
@@ -184,7 +187,7 @@ def markdown(results: list[bench.Result], meta: dict[str, Any]) -> str:
     ]
     batched = {r.files: r.seconds for r in results if r.loader == "batched" and r.status == "OK"}
     for r in results:
-        ratio = f"{r.seconds / batched[r.files]:.2f}×" if r.seconds and batched.get(r.files) else ""
+        ratio = f"{r.seconds / batched[r.files]:.2f}x" if r.seconds and batched.get(r.files) else ""
         lines.append(
             f"| {r.files:,} | {r.loader} | {r.status} | {bench._fmt(r.seconds)} | {bench._fmt(r.files_per_s, 0)} | "
             f"{bench._fmt(r.peak_rss_mb, 0)} | {bench._fmt(r.internal_seconds)} | "

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from icefloe import commit, events, faults, ledger, logs, metrics, retry, runs, schema_changes
 from icefloe.discovery import DiscoveryCounts, Filter, discover, plan_listing
 from icefloe.engines import Engine as StagingEngine
-from icefloe.engines import StagedBatch, load_engine
+from icefloe.engines import StagedBatch, load_engine, warm_up
 from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnavailableError
 from icefloe.ledger import Batch, LockBounds
 from icefloe.models import Ingestion, Run
@@ -350,6 +350,8 @@ def execute_run(
 def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
     def on_page(counts: DiscoveryCounts) -> None:
         faults.point("during-discovery")
+        if counts.new or counts.changed:
+            warm_up(ingestion.engine)  # imports while the listing goes on
         if progress:
             progress(Progress("discovering", discovered=counts.listed))
 

@@ -34,3 +34,20 @@ def test_upgrade_from_an_empty_database_reaches_the_single_head(make_database: C
         command.check(migrations.alembic_config(url))
     finally:
         engine.dispose()
+
+
+def test_the_start_up_check_knows_alembics_head() -> None:
+    # Start-up compares the database with this head in one query instead of loading Alembic.
+    heads = ScriptDirectory.from_config(migrations.alembic_config("postgresql://unused")).get_heads()
+    assert heads == [migrations.head_revision()]
+
+
+def test_a_database_one_revision_behind_is_upgraded(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    script = ScriptDirectory.from_config(migrations.alembic_config(url))
+    previous = script.get_revision(migrations.head_revision()).down_revision
+    command.downgrade(migrations.alembic_config(url), str(previous))
+    assert migrations.pending(url)
+    migrations.upgrade(url)
+    assert not migrations.pending(url)
+    assert migrations.current_revisions(url) == {migrations.head_revision()}

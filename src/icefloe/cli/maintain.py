@@ -23,6 +23,13 @@ def maintain_command(
         str | None,
         typer.Option(help="keep snapshots this long (default $ICEFLOE_SNAPSHOT_RETENTION or 7d; ≥ lease + 1d)"),
     ] = None,
+    replace_window: Annotated[
+        str,
+        typer.Option(
+            help="leave data files holding one source file's rows alone until this old, so a replace of that "
+            "source drops them whole (0: compact them too)"
+        ),
+    ] = "1d",
     as_json: JsonOpt = False,
 ) -> None:
     """Compact the small data files of an ingestion's table, expire old snapshots, remove orphans."""
@@ -37,6 +44,7 @@ def maintain_command(
                 ingestion.table_identifier,
                 lease_seconds=rt.settings.lease_seconds,
                 retention_seconds=parse_duration(retention) if retention else rt.settings.snapshot_retention_seconds,
+                replace_window_seconds=parse_duration(replace_window) if replace_window != "0" else 0,
                 dry_run=dry_run,
             )
         if as_json:
@@ -48,7 +56,8 @@ def maintain_command(
             {
                 "table": report["table"],
                 "compaction": c["skipped"]
-                or f"{verb} {c['files_rewritten']} of {c['small_files']} small files into {c['files_written']}",
+                or f"{verb} {c['files_rewritten']} of {c['small_files']} small files into {c['files_written']}"
+                + (f" ({c['held_back']} one-source files kept for cheap replaces)" if c["held_back"] else ""),
                 "snapshots expired": e["snapshots_expired"],
                 "orphan files removed": o["orphans_removed"],
                 "data files now": report["health"]["data_files"],

@@ -15,8 +15,10 @@ loaded by name with :func:`load_engine`: ``arrow`` is built in, ``spark`` is the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -138,3 +140,22 @@ def load_engine(name: str, rt: Runtime, ingestion: Ingestion) -> Engine:
     module = importlib.import_module(ENGINES[name].module)
     engine: Engine = module.build(rt, ingestion)
     return engine
+
+
+_WARMING: set[str] = set()
+
+
+def warm_up(name: str) -> None:
+    """Import engine ``name``'s module in a background thread (pyarrow and pyiceberg take 1-2 s),
+    overlapping the listing that found work for it; :func:`load_engine` then finds it imported.
+    Errors are left for :func:`load_engine` to report."""
+    registered = ENGINES.get(name)
+    if registered is None or registered.module in sys.modules or name in _WARMING:
+        return
+    _WARMING.add(name)
+
+    def imported() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(registered.module)
+
+    threading.Thread(target=imported, name=f"icefloe-warm-{name}", daemon=True).start()

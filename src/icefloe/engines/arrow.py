@@ -489,6 +489,10 @@ class ArrowEngine:
     ) -> int:
         """Write ``file`` streaming; data files are appended to ``written`` as they complete, bad
         records (when salvaging) to ``bad``."""
+        if staged.table is None:
+            # Load the table before the GET opens: its metadata read once stalled for seconds behind
+            # the open, not yet read body (and hit a 3 s timeout).
+            staged.table = tables.load_table(self.catalog, self.table_identifier)
         body = self.objects.open(file.file_path, file.etag)
         counter.body = body
         limit = self.max_bad_records

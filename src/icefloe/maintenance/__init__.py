@@ -3,11 +3,13 @@
 Every step keeps the exactly-once protocol (:mod:`icefloe.commit`) intact:
 
 - **compaction** bin-packs the small data files icefloe wrote into files of about the target size
-  in one ``overwrite`` commit (old files deleted, new ones added). It takes the per-table commit
-  lock, so it never races an icefloe commit, and before committing it checks that every file it
-  read is still live in the table head (a ``replace`` may have rewritten one meanwhile): if not it
-  plans again; rows are never lost or doubled. Its snapshot carries ``icefloe.maintenance`` and no
-  ``icefloe.batch-id``, so the snapshot search never mistakes it for a batch;
+  in one ``overwrite`` commit (old files deleted, new ones added); a file holding one source file's
+  rows only is left alone until older than the replace window, so that replacing a recent source
+  still drops its files whole. It takes the per-table commit lock, so it never races an icefloe
+  commit, and before committing it checks that every file it read is still live in the table head
+  (a ``replace`` may have rewritten one meanwhile): if not it plans again; rows are never lost or
+  doubled. Its snapshot carries ``icefloe.maintenance`` and no ``icefloe.batch-id``, so the
+  snapshot search never mistakes it for a batch;
 - **snapshot expiry** never removes a snapshot younger than the recovery window (the retention,
   at least lease + 1 day) nor one taken after the first claim of a file still PROCESSING, so the
   snapshot search finds every batch whose outcome is not settled yet;
@@ -27,7 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from icefloe.ledger import LockBounds
-from icefloe.maintenance.compaction import Compaction, compact, plan_bins
+from icefloe.maintenance.compaction import DEFAULT_REPLACE_WINDOW_SECONDS, Compaction, compact, plan_bins
 from icefloe.maintenance.health import (
     MAINTENANCE_PROPERTY,
     SMALL_FILE_BYTES,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = [
+    "DEFAULT_REPLACE_WINDOW_SECONDS",
     "DEFAULT_RETENTION_SECONDS",
     "MAINTENANCE_PROPERTY",
     "SMALL_FILE_BYTES",
@@ -76,6 +79,7 @@ def maintain(
     *,
     lease_seconds: int,
     retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+    replace_window_seconds: int = DEFAULT_REPLACE_WINDOW_SECONDS,
     dry_run: bool = False,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
@@ -84,7 +88,9 @@ def maintain(
     bounds = LockBounds.for_lease(lease_seconds)
     started = time.monotonic()
     report: dict[str, Any] = {"table": table_identifier, "dry_run": dry_run}
-    compaction = compact(db, catalog, table_identifier, bounds=bounds, dry_run=dry_run)
+    compaction = compact(
+        db, catalog, table_identifier, bounds=bounds, replace_window_seconds=replace_window_seconds, dry_run=dry_run
+    )
     report["compaction"] = vars(compaction) | {"seconds": round(time.monotonic() - started, 3)}
     now = now or dt.datetime.now(dt.UTC)
     keep_since = protected_since(now, retention_seconds, processing_first_claims(db, table_identifier))

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 # A bin's Parquet bytes: the target file size is in Arrow bytes, about 4 times the zstd Parquet size.
 BIN_PARQUET_BYTES = 32 << 20
 MAX_ATTEMPTS = 10
+# A data file holding the rows of one source file only is dropped whole when that source is replaced
+# (--on-change replace); merged into a bin it would make that replace rewrite the whole bin. Such
+# files are compacted only once their source has had this long to change.
+DEFAULT_REPLACE_WINDOW_SECONDS = 86_400
 
 
 def plan_bins(sizes: Sequence[tuple[str, int]], small_bytes: int, bin_bytes: int) -> list[list[str]]:
@@ -69,6 +73,34 @@ class Compaction:
     snapshot_id: int | None = None
     attempts: int = 0
     skipped: str | None = None
+    held_back: int = 0  # one-source files younger than the replace window, left for cheap replaces
+
+
+def one_source(data_file: DataFile, field_id: int | None) -> bool:
+    """True when every row of ``data_file`` comes from one source file (exact ``_source_file``
+    bounds, as icefloe writes them, that are equal)."""
+    if field_id is None:
+        return False
+    lower = (data_file.lower_bounds or {}).get(field_id)
+    upper = (data_file.upper_bounds or {}).get(field_id)
+    return lower is not None and lower == upper
+
+
+def settling(table: Table, live: dict[str, tuple[DataFile, int | None]], window_seconds: int, now_ms: int) -> set[str]:
+    """Paths of the live one-source data files added less than ``window_seconds`` ago."""
+    if window_seconds <= 0:
+        return set()
+    try:
+        field_id: int | None = table.schema().find_field(SOURCE_FILE_COLUMN).field_id
+    except ValueError:
+        field_id = None
+    cutoff = now_ms - window_seconds * 1000
+    young = set()
+    for path, (data_file, added_by) in live.items():
+        snapshot = table.snapshot_by_id(added_by) if added_by is not None else None
+        if snapshot is not None and snapshot.timestamp_ms > cutoff and one_source(data_file, field_id):
+            young.add(path)
+    return young
 
 
 def _read_sorted(table: Table, files: Sequence[DataFile]) -> pa.Table:
@@ -93,10 +125,16 @@ def compact(
     bounds: LockBounds,
     small_bytes: int = SMALL_FILE_BYTES,
     bin_bytes: int = BIN_PARQUET_BYTES,
+    replace_window_seconds: int = DEFAULT_REPLACE_WINDOW_SECONDS,
     dry_run: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Compaction:
-    """Rewrite icefloe's small data files into target-sized ones, one commit per bin."""
+    """Rewrite icefloe's small data files into target-sized ones, one commit per bin.
+
+    One-source data files younger than ``replace_window_seconds`` are left as they are (see
+    :data:`DEFAULT_REPLACE_WINDOW_SECONDS`); files packing several sources are compacted at once (a
+    replace of one of their sources rewrites the file whether it is compacted or not).
+    """
     result = Compaction()
     done: set[str] = set()  # bins settled in this call (committed or given up)
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -108,9 +146,11 @@ def compact(
         ours = icefloe_snapshot_ids(table)
         live = live_data_files(table)
         candidates = {p: f for p, (f, added_by) in live.items() if added_by in ours and p not in done}
-        sizes = [(p, f.file_size_in_bytes) for p, f in candidates.items()]
+        young = settling(table, live, replace_window_seconds, int(time.time() * 1000)) & candidates.keys()
         if attempt == 1:
-            result.small_files = sum(1 for _, s in sizes if s < small_bytes)
+            result.small_files = sum(1 for f in candidates.values() if f.file_size_in_bytes < small_bytes)
+            result.held_back = sum(1 for p in young if candidates[p].file_size_in_bytes < small_bytes)
+        sizes = [(p, f.file_size_in_bytes) for p, f in candidates.items() if p not in young]
         bins = plan_bins(sizes, small_bytes, bin_bytes)
         if not bins:
             return result

@@ -1,0 +1,82 @@
+"""The dashboard's actions (POST forms): each checks the session's CSRF token and role
+(:mod:`icefloe.dashboard.web`), calls the one function the CLI and the API call, and goes back to
+the page with what it did, or the one-line error it met."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from icefloe import ingestions, ledger, runs, tokens
+from icefloe.api.deps import DbDep
+from icefloe.dashboard import sessions
+from icefloe.dashboard.web import AdminAction, Form, OperatorAction, ReaderAction, acted, back, render
+from icefloe.dashboard.web import page as _page
+from icefloe.errors import IcefloeError
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.post("/logout")
+def logout(request: Request, who: ReaderAction, db: DbDep) -> Response:
+    sessions.sign_out(db, request.cookies.get(sessions.COOKIE))
+    response = back("/login", notice="Signed out.")
+    response.delete_cookie(sessions.COOKIE, path="/")
+    return response
+
+
+@router.post("/ingestions/{name}/run")
+def run_now(who: OperatorAction, db: DbDep, name: str) -> Response:
+    def done() -> str:
+        run = runs.enqueue(db, ingestions.get(db, name), trigger="dashboard")
+        return f"Run {run.id} queued."
+
+    return acted(_page(name), done)
+
+
+@router.post("/ingestions/{name}/retry-failed")
+def retry_failed(who: OperatorAction, db: DbDep, name: str) -> Response:
+    def done() -> str:
+        ingestion = ingestions.get(db, name)
+        with db.begin() as conn:
+            n = ledger.make_retryable(conn, ingestion.id)
+        return f"{n} FAILED file(s) will be retried by the next run."
+
+    return acted(_page(name), done)
+
+
+@router.post("/ingestions/{name}/pause")
+def pause(who: AdminAction, db: DbDep, name: str) -> Response:
+    return acted(_page(name), lambda: f"{ingestions.set_status(db, name, 'PAUSED').name} is paused.")
+
+
+@router.post("/ingestions/{name}/resume")
+def resume(who: AdminAction, db: DbDep, name: str) -> Response:
+    return acted(_page(name), lambda: f"{ingestions.set_status(db, name, 'ACTIVE').name} is active again.")
+
+
+@router.post("/ingestions/{name}/delete")
+def delete(who: AdminAction, db: DbDep, name: str, form: Form) -> Response:
+    if form.get("confirm") != name:
+        return back(_page(name), error="type the ingestion's name to confirm its deletion")
+
+    try:
+        ingestions.delete(db, name)
+    except IcefloeError as exc:
+        return back(_page(name), error=str(exc))
+    return back("/", notice=f"Ingestion {name} deleted (its Iceberg table is kept).")
+
+
+@router.post("/tokens")
+def create_token(request: Request, who: AdminAction, db: DbDep, form: Form) -> Response:
+    try:
+        token, secret = tokens.create(db, name=form.get("name", "").strip(), role=form.get("role", ""))
+    except IcefloeError as exc:
+        return back("/tokens", error=str(exc))
+    # The secret is shown once, on this page, and never put into a URL.
+    return render(request, "tokens.html", who, tokens=tokens.list_all(db), created=(token, secret))
+
+
+@router.post("/tokens/revoke")
+def revoke_token(who: AdminAction, db: DbDep, form: Form) -> Response:
+    return acted("/tokens", lambda: f"Token {tokens.revoke(db, form.get('name', '')).name} revoked.")

@@ -1,0 +1,89 @@
+"""Fixtures of the dashboard tests.
+
+In this process (``dashboard``: the app through ``TestClient``, for sign-in, CSRF and roles, fast),
+and in a real browser (tests marked ``browser``): Debian's chromium driven by Playwright against a
+real ``icefloe serve --with-worker`` on the test's PostgreSQL database and SeaweedFS bucket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from icefloe.settings import Settings
+from tests.support.api import InProcessApi, in_process_api
+from tests.support.browser import Browser, launch
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Dashboard:
+    """The dashboard in this process; ``client(role)`` is a browser-like client signed in as ``role``."""
+
+    def __init__(self, api: InProcessApi) -> None:
+        self.api = api
+
+    def anonymous(self) -> httpx2.Client:
+        return httpx2.Client(transport=self.api.started._transport, base_url=self.api.started.base_url)
+
+    def sign_in(self, client: httpx2.Client, secret: str) -> httpx2.Response:
+        form = client.get("/login")
+        csrf = CSRF.search(form.text)
+        assert csrf is not None, form.text
+        return client.post("/login", data={"token": secret, "csrf_token": csrf.group(1), "next": "/"})
+
+    @contextmanager
+    def client(self, role: str) -> Iterator[httpx2.Client]:
+        with self.anonymous() as client:
+            signed_in = self.sign_in(client, self.api.tokens[role])
+            assert signed_in.status_code == 303, signed_in.text
+            yield client
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found is not None, "no CSRF token in the page"
+    return found.group(1)
+
+
+@pytest.fixture
+def dashboard(icefloe_env: dict[str, str], database_url: str) -> Iterator[Dashboard]:
+    with in_process_api(Settings.from_env(icefloe_env), database_url=database_url) as api:
+        yield Dashboard(api)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium (``/usr/bin/chromium``), headless, one per module (closed after it: the
+    Playwright driver's event loop does not outlive the browser tests)."""
+    with launch() as b:
+        yield b
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Path:
+    """Where a test saves its screenshots: test-output/screenshots/<test name>/ (git-ignored)."""
+    return Path(request.config.rootpath) / "test-output" / "screenshots" / request.node.name
+
+
+@pytest.fixture
+def open_pages(browser: Browser, shots: Path) -> Iterator[Callable[..., Any]]:
+    """``open_pages(base_url, width=1280)``: a fresh browser context (cookies of its own) whose
+    pages record console errors; the test fails if any page logged one."""
+    with ExitStack() as stack:
+        contexts: list[Any] = []
+
+        def make(base_url: str, width: int = 1280, height: int = 900) -> Any:
+            ctx = stack.enter_context(browser.context(base_url, width=width, height=height, shots=shots))
+            contexts.append(ctx)
+            return ctx
+
+        yield make
+        errors = [e for ctx in contexts for e in ctx.console_errors]
+        assert errors == [], errors

@@ -17,7 +17,7 @@ import httpx2
 import pytest
 
 from icefloe.settings import Settings
-from tests.support.api import InProcessApi, in_process_api
+from tests.support.api import ApiServer, InProcessApi, in_process_api, make_tokens
 from tests.support.browser import Browser, launch
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -87,3 +87,15 @@ def open_pages(browser: Browser, shots: Path) -> Iterator[Callable[..., Any]]:
         yield make
         errors = [e for ctx in contexts for e in ctx.console_errors]
         assert errors == [], errors
+
+
+@pytest.fixture
+def served(icefloe_env: dict[str, str], database_url: str, tmp_path: Path) -> Iterator[ApiServer]:
+    """A real ``icefloe serve --with-worker`` on this test's database and S3, with a token per role."""
+    server = ApiServer(env=icefloe_env, log=tmp_path / "serve.log", with_worker=True)
+    server.start()
+    try:
+        server.tokens = make_tokens(database_url)
+        yield server
+    finally:
+        assert server.stop() == 0, server.log_text()

@@ -21,17 +21,21 @@ def bars(
     height: int = 48,
     unit: str = "",
     alarm: bool = False,
+    slots: int = 24,
 ) -> Markup:
-    """A bar chart of ``values`` (one bar each, left to right); ``labels`` name the bars in their
-    tooltips. ``alarm`` draws the bars in the warning colour (failures)."""
+    """A bar chart of ``values`` (one bar each, left to right, the last at the right edge);
+    ``labels`` name the bars in their tooltips. At least ``slots`` bar widths: a few values make
+    thin bars, not wide blocks. ``alarm`` draws the bars in the warning colour (failures)."""
     peak = max(values, default=0) or 1
-    n = max(len(values), 1)
+    n = max(len(values), slots, 1)
     step = width / n
     gap = 1 if step > 3 else 0
+    offset = n - len(values)  # right-aligned: the newest bar is always at the right edge
     parts = []
-    for i, value in enumerate(values):
+    for j, value in enumerate(values):
+        i = offset + j
         h = 0 if value <= 0 else max(1.0, value / peak * (height - 2))
-        tip = f"{labels[i]}: " if labels else ""
+        tip = f"{labels[j]}: " if labels else ""
         parts.append(
             f'<rect x="{i * step:.1f}" y="{height - h:.1f}" width="{max(step - gap, 0.5):.1f}" height="{h:.1f}">'
             f"<title>{escape(tip)}{escape(human(value))}{escape(unit)}</title></rect>"

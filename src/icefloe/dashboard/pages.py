@@ -265,3 +265,48 @@ def tokens_page(request: Request, who: Viewer, db: DbDep) -> Response:
     if not who.may("admin"):
         raise PageError(403, f"tokens are for admins; you are signed in as a {who.role}")
     return render(request, "tokens.html", who, tokens=tokens.list_all(db), created=None)
+
+
+# --------------------------------------------------------------------------------------------------
+# schema
+
+
+def schema_timeline(table: Any) -> list[dict[str, Any]]:
+    """The table's schemas, newest first: when each was first committed with, and the columns it
+    added or dropped against the one before (from the Iceberg metadata itself)."""
+    first_used: dict[int, int] = {}
+    for snap in table.metadata.snapshots:
+        if snap.schema_id is not None:
+            first_used.setdefault(snap.schema_id, snap.timestamp_ms)
+    timeline: list[dict[str, Any]] = []
+    before: dict[str, str] = {}
+    for schema in sorted(table.metadata.schemas, key=lambda s: s.schema_id):
+        columns = {f.name: str(f.field_type) for f in schema.fields}
+        used = first_used.get(schema.schema_id)
+        timeline.append(
+            {
+                "schema_id": schema.schema_id,
+                "since": dt.datetime.fromtimestamp(used / 1000, dt.UTC) if used is not None else None,
+                "added": [(n, t) for n, t in columns.items() if n not in before],
+                "dropped": [n for n in before if n not in columns],
+                "changed": [(n, before[n], t) for n, t in columns.items() if n in before and before[n] != t],
+                "columns": columns,
+                "current": schema.schema_id == table.metadata.current_schema_id,
+            }
+        )
+        before = columns
+    return list(reversed(timeline))
+
+
+@router.get("/ingestions/{name}/schema", response_class=HTMLResponse)
+def schema_page(request: Request, who: Viewer, rt: RuntimeDep, name: str) -> Response:
+    from icefloe.maintenance import health
+
+    ingestion = _ingestion(rt.db, name)
+    timeline: list[dict[str, Any]] = []
+    problem = None
+    try:
+        timeline = schema_timeline(health.load(rt.catalog, ingestion.table_identifier))
+    except IcefloeError as exc:
+        problem = str(exc)
+    return render(request, "schema.html", who, ingestion=ingestion, timeline=timeline, problem=problem, pending=[])

@@ -461,6 +461,22 @@ class RetryResult(BaseModel):
     retried: int = Field(description="FAILED files made claimable now", examples=[1])
 
 
+class SkipRequest(BaseModel):
+    """Why the operator sets the file aside (kept in the ledger and the file's history)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "test data, not for prod"}]})
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReingestRequest(BaseModel):
+    """Under ``on_change: append`` re-reading adds the rows a second time: say so to do it anyway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_duplicates: bool = False
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "grafana", "role": "reader"}]})
 

@@ -393,41 +393,6 @@ def run_command(
     raise typer.Exit(_guard(out, body))
 
 
-@app.command("files")
-def files_command(
-    ctx: typer.Context,
-    name: str,
-    status: Annotated[str | None, typer.Option(help="DISCOVERED|PROCESSING|SUCCESS|FAILED|SKIPPED")] = None,
-    limit: Annotated[int, typer.Option()] = 1000,
-    history: Annotated[str | None, typer.Option(help="every attempt at this file (key or s3:// URI)")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """The ledger of one ingestion."""
-    out = Output(as_json)
-
-    def body() -> None:
-        if history is not None:
-            operations.history_command(ctx, out, name, history)
-            return
-        with _runtime(ctx) as rt:
-            i = ingestions.get(rt.db, name)
-            with rt.db.connect() as conn:
-                rows = ledger.list_files(conn, i.id, status=status.upper() if status else None, limit=limit)
-        if as_json:
-            out.json(rows)
-            return
-        # The key below the prefix: short enough for 80 columns, and what --history and retry --path take.
-        shown = [r | {"key": ingestions.key_below_prefix(i, str(r["file_path"]))} for r in rows]
-        out.table(
-            shown,
-            ["key", "status", "records_ingested", "retry_count", "error_type", "error_message"],
-            title=f"files of {name} (keys below {i.source})",
-            keep=["key"],
-        )
-
-    _guard(out, body)
-
-
 @app.command("retry")
 def retry_command(
     ctx: typer.Context,
@@ -519,7 +484,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from icefloe.cli import api_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import api_commands, file_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
 from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
 from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)
 

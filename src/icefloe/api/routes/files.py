@@ -1,4 +1,5 @@
-"""``/api/v1/ingestions/{id}/files``: the ledger of one ingestion, one file, and retries."""
+"""``/api/v1/ingestions/{id}/files``: the ledger of one ingestion, one file, retries, and the
+per-file operations (retry, skip, re-ingest) of :mod:`icefloe.file_operations`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 from pydantic import AwareDatetime
 
-from icefloe import ingestions, ledger
+from icefloe import file_operations, ingestions, ledger
 from icefloe.api import pagination
 from icefloe.api.deps import DbDep, FileId, IngestionDep, Operator, Reader
 from icefloe.api.problems import responses
-from icefloe.api.schemas import FileOut, FilePage, RetryRequest, RetryResult
+from icefloe.api.schemas import FileOut, FilePage, ReingestRequest, RetryRequest, RetryResult, SkipRequest
 from icefloe.models import FileStatus
 
 router = APIRouter(prefix="/ingestions/{ingestion_id}/files", tags=["files"])
@@ -77,3 +78,40 @@ def retry_files(
     with db.begin() as conn:
         n = ledger.make_retryable(conn, ingestion.id, ingestions.file_uri(ingestion, path) if path else None)
     return RetryResult(retried=n)
+
+
+_ACT = responses(401, 403, 404, 409, 422)
+
+
+def _after(db: DbDep, ingestion: IngestionDep, file_id: int) -> FileOut:
+    with db.connect() as conn:
+        return FileOut.model_validate(ledger.get_file(conn, ingestion.id, file_id))
+
+
+@router.post("/{file_id}/retry", response_model=FileOut, responses=_ACT, summary="Retry one FAILED file")
+def retry_file(token: Operator, ingestion: IngestionDep, file_id: FileId, db: DbDep) -> FileOut:
+    """DISCOVERED now with a fresh retry budget; 409 unless it is FAILED."""
+    file_operations.retry_file(db, ingestion, file_id, actor=token.name)
+    return _after(db, ingestion, file_id)
+
+
+@router.post("/{file_id}/skip", response_model=FileOut, responses=_ACT, summary="Skip one file")
+def skip_file(token: Operator, ingestion: IngestionDep, file_id: FileId, db: DbDep, body: SkipRequest) -> FileOut:
+    """SKIPPED with the reason, until its content changes; 409 if it is being processed or ingested."""
+    file_operations.skip_file(db, ingestion, file_id, body.reason, actor=token.name)
+    return _after(db, ingestion, file_id)
+
+
+@router.post("/{file_id}/reingest", response_model=FileOut, responses=_ACT, summary="Read one file again")
+def reingest_file(
+    token: Operator,
+    ingestion: IngestionDep,
+    file_id: FileId,
+    db: DbDep,
+    body: Annotated[ReingestRequest | None, Body()] = None,
+) -> FileOut:
+    """A new version of the file, read by the next run; under ``on_change: replace`` its rows are
+    replaced exactly once. 422 under ``append`` without ``allow_duplicates``."""
+    allow = body.allow_duplicates if body is not None else False
+    file_operations.reingest_file(db, ingestion, file_id, actor=token.name, allow_duplicates=allow)
+    return _after(db, ingestion, file_id)

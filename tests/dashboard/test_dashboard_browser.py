@@ -6,22 +6,25 @@ log a console error."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, expect
 
 from icefloe import ingestions
 from icefloe.ingestions import IngestionSpec
 from tests.support.api import ApiServer
 from tests.support.browser import UserContext
 from tests.support.services import PutObjects
+from tests.support.tables import default_catalog
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 BAD = b'{"id": 1000}\n{"id": \n'
+RUN_TIMEOUT_MS = 300_000  # a run on a loaded 2-core machine
 
 
 def jsonl(ids: range) -> bytes:
@@ -44,12 +47,24 @@ def sign_in(user: UserContext, secret: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def run_now(user: UserContext) -> None:
-    """Click "Run now" and wait, watching the live section, until the run has finished."""
+def run_now(user: UserContext, expected: str) -> None:
+    """Click "Run now" and watch the live section (no reload by the test) until the run is ``expected``."""
     page = user.page
     page.get_by_role("button", name="Run now").click()
-    expect(page.get_by_role("status")).to_contain_text("queued")
-    expect(page.locator("#run-status")).to_have_text(["SUCCESS", "PARTIAL", "FAILED"][0:3], timeout=300_000)
+    notice = page.get_by_role("status")
+    expect(notice).to_contain_text("queued")
+    found = re.search(r"Run (\d+) queued", notice.inner_text())
+    assert found is not None
+    live = page.locator(f'#live[data-run="{found.group(1)}"]')
+    expect(live.locator("#run-status")).to_have_text(expected, timeout=RUN_TIMEOUT_MS)
+    expect(live).to_have_attribute("data-in-progress", "no")
+
+
+def open_file(user: UserContext, key: str) -> Locator:
+    user.page.get_by_role("link", name=key, exact=True).click()
+    drawer = user.page.locator("#drawer")
+    expect(drawer.get_by_role("heading", name=key)).to_be_visible()
+    return drawer
 
 
 @pytest.fixture
@@ -66,8 +81,7 @@ def test_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
     operator = open_pages(story.url)
     sign_in(operator, story.tokens["operator"])
     operator.page.get_by_role("link", name="story").click()
-    operator.page.get_by_role("button", name="Run now").click()
-    expect(operator.page.locator("#run-status")).to_have_text("PARTIAL", timeout=300_000)
+    run_now(operator, "PARTIAL")
 
     reader = open_pages(story.url)
     sign_in(reader, story.tokens["reader"])
@@ -112,3 +126,68 @@ def test_a_wrong_token_is_refused(story: ApiServer, open_pages: Callable[..., Us
     assert len(user.take_console_errors("status of 401")) == 1
     user.page.goto("/")
     expect(user.page).to_have_url("/login?next=%2F")
+
+
+def test_an_operator_skips_one_file_retries_a_mended_one_and_reingests_another(
+    served: ApiServer,
+    open_pages: Callable[..., UserContext],
+    database_url: str,
+    bucket: str,
+    put_objects: PutObjects,
+    icefloe_env: dict[str, str],
+) -> None:
+    good = {f"events/part-{n}.jsonl": jsonl(range(n * 10, n * 10 + 10)) for n in range(3)}
+    put_objects(bucket, good | {"events/bad.jsonl": BAD, "events/garbage.jsonl": BAD})
+    define(database_url, "ops", f"s3://{bucket}/events/")
+    operator = open_pages(served.url)
+    sign_in(operator, served.tokens["operator"])
+    page = operator.page
+    page.get_by_role("link", name="ops").click()
+    run_now(operator, "PARTIAL")
+
+    # Skip: SKIPPED with the reason the operator typed.
+    drawer = open_file(operator, "garbage.jsonl")
+    drawer.get_by_label("Reason for skipping").fill("the vendor re-sends it as garbage-v2")
+    drawer.get_by_role("button", name="Skip file").click()
+    expect(page.get_by_role("status")).to_contain_text("is SKIPPED now")
+    expect(page.locator("#drawer #file-status")).to_have_text("SKIPPED")
+    expect(page.locator("#drawer #file-error")).to_contain_text("the vendor re-sends it as garbage-v2")
+    expect(page.locator("#drawer")).to_contain_text("operator test-operator")  # who did it, in the attempts
+
+    # Retry after mending the file in S3: the next run ingests it.
+    put_objects(bucket, {"events/bad.jsonl": jsonl(range(100, 105))})
+    drawer = open_file(operator, "bad.jsonl")
+    drawer.get_by_role("button", name="Retry file").click()
+    expect(page.locator("#drawer #file-status")).to_have_text("DISCOVERED")
+    operator.shot("file-retried")
+    run_now(operator, "SUCCESS")
+    expect(page.locator("#drawer #file-status")).to_have_text("SUCCESS")
+    expect(page.locator("#drawer")).not_to_contain_text("not committed")
+
+    # Re-ingest under replace: version 2 replaces the rows of version 1, exactly once.
+    drawer = open_file(operator, "part-0.jsonl")
+    drawer.get_by_role("button", name="Re-ingest file").click()
+    expect(page.locator("#drawer #file-status")).to_have_text("DISCOVERED")
+    run_now(operator, "SUCCESS")
+    expect(page.locator("#drawer #file-status")).to_have_text("SUCCESS")
+    expect(page.locator("#drawer").get_by_role("heading", name="Version 2")).to_be_visible()
+    operator.shot("file-reingested")
+    catalog = default_catalog(icefloe_env)
+    try:
+        table = catalog.load_table("d.ops").scan().to_arrow()
+    finally:
+        catalog.engine.dispose()
+    assert sorted(table.column("id").to_pylist()) == [*range(30), *range(100, 105)]
+
+    # An action whose form lost its CSRF token is refused, and nothing is queued.
+    page.locator("form[action$='/run'] input[name=csrf_token]").evaluate("e => e.remove()")
+    page.get_by_role("button", name="Run now").click()
+    expect(page.get_by_role("alert")).to_contain_text("CSRF token is missing or wrong")
+    operator.shot("csrf-refused")
+    assert len(operator.take_console_errors("status of 403")) == 1
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == 3
+    finally:
+        engine.dispose()

@@ -4,15 +4,20 @@ the page with what it did, or the one-line error it met."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy import Engine
 
-from icefloe import ingestions, ledger, runs, tokens
-from icefloe.api.deps import DbDep
+from icefloe import file_operations, ingestions, ledger, runs, tokens
+from icefloe.api.deps import DbDep, FileId
 from icefloe.dashboard import sessions
 from icefloe.dashboard.web import AdminAction, Form, OperatorAction, ReaderAction, acted, back, render
 from icefloe.dashboard.web import page as _page
 from icefloe.errors import IcefloeError
+from icefloe.file_operations import FileAction
+from icefloe.models import Ingestion
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,12 +31,14 @@ def logout(request: Request, who: ReaderAction, db: DbDep) -> Response:
 
 
 @router.post("/ingestions/{name}/run")
-def run_now(who: OperatorAction, db: DbDep, name: str) -> Response:
+def run_now(who: OperatorAction, db: DbDep, name: str, form: Form) -> Response:
     def done() -> str:
         run = runs.enqueue(db, ingestions.get(db, name), trigger="dashboard")
         return f"Run {run.id} queued."
 
-    return acted(_page(name), done)
+    # Back to the page as it was: with the file drawer that was open, if any.
+    file_id = form.get("file", "")
+    return acted(_page(name), done, params={"file": file_id} if file_id.isdigit() else None)
 
 
 @router.post("/ingestions/{name}/retry-failed")
@@ -80,3 +87,35 @@ def create_token(request: Request, who: AdminAction, db: DbDep, form: Form) -> R
 @router.post("/tokens/revoke")
 def revoke_token(who: AdminAction, db: DbDep, form: Form) -> Response:
     return acted("/tokens", lambda: f"Token {tokens.revoke(db, form.get('name', '')).name} revoked.")
+
+
+# --------------------------------------------------------------------------------------------------
+# one file (the functions of `icefloe files retry|skip|reingest` and the API's)
+
+
+def _on_file(db: Engine, name: str, file_id: int, act: Callable[[Ingestion], FileAction]) -> Response:
+    """Back to the file's drawer with what the action made of it."""
+
+    def done() -> str:
+        result = act(ingestions.get(db, name))
+        return f"{result.action}: {result.file_path} is {result.status} now (version {result.version})."
+
+    return acted(_page(name), done, params={"file": file_id})
+
+
+@router.post("/ingestions/{name}/files/{file_id}/retry")
+def retry_file(who: OperatorAction, db: DbDep, name: str, file_id: FileId) -> Response:
+    return _on_file(db, name, file_id, lambda i: file_operations.retry_file(db, i, file_id, actor=who.token.name))
+
+
+@router.post("/ingestions/{name}/files/{file_id}/skip")
+def skip_file(who: OperatorAction, db: DbDep, name: str, file_id: FileId, form: Form) -> Response:
+    reason = form.get("reason", "")
+    return _on_file(
+        db, name, file_id, lambda i: file_operations.skip_file(db, i, file_id, reason, actor=who.token.name)
+    )
+
+
+@router.post("/ingestions/{name}/files/{file_id}/reingest")
+def reingest_file(who: OperatorAction, db: DbDep, name: str, file_id: FileId) -> Response:
+    return _on_file(db, name, file_id, lambda i: file_operations.reingest_file(db, i, file_id, actor=who.token.name))

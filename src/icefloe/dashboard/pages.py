@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from icefloe import ingestions, ledger, runs, tokens
+from icefloe import file_operations, ingestions, ledger, runs, tokens
 from icefloe.api import pagination
 from icefloe.api.deps import DbDep, RuntimeDep
 from icefloe.dashboard import charts, sessions
@@ -223,8 +223,18 @@ def ingestion_page(
         next_cursor=next_cursor,
         filters={"status": status or "", "key": key or ""},
         drawer=drawer,
-        file_actions=False,
+        file_actions=drawer is not None and _file_actions(str(drawer["file"]["status"])),
     )
+
+
+def _file_actions(status: str) -> dict[str, bool]:
+    """Which per-file actions the drawer offers: those :mod:`icefloe.file_operations` accepts for
+    the file's status (a file under a lease has none)."""
+    return {
+        "retry": status in file_operations.RETRYABLE,
+        "skip": status in file_operations.SKIPPABLE,
+        "reingest": status in file_operations.REINGESTABLE,
+    }
 
 
 def _versions(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:

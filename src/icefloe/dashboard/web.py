@@ -100,11 +100,13 @@ def render(request: Request, template: str, who: SignedIn | None, status: int = 
     )
 
 
-def back(to: str, *, notice: str | None = None, error: str | None = None) -> RedirectResponse:
-    """303 to the page ``to`` (a path of ours), with a one-line notice or error to show there."""
-    query = {k: v for k, v in (("notice", notice), ("error", error)) if v}
-    target = to.split("?", 1)[0] + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    return RedirectResponse(target, status_code=303)
+def back(
+    to: str, *, notice: str | None = None, error: str | None = None, params: dict[str, Any] | None = None
+) -> RedirectResponse:
+    """303 to the page ``to`` (a path of ours) with ``params``, and a one-line notice or error to
+    show there."""
+    encoded = query({**(params or {}), "notice": notice, "error": error})
+    return RedirectResponse(to + (f"?{encoded}" if encoded else ""), status_code=303)
 
 
 @contextmanager
@@ -115,12 +117,12 @@ def not_found_as_page() -> Iterator[None]:
         raise PageError(404, str(exc)) from None
 
 
-def acted(to: str, done: Callable[[], str]) -> Response:
+def acted(to: str, done: Callable[[], str], params: dict[str, Any] | None = None) -> Response:
     """Run an action: back to ``to`` with its notice, or with the one-line error it raised."""
     try:
-        return back(to, notice=done())
+        return back(to, notice=done(), params=params)
     except IcefloeError as exc:
-        return back(to, error=str(exc))
+        return back(to, error=str(exc), params=params)
 
 
 def install_handlers(app: Any) -> None:

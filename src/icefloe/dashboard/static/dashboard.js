@@ -1,8 +1,15 @@
 // Live updates of an ingestion page while a run is in progress: poll the live fragment every 2 s
 // and swap it in; when the run has finished, reload the page once (runs, charts and ledger change).
+// A notice or error shown once stays out of the address bar (and out of a reload).
 (function () {
   "use strict";
   var POLL_MS = 2000;
+  var url = new URL(window.location.href);
+  if (url.searchParams.has("notice") || url.searchParams.has("error")) {
+    url.searchParams.delete("notice");
+    url.searchParams.delete("error");
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
   function poll() {
     var live = document.getElementById("live");
     if (!live || live.dataset.inProgress !== "yes") return;

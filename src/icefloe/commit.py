@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
-from icefloe import faults, ledger, metrics, retry, runs, tables
+from icefloe import faults, ledger, metrics, retry, runs, schema_changes, tables
 from icefloe.errors import (
     CommitConflictError,
     CommitError,
@@ -61,8 +61,8 @@ from icefloe.ledger import Batch, ExpiredFile, FileOutcome, LockBounds
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
+    from icefloe.engines import Committed, StagedBatch
     from icefloe.engines import Engine as StagingEngine
-    from icefloe.engines import StagedBatch
     from icefloe.models import Ingestion
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ def commit_batch(
     replace_changed: bool,
     bounds: LockBounds,
     ingestion: str = "",
+    ingestion_id: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:
     """Commit a staged batch exactly once and mark its succeeded files SUCCESS.
@@ -188,6 +189,8 @@ def commit_batch(
                 committed = engine.commit(table, staged, props, replaced)
                 faults.point("after-commit")
                 ledger.mark_succeeded(conn, staged.succeeded, committed.snapshot_id, batch.batch_id)
+                if ingestion_id is not None:
+                    _record_schema(conn, ingestion_id, table_identifier, staged, committed)
                 log.info("committed %d file(s) to %s: snapshot %s", len(files), table_identifier, committed.snapshot_id)
                 return CommitResult(committed.snapshot_id, True, committed.snapshots, succeeded=len(files))
         except CommitConflictError as exc:
@@ -224,6 +227,34 @@ def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed:
     covered = sum(len(o) for o in by_snapshot.values())
     log.info("batch %s already in the table (%d files); %d released", batch.batch_id, covered, len(rest))
     return CommitResult(next(iter(landed.values())), committed=False, snapshots=0, succeeded=covered)
+
+
+def _record_schema(
+    conn: Connection, ingestion_id: int, table_identifier: str, staged: StagedBatch, committed: Committed
+) -> None:
+    """The schema history of the table, in the ledger transaction of the commit that made it."""
+    if committed.schema_id is None:
+        return
+    if staged.created_by is not None:
+        schema_changes.record_applied(
+            conn,
+            ingestion_id=ingestion_id,
+            table_identifier=table_identifier,
+            change=None,
+            created=True,
+            first_file=staged.created_by,
+            schema_id=0,  # a new Iceberg table's first schema
+        )
+    if committed.schema_change is not None:
+        schema_changes.record_applied(
+            conn,
+            ingestion_id=ingestion_id,
+            table_identifier=table_identifier,
+            change=committed.schema_change,
+            created=False,
+            first_file=staged.evolved_by,
+            schema_id=committed.schema_id,
+        )
 
 
 # --------------------------------------------------------------------------- reconciliation

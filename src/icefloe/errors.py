@@ -17,9 +17,11 @@ raised (``raise ... from exc``), so callers only deal with this tree::
     ├── SourceError                 the source as a whole cannot be listed or reached
     ├── FileError                   one file cannot be ingested (the file is FAILED, the rest goes on)
     │   ├── PermanentFileError      corrupt or non-conforming data: retrying now cannot help
-    │   └── TransientFileError      S3 5xx / throttling / timeouts: retried in place first
+    │   ├── TransientFileError      S3 5xx / throttling / timeouts: retried in place first
+    │   └── SchemaChangePendingError  its schema change waits for approval (the file is HELD)
     ├── ObjectChangedError          the object changed after it was listed (HTTP 412): rediscover it
     ├── LeaseLostError              another worker owns the batch now: stop work on it
+    │   └── SchemaRaceError         the table's columns changed under a staged batch: read it again
     ├── EngineError                 the engine itself (e.g. the Spark cluster) failed, not one file
     ├── CommitError                 the Iceberg commit failed, and did not land
     │   ├── CommitConflictError     the table head moved (another writer): search again, retry
@@ -28,6 +30,8 @@ raised (``raise ... from exc``), so callers only deal with this tree::
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class IcefloeError(Exception):
@@ -98,6 +102,17 @@ class TransientFileError(FileError):
     error_type = "TransientError"
 
 
+class SchemaChangePendingError(FileError):
+    """The file's columns differ from the table's and the ingestion wants changes approved
+    (``--schema-evolution approve``): the file is HELD with its pending change, not FAILED."""
+
+    error_type = "SchemaChangePending"
+
+    def __init__(self, message: str, *, change: Any) -> None:  # change: icefloe.evolution.SchemaDiff
+        super().__init__(message)
+        self.change = change
+
+
 class ObjectChangedError(IcefloeError):
     """The object's ETag no longer matches the listed one (HTTP 412 on If-Match)."""
 
@@ -108,6 +123,14 @@ class LeaseLostError(IcefloeError):
     """The worker's lease on a batch was taken over (fencing token changed)."""
 
     error_type = "LeaseLost"
+
+
+class SchemaRaceError(LeaseLostError):
+    """Another writer changed the table's columns after the batch's data files were written for an
+    evolved schema: a column would get another field id. Nothing is committed; the batch's files
+    are given back unpenalised and read again."""
+
+    error_type = "SchemaRace"
 
 
 class CommitError(IcefloeError):

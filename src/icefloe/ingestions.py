@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from icefloe import ledger
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.globs import compile_glob, may_overlap
-from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, File, Ingestion
+from icefloe.models import ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
 from icefloe.redaction import redact_uri
 from icefloe.s3 import S3Location
 from icefloe.scheduler import Schedule
@@ -60,6 +60,10 @@ class IngestionSpec:
     listing: str = "full"
     relist_lookback_seconds: int | None = None
     full_listing_every_seconds: int = 86400
+    # What a file whose schema differs from the table's does: add-columns (and safe widenings, in
+    # the rows' commit), approve (HELD until `icefloe schema approve`), rescue (the table never
+    # changes; misfits go to _rescued_data), fail (FAILED SchemaMismatch).
+    schema_evolution: str = "add-columns"
 
     def validate(self, *, new_name: bool = True) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field.
@@ -108,6 +112,10 @@ class IngestionSpec:
             raise ConfigurationError("relist_lookback_seconds must be at least 1")
         if self.full_listing_every_seconds < 1:
             raise ConfigurationError("full_listing_every_seconds must be at least 1")
+        if self.schema_evolution not in SCHEMA_EVOLUTIONS:
+            raise ConfigurationError(
+                f"schema_evolution must be one of {', '.join(SCHEMA_EVOLUTIONS)}, got {self.schema_evolution!r}"
+            )
 
 
 def create(db: Engine, spec: IngestionSpec) -> Ingestion:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Every enumeration of the ledger, defined once: the types are the API's (pydantic), the tuples
 # the ledger's CHECK constraints and the CLI's validation.
-FileStatus = Literal["DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED"]
+FileStatus = Literal["DISCOVERED", "PROCESSING", "SUCCESS", "FAILED", "SKIPPED", "HELD"]
 RunStatus = Literal["PENDING", "RUNNING", "SUCCESS", "PARTIAL", "FAILED", "CANCELLED"]
 IngestionStatus = Literal["ACTIVE", "PAUSED"]
 Format = Literal["csv", "jsonl", "json", "parquet"]
@@ -36,6 +36,9 @@ OnChange = Literal["replace", "append"]
 EngineName = Literal["arrow", "spark"]
 Role = Literal["reader", "operator", "admin"]
 Listing = Literal["full", "incremental"]
+# What a file whose schema differs from the table's does (README, "Schema evolution").
+SchemaEvolution = Literal["add-columns", "approve", "rescue", "fail"]
+SchemaChangeStatus = Literal["PENDING", "APPROVED", "REJECTED", "APPLIED", "CREATED"]
 FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 INGESTION_STATUSES: tuple[str, ...] = get_args(IngestionStatus)
@@ -43,6 +46,8 @@ FORMATS: tuple[str, ...] = get_args(Format)
 ON_CHANGE: tuple[str, ...] = get_args(OnChange)
 ENGINES: tuple[str, ...] = get_args(EngineName)
 LISTINGS: tuple[str, ...] = get_args(Listing)
+SCHEMA_EVOLUTIONS: tuple[str, ...] = get_args(SchemaEvolution)
+SCHEMA_CHANGE_STATUSES: tuple[str, ...] = get_args(SchemaChangeStatus)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -63,6 +68,7 @@ class Ingestion(Base):
         CheckConstraint(_in("on_change", ON_CHANGE), name="ck_ingestions_on_change"),
         CheckConstraint(_in("engine", ENGINES), name="ck_ingestions_engine"),
         CheckConstraint(_in("listing", LISTINGS), name="ck_ingestions_listing"),
+        CheckConstraint(_in("schema_evolution", SCHEMA_EVOLUTIONS), name="ck_ingestions_schema_evolution"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -104,6 +110,8 @@ class Ingestion(Base):
     listing: Mapped[str] = mapped_column(String(20), server_default="full")
     relist_lookback_seconds: Mapped[int | None] = mapped_column(Integer)
     full_listing_every_seconds: Mapped[int] = mapped_column(Integer, server_default="86400")
+    # add-columns | approve | rescue | fail: see icefloe.schema_changes.
+    schema_evolution: Mapped[str] = mapped_column(String(20), server_default="add-columns")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -215,6 +223,48 @@ class File(Base):
     first_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     snapshot_id: Mapped[int | None] = mapped_column(BigInteger)
+    # HELD: the pending schema change this file waits for (--schema-evolution approve).
+    schema_change_id: Mapped[int | None] = mapped_column(
+        ForeignKey("schema_changes.id", ondelete="SET NULL", name="fk_files_schema_change")
+    )
+
+
+class SchemaChange(Base):
+    """One change of a table's schema icefloe made or was asked to make, for one ingestion.
+
+    PENDING (files HELD for it, ``--schema-evolution approve``) → APPROVED (applied by an approval,
+    ``decided_by`` the token name or ``cli``) or REJECTED; APPLIED: made by add-columns in the commit
+    of the rows that needed it; CREATED: the table's first schema. ``schema_id`` is the Iceberg
+    schema id the change produced. Files with the same change (``fingerprint``) share one PENDING row.
+    """
+
+    __tablename__ = "schema_changes"
+    __table_args__ = (
+        CheckConstraint(_in("status", SCHEMA_CHANGE_STATUSES), name="ck_schema_changes_status"),
+        Index(
+            "uq_schema_changes_pending",
+            "ingestion_id",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("status = 'PENDING'"),
+        ),
+        Index("ix_schema_changes_ingestion", "ingestion_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ingestion_id: Mapped[int] = mapped_column(ForeignKey("ingestions.id", ondelete="CASCADE"))
+    table_identifier: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    change: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(20))
+    first_file: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    schema_id: Mapped[int | None] = mapped_column(Integer)
+
+
+Index("ix_files_held", File.schema_change_id, postgresql_where=text("status = 'HELD'"))
 
 
 class ListingWatermark(Base):

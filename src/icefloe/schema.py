@@ -5,6 +5,7 @@ Pure functions over pyarrow/pyiceberg objects; no I/O.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import IcebergType, NestedField
 
 from icefloe.errors import ConfigurationError, PermanentFileError
+from icefloe.evolution import RESCUED_COLUMN
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -125,12 +127,12 @@ def check_schema(schema: pa.Schema, uri: str, max_nesting: int) -> None:
         stack.extend((f"{name}.{c}", ct, depth + 1) for c, ct in children)
 
 
-def _normalise_type(t: pa.DataType) -> pa.DataType:
+def normalise_type(t: pa.DataType) -> pa.DataType:
     """Map Arrow types that Iceberg cannot store to ones it can."""
     if pa.types.is_null(t):
         return pa.string()  # a column empty in the first file: string is the safe guess
     if pa.types.is_dictionary(t):
-        return _normalise_type(t.value_type)
+        return normalise_type(t.value_type)
     if pa.types.is_timestamp(t):
         return pa.timestamp("us", tz="UTC" if t.tz else None)
     if pa.types.is_time(t):
@@ -144,22 +146,24 @@ def _normalise_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_float16(t):
         return pa.float32()
     if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _normalise_type(f.type)) for f in t])
+        return pa.struct([pa.field(f.name, normalise_type(f.type)) for f in t])
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return pa.list_(_normalise_type(t.value_type))
+        return pa.list_(normalise_type(t.value_type))
     if pa.types.is_map(t):
-        return pa.map_(_normalise_type(t.key_type), _normalise_type(t.item_type))
+        return pa.map_(normalise_type(t.key_type), normalise_type(t.item_type))
     return t
 
 
-def table_arrow_schema(data_schema: pa.Schema) -> pa.Schema:
-    """The schema of a new table: the data's columns (normalised) plus the metadata columns."""
+def table_arrow_schema(data_schema: pa.Schema, *, rescued: bool = False) -> pa.Schema:
+    """The schema of a new table: the data's columns (normalised) plus the metadata columns, and
+    ``_rescued_data`` with ``--schema-evolution rescue``."""
     fields = [
-        pa.field(f.name, _normalise_type(f.type), nullable=True)
+        pa.field(f.name, normalise_type(f.type), nullable=True)
         for f in data_schema
-        if f.name not in (SOURCE_FILE_COLUMN, INGESTED_AT_COLUMN)
+        if f.name not in (SOURCE_FILE_COLUMN, INGESTED_AT_COLUMN, RESCUED_COLUMN)
     ]
-    return pa.schema([*fields, *METADATA_FIELDS])
+    extra = [pa.field(RESCUED_COLUMN, pa.string())] if rescued else []
+    return pa.schema([*fields, *extra, *METADATA_FIELDS])
 
 
 def _plain_strings(t: pa.DataType) -> pa.DataType:
@@ -194,7 +198,7 @@ def arrow_target(table: Table) -> pa.Schema:
 def new_columns(table_schema: pa.Schema, data_schema: pa.Schema) -> pa.Schema | None:
     """Columns of ``data_schema`` the table lacks (normalised), or None when there are none."""
     known = set(table_schema.names)
-    extra = [pa.field(f.name, _normalise_type(f.type)) for f in data_schema if f.name not in known]
+    extra = [pa.field(f.name, normalise_type(f.type)) for f in data_schema if f.name not in known]
     return pa.schema(extra) if extra else None
 
 
@@ -255,15 +259,24 @@ def conform(
     source_file: str,
     ingested_at: pa.Scalar,
     file_uri: str,
+    rescue: bool = False,
 ) -> pa.Table:
     """Cast ``batch`` to the table's Arrow schema and add the metadata columns.
 
     Missing columns become nulls, columns the table lacks are dropped (the caller evolves the
     schema first when the ingestion infers it). A value that does not fit raises
-    :class:`PermanentFileError` naming the column.
+    :class:`PermanentFileError` naming the column — unless ``rescue`` (``--schema-evolution
+    rescue``): then values of columns the table lacks and values that do not fit go, per row, into
+    ``_rescued_data`` as a JSON object ``{column: value as read}`` (NULL where nothing was rescued).
     """
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     n = table.num_rows
+    rescued: list[dict[str, Any]] | None = None
+    if rescue:
+        rescued = [{} for _ in range(n)]
+        for name in table.column_names:
+            if target.get_field_index(name) == -1:
+                _rescue_values(rescued, name, table.column(name).to_pylist())
     arrays = []
     for field in target:
         if field.name == SOURCE_FILE_COLUMN:
@@ -271,6 +284,9 @@ def conform(
             continue
         if field.name == INGESTED_AT_COLUMN:
             arrays.append(pa.repeat(ingested_at.cast(field.type), n))
+            continue
+        if rescued is not None and field.name == RESCUED_COLUMN:
+            arrays.append(pa.nulls(n, field.type))  # filled in below, once every column is through
             continue
         idx = table.schema.get_field_index(field.name)
         if idx == -1:
@@ -285,15 +301,22 @@ def conform(
             row = _first_inexact_float(column)
             if row is not None:
                 why = f"row {row + 1} holds {column[row].as_py()!r}, too large to be an exact integer"
+        retry_as_text = pa.types.is_string(field.type)
+        if why is not None and rescued is not None and not retry_as_text:
+            arrays.append(_rescue_column(rescued, field, column, cast=not _whole_column_changes(column, field)))
+            continue
         if why is not None:
             raise ValueChangedError(
                 f"{file_uri}: column {field.name!r} ({field.type} in the table): {why}",
                 column=field.name,
-                retry_as_text=pa.types.is_string(field.type),
+                retry_as_text=retry_as_text,
             )
         try:
             arrays.append(pc.cast(column, field.type, safe=True))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if rescued is not None:
+                arrays.append(_rescue_column(rescued, field, column, cast=True))
+                continue
             raise PermanentFileError(
                 f"{file_uri}: column {field.name!r} of type {column.type} does not fit the table's "
                 f"{field.type}: {str(exc).splitlines()[0]}",
@@ -304,4 +327,46 @@ def conform(
                 f"{file_uri}: column {field.name!r} cannot be converted to {field.type}: {exc}",
                 error_type="UnreadableFile",
             ) from exc
+    if rescued is not None and (i := target.get_field_index(RESCUED_COLUMN)) != -1:
+        arrays[i] = pa.array([json.dumps(r, default=_json_value) if r else None for r in rescued], pa.string())
     return pa.Table.from_arrays(arrays, schema=target)
+
+
+def _whole_column_changes(column: pa.ChunkedArray, field: pa.Field) -> bool:
+    """Whether no value of ``column`` can be stored in ``field`` as written (a timestamp into a long)."""
+    return not (pa.types.is_floating(column.type) and pa.types.is_integer(field.type))
+
+
+def _rescue_values(rescued: list[dict[str, Any]], name: str, values: list[Any]) -> None:
+    for row, value in enumerate(values):
+        if value is not None:
+            rescued[row][name] = value
+
+
+def _rescue_column(rescued: list[dict[str, Any]], field: pa.Field, column: pa.ChunkedArray, *, cast: bool) -> pa.Array:
+    """``column`` as ``field``'s type where a value fits as written, NULL (and rescued) where not.
+
+    Value by value: only for the columns of a file that hold misfits, under rescue."""
+    out: list[Any] = []
+    for row, value in enumerate(column.to_pylist()):
+        fits = None
+        if value is not None and cast:
+            try:
+                fits = pc.cast(pa.array([value], column.type), field.type, safe=True)[0].as_py()
+                if isinstance(value, float) and abs(value) > _EXACT_FLOAT_INT:
+                    fits = None  # possibly a rounded integer: keep what was read
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+                fits = None
+        if value is not None and fits is None:
+            rescued[row][field.name] = value
+        out.append(fits)
+    return pa.array(out, field.type)
+
+
+def _json_value(value: Any) -> Any:
+    """Values JSON has no type for, as text (datetimes ISO-8601, bytes as hex)."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)

@@ -18,7 +18,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 from pyarrow.fs import AwsStandardS3RetryStrategy
@@ -30,14 +30,25 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
 )
 
-from icefloe.errors import CommitConflictError, CommitError, CommitOutcomeUnknownError, ConfigurationError
+from icefloe import evolution
+from icefloe.errors import (
+    CommitConflictError,
+    CommitError,
+    CommitOutcomeUnknownError,
+    ConfigurationError,
+    PermanentFileError,
+    SchemaChangePendingError,
+    SchemaRaceError,
+)
+from icefloe.evolution import RESCUED_COLUMN, SchemaDiff
 from icefloe.ledger.connection import translate_connection_errors
-from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, new_columns, table_arrow_schema
+from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, normalise_type, table_arrow_schema
 from icefloe.settings import Settings
 
 if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
     from pyiceberg.catalog import Catalog
     from pyiceberg.manifest import DataFile
+    from pyiceberg.schema import Schema
     from pyiceberg.table import Table
 
 log = logging.getLogger(__name__)
@@ -191,35 +202,83 @@ def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> 
 
 
 @dataclass(frozen=True)
+class Resolved:
+    """The table a file's rows go to, as :meth:`TableDestination.resolve` decided it."""
+
+    table: Table  # evolved in memory only (add-columns): the batch's commit applies the change
+    created: bool = False  # the table was created for this file
+    change: SchemaDiff | None = None  # the change ``table`` has over the catalog's
+
+
+@dataclass(frozen=True)
 class TableDestination:
     """Where an ingestion's rows go, for every engine: the table is created on first use from the
-    declared schema (or the data's), and evolved with the data's new columns when the ingestion
-    infers its schema."""
+    declared schema (or the data's); a file whose columns differ from the table's is dealt with by
+    the ingestion's ``--schema-evolution`` policy (see :meth:`resolve`)."""
 
     catalog: Catalog
     identifier: str
     declared: pa.Schema | None
     infer: bool
     max_nesting: int = DEFAULT_MAX_NESTING
+    policy: str = "add-columns"
 
-    def table_for(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Table:
-        """The table ``data_schema``'s rows go to (``table``: the one loaded so far, if any).
+    def resolve(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Resolved:
+        """The table ``data_schema``'s rows go to (``table``: the one staged so far, if any).
 
-        A schema no table can hold (see :func:`check_schema`) raises :class:`PermanentFileError`
-        naming ``uri`` before anything reaches the catalog.
+        - add-columns: new columns and safe widenings are applied to a copy of the table's metadata,
+          not to the catalog: the batch's commit applies them with its rows (:func:`commit_rows`);
+        - approve: a difference raises :class:`SchemaChangePendingError` (the file is HELD);
+        - fail: a difference fails the file (``SchemaMismatch``, naming the column);
+        - rescue: the table stays as it is (conforming puts misfits into ``_rescued_data``).
+
+        With a declared schema and add-columns, columns the table lacks are dropped, as before.
+        A schema no table can hold (:func:`check_schema`) fails naming ``uri`` before anything
+        reaches the catalog.
         """
         check_schema(data_schema, uri or "data", self.max_nesting)
         if table is None:
             table = load_table(self.catalog, self.identifier)
         if table is None:
             schema = self.declared if self.declared is not None else data_schema
-            return create_table(self.catalog, self.identifier, table_arrow_schema(schema))
-        if self.infer:
-            extra = new_columns(table.schema().as_arrow(), data_schema)
-            if extra is not None:
-                log.info("adding columns %s to %s", extra.names, self.identifier)
-                table = add_columns(table, extra)
-        return table
+            arrow = table_arrow_schema(schema, rescued=self.policy == "rescue")
+            return Resolved(create_table(self.catalog, self.identifier, arrow), created=True)
+        if self.policy == "rescue":
+            if RESCUED_COLUMN not in table.schema().column_names:  # a table made before the policy was chosen
+                table = add_columns(table, pa.schema([pa.field(RESCUED_COLUMN, pa.string())]))
+            return Resolved(table)
+        if self.policy == "add-columns" and not self.infer:
+            return Resolved(table)
+        change = evolution.diff(table.schema().as_arrow(), data_schema, normalise_type)
+        if not change:
+            return Resolved(table)
+        if self.policy == "approve":
+            raise SchemaChangePendingError(evolution.held_message(uri, change), change=change)
+        if self.policy == "fail":
+            raise PermanentFileError(evolution.mismatch_message(uri, change), error_type="SchemaMismatch")
+        log.info("staging schema change of %s: %s", self.identifier, change.describe())
+        return Resolved(evolved(table, change), change=change)
+
+    def table_for(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Table:
+        """:meth:`resolve`, with a change committed at once (engines whose writer commits files
+        it did not write through pyiceberg: Spark's Parquet files are added by name)."""
+        resolved = self.resolve(table, data_schema, uri)
+        if resolved.change is None:
+            return resolved.table
+        return add_columns(resolved.table, resolved.table.schema().as_arrow())
+
+
+def evolved(table: Table, change: SchemaDiff) -> Table:
+    """``table`` with ``change`` applied to its metadata in memory (nothing is committed): data
+    files written for it carry the field ids the change will have once committed on this head."""
+    from pyiceberg.table import Table as IcebergTable
+
+    from icefloe.schema_changes import evolve
+
+    tx = table.transaction()
+    with tx.update_schema() as update:
+        evolve(update, change.as_json())
+    return IcebergTable(table.name(), tx.table_metadata, table.metadata_location, table.io, table.catalog)
 
 
 def ensure_icefloe_properties(table: Table) -> Table:
@@ -237,7 +296,8 @@ def ensure_icefloe_properties(table: Table) -> Table:
 
 
 def add_columns(table: Table, columns: pa.Schema) -> Table:
-    """Evolve the table with new optional columns (metadata only; retried on conflicts)."""
+    """Evolve the table with new optional columns and widened types (metadata only, a commit of its
+    own; retried on conflicts)."""
     for _ in range(10):
         try:
             with table.update_schema() as update:
@@ -314,6 +374,12 @@ def iceberg_errors(identifier: str) -> Iterator[None]:
         raise CommitOutcomeUnknownError(f"{identifier}: {type(exc).__name__}: {exc}") from exc
 
 
+class RowsCommitted(NamedTuple):
+    snapshot_id: int
+    snapshots: int  # snapshots added (delete + append under replace)
+    schema_id: int  # the table's schema id after the commit
+
+
 def commit_rows(
     table: Table,
     properties: dict[str, str],
@@ -321,14 +387,18 @@ def commit_rows(
     *,
     data_files: Sequence[DataFile] = (),
     parquet_paths: Sequence[str] = (),
-) -> tuple[int, int]:
-    """The one Iceberg transaction of a batch, for every engine: delete the rows of the replaced
-    files' earlier versions (``_source_file`` in ``replaced``) and append the batch's data files
-    (written by pyiceberg) or Parquet files (written by another engine), all with ``properties`` in
-    the snapshot summaries. Returns (snapshot id of the batch, snapshots added).
+    evolve_to: Schema | None = None,
+) -> RowsCommitted:
+    """The one Iceberg transaction of a batch, for every engine: evolve the schema to ``evolve_to``
+    (the schema the data files were written for: new columns, widened types), delete the rows of
+    the replaced files' earlier versions (``_source_file`` in ``replaced``) and append the batch's
+    data files (written by pyiceberg) or Parquet files (written by another engine), all with
+    ``properties`` in the snapshot summaries.
 
     A compare-and-swap on the table head that was loaded (and searched) before: if anything
-    committed in between, this fails with :class:`CommitConflictError` and nothing lands.
+    committed in between, this fails with :class:`CommitConflictError` and nothing lands. If the
+    head's schema gives a column of ``evolve_to`` another field id (another writer added other
+    columns since the files were written), :class:`SchemaRaceError`: the batch must be read again.
     """
     from pyiceberg.expressions import In
 
@@ -337,6 +407,10 @@ def commit_rows(
     with iceberg_errors(".".join(table.name())):
         tx = table.transaction()
         snapshots = 0
+        if evolve_to is not None:
+            with tx.update_schema() as update:
+                update.union_by_name(evolve_to)
+            _check_field_ids(evolve_to, tx.table_metadata.schema(), ".".join(table.name()))
         if replaced:
             # pyiceberg's pydantic-based In() confuses mypy; the call is its documented form.
             with warnings.catch_warnings():
@@ -356,7 +430,20 @@ def commit_rows(
     current = committed.current_snapshot()
     if current is None:
         raise CommitError(f"{'.'.join(table.name())}: the commit left no current snapshot")
-    return current.snapshot_id, snapshots
+    return RowsCommitted(current.snapshot_id, snapshots, committed.schema().schema_id)
+
+
+def _check_field_ids(written: Schema, head: Schema, identifier: str) -> None:
+    """Every column the data files were written with has the same field id on the head."""
+    from pyiceberg.schema import index_by_name
+
+    have = index_by_name(head)
+    for name, field_id in index_by_name(written).items():
+        if have.get(name) != field_id:
+            raise SchemaRaceError(
+                f"{identifier}: column {name!r} has field id {have.get(name)} on the table, {field_id} in the "
+                "staged files (the schema changed meanwhile); the batch is read again"
+            )
 
 
 def snapshot_properties(batch_id: uuid.UUID, run_id: int | None, file_count: int) -> dict[str, str]:

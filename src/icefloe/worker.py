@@ -16,7 +16,7 @@ from typing import Self
 
 from sqlalchemy import Engine, text
 
-from icefloe import commit, faults, ledger, logs, metrics, retry, runs
+from icefloe import commit, faults, ledger, logs, metrics, retry, runs, schema_changes
 from icefloe.discovery import DiscoveryCounts, Filter, discover, plan_listing
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch, load_engine
@@ -114,11 +114,12 @@ class Heartbeat(_Beat):
         return True
 
 
-def _settle_failures(rt: Runtime, batch: Batch, staged: StagedBatch) -> None:
-    """Record the batch's failed and changed files before the rest is committed."""
-    if not staged.failed and not staged.changed:
+def _settle_failures(rt: Runtime, ingestion: Ingestion, batch: Batch, staged: StagedBatch) -> None:
+    """Record the batch's failed, held and changed files before the rest is committed."""
+    if not staged.failed and not staged.changed and not staged.held:
         return
     with rt.db.begin() as conn:
+        schema_changes.hold(conn, ingestion.id, ingestion.table_identifier, staged.held, batch.batch_id)
         for failed in staged.failed:
             ledger.mark_failed(
                 conn,
@@ -138,7 +139,7 @@ def _settle_failures(rt: Runtime, batch: Batch, staged: StagedBatch) -> None:
         )
 
 
-def _stage(rt: Runtime, engine: StagingEngine, batch: Batch, heartbeat: Heartbeat) -> StagedBatch:
+def _stage(rt: Runtime, ingestion: Ingestion, engine: StagingEngine, batch: Batch, heartbeat: Heartbeat) -> StagedBatch:
     """Stage the batch and settle its failed files, waiting out ledger outages.
 
     The default catalog lives in the ledger's database, so an outage can hit staging anywhere. The
@@ -150,7 +151,7 @@ def _stage(rt: Runtime, engine: StagingEngine, batch: Batch, heartbeat: Heartbea
         try:
             staged = engine.stage(batch, heartbeat.lost)
             faults.point("after-write")
-            _settle_failures(rt, batch, staged)
+            _settle_failures(rt, ingestion, batch, staged)
             return staged
         except LedgerUnavailableError as exc:
             attempt += 1
@@ -203,7 +204,7 @@ def process_batches(
                 if engine is None:
                     engine = load_engine(ingestion.engine, rt, ingestion)
                 with Heartbeat(rt.db, batch, lease, abort) as heartbeat:
-                    staged = _stage(rt, engine, batch, heartbeat)
+                    staged = _stage(rt, ingestion, engine, batch, heartbeat)
                     started = time.monotonic()
                     result = commit.commit_batch(
                         rt.db,
@@ -216,6 +217,7 @@ def process_batches(
                         replace_changed=ingestion.on_change == "replace",
                         bounds=bounds,
                         ingestion=ingestion.name,
+                        ingestion_id=ingestion.id,
                     )
                     metrics.COMMIT_LATENCY.labels(ingestion.name).observe(time.monotonic() - started)
             except LeaseLostError as exc:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from icefloe.api.routes import files, health, ingestions, runs, tokens
+from icefloe.api.routes import files, health, ingestions, runs, schema, tokens
 
 API_PREFIX = "/api/v1"
 
 api_router = APIRouter(prefix=API_PREFIX)
 api_router.include_router(ingestions.router)
 api_router.include_router(files.router)
+api_router.include_router(schema.router)
 api_router.include_router(runs.router)
 api_router.include_router(tokens.router)
 

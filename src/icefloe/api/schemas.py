@@ -33,6 +33,7 @@ from icefloe.models import (
     Role,
     Run,
     RunStatus,
+    SchemaEvolution,
 )
 from icefloe.redaction import redact_optional, redact_uri
 
@@ -112,6 +113,11 @@ class IngestionCreate(BaseModel):
     full_listing_every_seconds: int = Field(
         default=86400, ge=1, le=INT32, description="incremental: a full reconciling listing this often"
     )
+    schema_evolution: SchemaEvolution = Field(
+        default="add-columns",
+        description="a file whose schema differs from the table's: add-columns (and safe widenings), "
+        "approve (HELD until approved), rescue (into _rescued_data), fail",
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> Any:
@@ -174,6 +180,9 @@ class IngestionUpdate(BaseModel):
     full_listing_every_seconds: Annotated[
         int | None, Field(ge=1, le=INT32), _not_null({"type": "integer", "minimum": 1, "maximum": INT32})
     ] = None
+    schema_evolution: Annotated[
+        SchemaEvolution | None, _not_null({"enum": list(get_args(SchemaEvolution)), "type": "string"})
+    ] = None
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -225,6 +234,7 @@ class IngestionOut(BaseModel):
                     "listing": "incremental",
                     "relist_lookback_seconds": 172800,
                     "full_listing_every_seconds": 86400,
+                    "schema_evolution": "add-columns",
                     "status": "ACTIVE",
                     "created_at": "2025-01-02T03:04:05Z",
                     "updated_at": "2025-01-02T03:04:05Z",
@@ -260,6 +270,7 @@ class IngestionOut(BaseModel):
     listing: str
     relist_lookback_seconds: int | None
     full_listing_every_seconds: int
+    schema_evolution: str
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -165,6 +165,9 @@ def ingestion_create(
     full_listing_every: Annotated[
         str, typer.Option(help="incremental: a full reconciling listing this often, e.g. 1d, 12h")
     ] = "1d",
+    schema_evolution: Annotated[
+        str, typer.Option(help="add-columns | approve | rescue | fail: a file whose schema differs")
+    ] = "add-columns",
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
@@ -197,6 +200,7 @@ def ingestion_create(
             listing=listing,
             relist_lookback_seconds=parse_duration(relist_lookback) if relist_lookback else None,
             full_listing_every_seconds=parse_duration(full_listing_every),
+            schema_evolution=schema_evolution,
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing
@@ -485,6 +489,7 @@ def main() -> None:
 
 # Commands defined in their own modules register themselves on `app` when imported.
 from icefloe.cli import api_commands, file_commands, maintain, operations  # noqa: E402, F401  (api_commands: serve, token)
+from icefloe.cli import schema_commands as schema_commands  # noqa: E402  (schema pending|approve|reject|history)
 from icefloe.cli import services_commands as services_commands  # noqa: E402  (services, catalog)
 from icefloe.cli import table_commands as table_commands  # noqa: E402  (sql, table)
 

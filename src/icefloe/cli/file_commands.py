@@ -39,7 +39,7 @@ Key = Annotated[str, typer.Argument(help="the file: its key below the prefix, it
 def files_list(
     ctx: typer.Context,
     name: str,
-    status: Annotated[str | None, typer.Option(help="DISCOVERED|PROCESSING|SUCCESS|FAILED|SKIPPED")] = None,
+    status: Annotated[str | None, typer.Option(help="DISCOVERED|PROCESSING|SUCCESS|FAILED|SKIPPED|HELD")] = None,
     limit: Annotated[int, typer.Option()] = 1000,
     history: Annotated[str | None, typer.Option(help="every attempt at this file (key or s3:// URI)")] = None,
     as_json: JsonOpt = False,

@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
+    from icefloe.evolution import SchemaDiff
     from icefloe.ledger import Batch, ClaimedFile, FileOutcome
     from icefloe.models import Ingestion
     from icefloe.runtime import Runtime
+    from icefloe.schema_changes import HeldFile
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class StagedBatch:
     succeeded: list[FileOutcome] = field(default_factory=list)
     failed: list[FailedFile] = field(default_factory=list)
     changed: list[ClaimedFile] = field(default_factory=list)  # changed since listing: rediscover
+    held: list[HeldFile] = field(default_factory=list)  # schema change pending approval: HELD
+    created_by: str | None = None  # the file the table was created for, in this batch
+    evolved_by: str | None = None  # the first file whose columns ``table`` was evolved for (add-columns)
 
     @property
     def records(self) -> int:
@@ -67,6 +72,8 @@ class Committed:
 
     snapshot_id: int
     snapshots: int
+    schema_change: SchemaDiff | None = None  # what the commit changed in the table's schema
+    schema_id: int | None = None  # the table's schema id after the commit
 
 
 class Engine(Protocol):

@@ -27,13 +27,14 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from icefloe import isolation, tables
+from icefloe import evolution, isolation, tables
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
     LeaseLostError,
     ObjectChangedError,
     PermanentFileError,
+    SchemaChangePendingError,
     TransientFileError,
 )
 from icefloe.formats import (
@@ -47,7 +48,8 @@ from icefloe.formats import (
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
 from icefloe.s3 import ObjectReader, object_errors
-from icefloe.schema import ValueChangedError, arrow_target, conform
+from icefloe.schema import ValueChangedError, arrow_target, conform, normalise_type
+from icefloe.schema_changes import HeldFile
 
 if TYPE_CHECKING:
     from icefloe.models import Ingestion
@@ -89,14 +91,21 @@ class ArrowEngine:
         threads: int = 8,
         parser_processes: int = 0,
         sleep: Callable[[float], None] = time.sleep,
+        schema_evolution: str = "add-columns",
     ) -> None:
         self.objects = objects
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
         self.destination = tables.TableDestination(
-            catalog, table_identifier, options.schema, infer_schema, max_nesting=options.max_nesting
+            catalog,
+            table_identifier,
+            options.schema,
+            infer_schema,
+            max_nesting=options.max_nesting,
+            policy=schema_evolution,
         )
+        self.rescue = schema_evolution == "rescue"
         self.threads = threads
         # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
         self._pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
@@ -116,12 +125,18 @@ class ArrowEngine:
                 table = self._parse(data, file.file_path, options)
                 if table is None:
                     return _Read(file, None, None, nbytes, started, expands=True)
-                if target is None or not set(table.schema.names) <= set(target.names):
+                if _needs_table(target, table.schema):
                     return _Read(file, table, None, nbytes, started)
+                assert target is not None
                 while True:
                     try:
                         conformed = conform(
-                            table, target, source_file=file.file_path, ingested_at=ingested_at, file_uri=file.file_path
+                            table,
+                            target,
+                            source_file=file.file_path,
+                            ingested_at=ingested_at,
+                            file_uri=file.file_path,
+                            rescue=self.rescue,
                         )
                         return _Read(file, conformed, None, nbytes, started, conformed=True)
                     except ValueChangedError as exc:
@@ -189,8 +204,13 @@ class ArrowEngine:
     # ------------------------------------------------------------------ the seam
 
     def commit(self, table: Table, staged: StagedBatch, properties: dict[str, str], replaced: list[str]) -> Committed:
-        snapshot_id, snapshots = tables.commit_rows(table, properties, replaced, data_files=staged.data_files)
-        return Committed(snapshot_id, snapshots)
+        evolve_to = staged.table.schema() if staged.table is not None and staged.evolved_by is not None else None
+        change = None
+        if evolve_to is not None:
+            # What this commit changes on the head it was given (part of it may have landed meanwhile).
+            change = evolution.diff(table.schema().as_arrow(), evolve_to.as_arrow(), normalise_type) or None
+        landed = tables.commit_rows(table, properties, replaced, data_files=staged.data_files, evolve_to=evolve_to)
+        return Committed(landed.snapshot_id, landed.snapshots, schema_change=change, schema_id=landed.schema_id)
 
     def stage(self, batch: Batch, cancelled: threading.Event) -> StagedBatch:
         staged = StagedBatch()
@@ -277,7 +297,7 @@ class ArrowEngine:
             conformed = read.table
             if not read.conformed or conformed.schema != target:
                 try:
-                    if target is None or not set(read.table.schema.names) <= set(target.names):
+                    if _needs_table(target, read.table.schema):
                         table = self._table_for(staged, read.table.schema, read.file)
                         new_target = arrow_target(table)
                         if target is not None and new_target != target:
@@ -292,6 +312,7 @@ class ArrowEngine:
                             source_file=read.file.file_path,
                             ingested_at=ingested_at,
                             file_uri=read.file.file_path,
+                            rescue=self.rescue,
                         )
                     except ValueChangedError as exc:
                         if not exc.retry_as_text:
@@ -387,11 +408,17 @@ class ArrowEngine:
                 return
 
     def _table_for(self, staged: StagedBatch, schema: pa.Schema, file: ClaimedFile) -> Table:
-        """The table for a file's rows; a schema pyiceberg refuses is that file's error."""
+        """The table for a file's rows (a change add-columns stages is committed with the batch); a
+        schema pyiceberg refuses is that file's error."""
         try:
-            return self.destination.table_for(staged.table, schema, file.file_path)
+            resolved = self.destination.resolve(staged.table, schema, file.file_path)
         except (ValueError, TypeError, RecursionError) as exc:  # pyiceberg: "Invalid schema …"
             raise PermanentFileError(f"{file.file_path}: {exc}", error_type="InvalidSchema") from exc
+        if resolved.created:
+            staged.created_by = file.file_path
+        if resolved.change is not None and staged.evolved_by is None:
+            staged.evolved_by = file.file_path
+        return resolved.table
 
     def _write_large(
         self,
@@ -424,6 +451,7 @@ class ArrowEngine:
                             source_file=file.file_path,
                             ingested_at=ingested_at,
                             file_uri=file.file_path,
+                            rescue=self.rescue,
                         )
                         records += t.num_rows
                         yield from t.to_batches()
@@ -438,10 +466,20 @@ class ArrowEngine:
         if isinstance(error, ObjectChangedError):
             staged.changed.append(file)
             return
+        if isinstance(error, SchemaChangePendingError):
+            log.info("file held: %s", error, extra={"file_path": file.file_path})
+            staged.held.append(HeldFile(file, error.change, str(error), nbytes, ms))
+            return
         if not isinstance(error, FileError):
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
         log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
         staged.failed.append(FailedFile(file, error, nbytes, ms))
+
+
+def _needs_table(target: pa.Schema | None, data: pa.Schema) -> bool:
+    """Whether a file's rows need the table decided again: no table yet, or columns it lacks, or
+    types it must widen (what to do about them is the ingestion's schema evolution policy)."""
+    return target is None or bool(evolution.diff(target, data, normalise_type))
 
 
 def _text_column(exc: Exception, options: ReadOptions) -> str | None:
@@ -491,4 +529,5 @@ def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
         infer_schema=ingestion.schema is None,
         threads=rt.settings.read_threads,
         parser_processes=rt.settings.parser_processes,
+        schema_evolution=ingestion.schema_evolution,
     )

@@ -378,7 +378,7 @@ class SparkEngine:
     def commit(self, table: Table, staged: StagedBatch, properties: dict[str, str], replaced: list[str]) -> Committed:
         if not isinstance(staged, SparkStagedBatch):
             raise CommitError(f"the Spark engine cannot commit a {type(staged).__name__}")
-        snapshot_id, snapshots = tables.commit_rows(table, properties, replaced, parquet_paths=staged.parquet_paths)
+        snapshot_id, snapshots, _ = tables.commit_rows(table, properties, replaced, parquet_paths=staged.parquet_paths)
         return Committed(snapshot_id, snapshots)
 
 

@@ -1,7 +1,7 @@
 """Dashboard: browser sessions, and an index for the last-24-hours charts of runs
 
 Revision ID: 0008_dashboard
-Revises: 0007
+Revises: 0008_schema_evolve (merged in this branch; re-chained at merge)
 Create Date: 2026-12-02 01:10:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_dashboard"
-down_revision = "0007"
+down_revision = "0008_schema_evolve"
 branch_labels = None
 depends_on = None
 

@@ -15,10 +15,13 @@ from typing import Any
 
 import httpx2
 import pytest
+import sqlalchemy as sa
 
+from icefloe import embedded
 from icefloe.settings import Settings
 from tests.support.api import ApiServer, InProcessApi, in_process_api, make_tokens
 from tests.support.browser import Browser, launch
+from tests.support.services import clone_database, drop_database, service_env
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -54,8 +57,28 @@ def csrf_of(html: str) -> str:
 
 @pytest.fixture
 def dashboard(icefloe_env: dict[str, str], database_url: str) -> Iterator[Dashboard]:
+    """The dashboard in this process, on this test's own database."""
     with in_process_api(Settings.from_env(icefloe_env), database_url=database_url) as api:
         yield Dashboard(api)
+
+
+@pytest.fixture(scope="module")
+def module_dashboard(
+    pg_url: str,
+    pg_admin: sa.Engine,
+    template_database: str,
+    s3: embedded.SeaweedS3,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Dashboard]:
+    """The dashboard in this process on a database of the module's own (for the role matrix:
+    one app for all its cases, not one per case)."""
+    url = clone_database(pg_admin, pg_url, template_database, prefix="test_dashboard")
+    try:
+        env = service_env(url, s3, tmp_path_factory.mktemp("dashboard"))
+        with in_process_api(Settings.from_env(env), database_url=url) as api:
+            yield Dashboard(api)
+    finally:
+        drop_database(pg_admin, url)
 
 
 @pytest.fixture(scope="module")

@@ -47,8 +47,9 @@ def sign_in(user: UserContext, secret: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def run_now(user: UserContext, expected: str) -> None:
-    """Click "Run now" and watch the live section (no reload by the test) until the run is ``expected``."""
+def run_now(user: UserContext, expected: str | None) -> str:
+    """Click "Run now" and watch the live section (no reload by the test) until the run has
+    finished (``expected``: with that status); returns its status."""
     page = user.page
     page.get_by_role("button", name="Run now").click()
     notice = page.get_by_role("status")
@@ -56,8 +57,10 @@ def run_now(user: UserContext, expected: str) -> None:
     found = re.search(r"Run (\d+) queued", notice.inner_text())
     assert found is not None
     live = page.locator(f'#live[data-run="{found.group(1)}"]')
-    expect(live.locator("#run-status")).to_have_text(expected, timeout=RUN_TIMEOUT_MS)
-    expect(live).to_have_attribute("data-in-progress", "no")
+    expect(live).to_have_attribute("data-in-progress", "no", timeout=RUN_TIMEOUT_MS)
+    if expected is not None:
+        expect(live.locator("#run-status")).to_have_text(expected)
+    return live.locator("#run-status").inner_text()
 
 
 def open_file(user: UserContext, key: str) -> Locator:
@@ -191,3 +194,39 @@ def test_an_operator_skips_one_file_retries_a_mended_one_and_reingests_another(
             assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == 3
     finally:
         engine.dispose()
+
+
+def test_an_operator_approves_a_pending_schema_change_and_sees_the_new_column(
+    served: ApiServer,
+    open_pages: Callable[..., UserContext],
+    database_url: str,
+    bucket: str,
+    put_objects: PutObjects,
+) -> None:
+    put_objects(bucket, {"events/a.jsonl": jsonl(range(3))})
+    define(database_url, "evolving", f"s3://{bucket}/events/", schema_evolution="approve")
+    operator = open_pages(served.url)
+    sign_in(operator, served.tokens["operator"])
+    page = operator.page
+    page.get_by_role("link", name="evolving").click()
+    run_now(operator, "SUCCESS")
+    put_objects(bucket, {"events/b.jsonl": b'{"id": 7, "name": "n7", "email": "x@example.com"}\n'})
+    run_now(operator, None)
+    expect(page.locator("[data-status=HELD]")).to_have_text("1")
+
+    page.get_by_role("link", name="Schema").click()
+    pending = page.locator("#pending")
+    expect(pending).to_contain_text("email")
+    expect(page.locator("#columns")).not_to_contain_text("email")
+    operator.shot("schema-pending")
+    pending.get_by_role("button", name=re.compile("^Approve change")).click()
+    expect(page.get_by_role("status")).to_contain_text("approved")
+    expect(page.locator("#pending")).to_contain_text("No change waits for approval.")
+    expect(page.locator("#columns")).to_contain_text("email")
+    expect(page.locator(".timeline")).to_contain_text("approved by test-operator")
+    operator.shot("schema-approved")
+
+    page.get_by_role("link", name="← evolving").click()
+    run_now(operator, "SUCCESS")
+    drawer = open_file(operator, "b.jsonl")
+    expect(drawer.locator("#file-status")).to_have_text("SUCCESS")

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import Engine
 
-from icefloe import file_operations, ingestions, ledger, runs, tokens
-from icefloe.api.deps import DbDep, FileId
+from icefloe import file_operations, ingestions, ledger, runs, schema_changes, tokens
+from icefloe.api.deps import DbDep, FileId, RuntimeDep
+from icefloe.api.routes.schema import ChangeId
 from icefloe.dashboard import sessions
 from icefloe.dashboard.web import AdminAction, Form, OperatorAction, ReaderAction, acted, back, render
 from icefloe.dashboard.web import page as _page
@@ -119,3 +120,27 @@ def skip_file(who: OperatorAction, db: DbDep, name: str, file_id: FileId, form: 
 @router.post("/ingestions/{name}/files/{file_id}/reingest")
 def reingest_file(who: OperatorAction, db: DbDep, name: str, file_id: FileId) -> Response:
     return _on_file(db, name, file_id, lambda i: file_operations.reingest_file(db, i, file_id, actor=who.token.name))
+
+
+# --------------------------------------------------------------------------------------------------
+# schema changes (the functions of `icefloe schema approve|reject` and the API's)
+
+
+@router.post("/ingestions/{name}/schema/{change_id}/approve")
+def approve_change(who: OperatorAction, rt: RuntimeDep, name: str, change_id: ChangeId) -> Response:
+    def done() -> str:
+        d = schema_changes.approve(rt.db, rt.catalog, ingestions.get(rt.db, name), change_id, actor=who.token.name)
+        return (
+            f"Schema change {d.id} approved ({d.description}): {d.files} held file(s) will be ingested by the next run."
+        )
+
+    return acted(_page(name, "/schema"), done)
+
+
+@router.post("/ingestions/{name}/schema/{change_id}/reject")
+def reject_change(who: OperatorAction, db: DbDep, name: str, change_id: ChangeId) -> Response:
+    def done() -> str:
+        d = schema_changes.reject(db, ingestions.get(db, name), change_id, actor=who.token.name)
+        return f"Schema change {d.id} rejected ({d.description}): {d.files} held file(s) are FAILED."
+
+    return acted(_page(name, "/schema"), done)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from icefloe import file_operations, ingestions, ledger, runs, tokens
+from icefloe import file_operations, ingestions, ledger, runs, schema_changes, tokens
 from icefloe.api import pagination
 from icefloe.api.deps import DbDep, RuntimeDep
 from icefloe.dashboard import charts, sessions
@@ -281,42 +281,37 @@ def tokens_page(request: Request, who: Viewer, db: DbDep) -> Response:
 # schema
 
 
-def schema_timeline(table: Any) -> list[dict[str, Any]]:
-    """The table's schemas, newest first: when each was first committed with, and the columns it
-    added or dropped against the one before (from the Iceberg metadata itself)."""
-    first_used: dict[int, int] = {}
-    for snap in table.metadata.snapshots:
-        if snap.schema_id is not None:
-            first_used.setdefault(snap.schema_id, snap.timestamp_ms)
-    timeline: list[dict[str, Any]] = []
-    before: dict[str, str] = {}
-    for schema in sorted(table.metadata.schemas, key=lambda s: s.schema_id):
-        columns = {f.name: str(f.field_type) for f in schema.fields}
-        used = first_used.get(schema.schema_id)
-        timeline.append(
-            {
-                "schema_id": schema.schema_id,
-                "since": dt.datetime.fromtimestamp(used / 1000, dt.UTC) if used is not None else None,
-                "added": [(n, t) for n, t in columns.items() if n not in before],
-                "dropped": [n for n in before if n not in columns],
-                "changed": [(n, before[n], t) for n, t in columns.items() if n in before and before[n] != t],
-                "columns": columns,
-                "current": schema.schema_id == table.metadata.current_schema_id,
-            }
-        )
-        before = columns
-    return list(reversed(timeline))
+def schema_columns(table: Any) -> dict[int, dict[str, str]]:
+    """Iceberg schema id → its columns (name → type), from the table's metadata."""
+    return {schema.schema_id: {f.name: str(f.field_type) for f in schema.fields} for schema in table.metadata.schemas}
 
 
 @router.get("/ingestions/{name}/schema", response_class=HTMLResponse)
 def schema_page(request: Request, who: Viewer, rt: RuntimeDep, name: str) -> Response:
+    """Pending changes (approve/reject for operators) and the history of the table's schema: the
+    versions icefloe gave it (:mod:`icefloe.schema_changes`), each with its columns."""
     from icefloe.maintenance import health
 
     ingestion = _ingestion(rt.db, name)
-    timeline: list[dict[str, Any]] = []
+    columns: dict[int, dict[str, str]] = {}
+    current: int | None = None
     problem = None
     try:
-        timeline = schema_timeline(health.load(rt.catalog, ingestion.table_identifier))
+        table = health.load(rt.catalog, ingestion.table_identifier)
+        columns, current = schema_columns(table), table.metadata.current_schema_id
     except IcefloeError as exc:
         problem = str(exc)
-    return render(request, "schema.html", who, ingestion=ingestion, timeline=timeline, problem=problem, pending=[])
+    timeline = [
+        {"version": v, "columns": columns.get(v.schema_id) if v.schema_id is not None else None}
+        for v in reversed(schema_changes.history(rt.db, ingestion))
+    ]
+    return render(
+        request,
+        "schema.html",
+        who,
+        ingestion=ingestion,
+        pending=schema_changes.pending(rt.db, ingestion),
+        timeline=timeline,
+        current=columns.get(current) if current is not None else None,
+        problem=problem,
+    )

@@ -7,52 +7,20 @@ real ``icefloe serve --with-worker`` on the test's PostgreSQL database and Seawe
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 import sqlalchemy as sa
 
 from icefloe import embedded
 from icefloe.settings import Settings
-from tests.support.api import ApiServer, InProcessApi, in_process_api, make_tokens
+from tests.support.api import ApiServer, in_process_api, make_tokens
 from tests.support.browser import Browser, launch
+from tests.support.dashboard import Dashboard
 from tests.support.services import clone_database, drop_database, service_env
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class Dashboard:
-    """The dashboard in this process; ``client(role)`` is a browser-like client signed in as ``role``."""
-
-    def __init__(self, api: InProcessApi) -> None:
-        self.api = api
-
-    def anonymous(self) -> httpx2.Client:
-        return httpx2.Client(transport=self.api.started._transport, base_url=self.api.started.base_url)
-
-    def sign_in(self, client: httpx2.Client, secret: str) -> httpx2.Response:
-        form = client.get("/login")
-        csrf = CSRF.search(form.text)
-        assert csrf is not None, form.text
-        return client.post("/login", data={"token": secret, "csrf_token": csrf.group(1), "next": "/"})
-
-    @contextmanager
-    def client(self, role: str) -> Iterator[httpx2.Client]:
-        with self.anonymous() as client:
-            signed_in = self.sign_in(client, self.api.tokens[role])
-            assert signed_in.status_code == 303, signed_in.text
-            yield client
-
-
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found is not None, "no CSRF token in the page"
-    return found.group(1)
 
 
 @pytest.fixture

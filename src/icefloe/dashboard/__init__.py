@@ -5,6 +5,7 @@ at run time), read through the functions the API and the CLI call.
 - :mod:`~icefloe.dashboard.sessions` — sign-in with an API token, the session cookie, CSRF tokens;
 - :mod:`~icefloe.dashboard.web` — what pages and actions share (who is signed in, forms, errors);
 - :mod:`~icefloe.dashboard.pages` — the pages; :mod:`~icefloe.dashboard.actions` — the forms' actions;
+- :mod:`~icefloe.dashboard.definitions` — defining and changing ingestions (admins);
 - :mod:`~icefloe.dashboard.charts` — bar charts as inline SVG.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from icefloe.dashboard import actions, pages, web
+from icefloe.dashboard import actions, definitions, pages, web
 
-ROUTES = [route.path for router in (pages.router, actions.router) for route in router.routes]  # type: ignore[attr-defined]
+ROUTES = [route.path for router in (pages.router, actions.router, definitions.router) for route in router.routes]  # type: ignore[attr-defined]
 
 
 def install(app: FastAPI) -> None:
@@ -23,6 +24,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=web.HERE / "static"), name="dashboard-static")
     app.include_router(pages.router)
     app.include_router(actions.router)
+    app.include_router(definitions.router)
     web.install_handlers(app)
 
 

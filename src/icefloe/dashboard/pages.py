@@ -76,13 +76,12 @@ def login(request: Request, db: DbDep, form: Form) -> Response:
 # the overview
 
 
-def _hours(now: dt.datetime, series: list[tuple[dt.datetime, int, int]]) -> tuple[list[int], list[int], list[str]]:
-    """24 hourly buckets ending with the current hour: (bytes, records, labels)."""
+def _hours(now: dt.datetime, series: list[tuple[dt.datetime, int, int]]) -> tuple[list[int], list[int]]:
+    """24 hourly buckets ending with the current hour: (bytes, records)."""
     top = now.replace(minute=0, second=0, microsecond=0)
     hours = [top - dt.timedelta(hours=23 - i) for i in range(24)]
     found = {h: (b, r) for h, b, r in series}
-    labels = [h.strftime("%H:00") for h in hours]
-    return [found.get(h, (0, 0))[0] for h in hours], [found.get(h, (0, 0))[1] for h in hours], labels
+    return [found.get(h, (0, 0))[0] for h in hours], [found.get(h, (0, 0))[1] for h in hours]
 
 
 def overview_rows(db: Any) -> list[dict[str, Any]]:
@@ -97,15 +96,15 @@ def overview_rows(db: Any) -> list[dict[str, Any]]:
         alerts = ledger.recent_alerts_by_ingestion(conn)
     rows = []
     for i in all_ingestions:
-        byte_series, record_series, labels = _hours(now, hourly.get(i.id, []))
+        byte_series, record_series = _hours(now, hourly.get(i.id, []))
         rows.append(
             {
                 "ingestion": i,
                 "files": counts.get(i.id, {}),
                 "lag": lags.get(i.id),
                 "last_run": last.get(i.id),
-                "bytes_chart": charts.bars(byte_series, title="bytes read per hour, last 24 h", labels=labels),
-                "records_chart": charts.bars(record_series, title="rows ingested per hour, last 24 h", labels=labels),
+                "bytes_chart": charts.spark(byte_series, title="bytes read per hour, last 24 h"),
+                "records_chart": charts.spark(record_series, title="rows ingested per hour, last 24 h"),
                 "bytes_24h": sum(byte_series),
                 "records_24h": sum(record_series),
                 "alerts": alerts.get(i.id, []),

@@ -151,6 +151,8 @@ class Run(Base):
         UniqueConstraint("ingestion_id", "scheduled_for", name="uq_runs_ingestion_scheduled_for"),
         # Workers pick queued runs.
         Index("ix_runs_pending", "id", postgresql_where=text("status = 'PENDING'")),
+        # The dashboard's last-24-hours charts: the runs of one ingestion that finished since a time.
+        Index("ix_runs_ingestion_finished", "ingestion_id", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -390,3 +392,17 @@ class ApiToken(Base):
     # Refreshed at most once a minute, so that busy clients don't write on every request.
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DashboardSession(Base):
+    """A signed-in browser of the dashboard: the cookie holds a random secret whose SHA-256 is
+    ``id_hash``; ``csrf`` is the token every form of this session must send back. A session ends at
+    ``expires_at``, at sign-out, or when its API token is revoked (checked on every request)."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

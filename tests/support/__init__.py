@@ -8,6 +8,8 @@
 - :mod:`.cli`: the real ``icefloe`` CLI in a subprocess.
 - :mod:`.inprocess`: ingestions defined and run in this process.
 - :mod:`.api`: the API in process (``TestClient``) or as a real ``icefloe serve``, and its tokens.
+- :mod:`.dashboard`: the dashboard in process through a browser-like client (cookies, CSRF tokens).
+- :mod:`.browser`: Debian's chromium driven by Playwright, recording console errors, taking screenshots.
 - :mod:`.processes`: background ``icefloe`` processes (workers) started, signalled and stopped by pid.
 - :mod:`.workers`: the operations fault tests' harness (``Ops``): a seeded ingestion, its worker
   processes, and the exactly-once check.

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
-from icefloe import __version__
+from icefloe import __version__, dashboard
 from icefloe.api import problems
 from icefloe.api.embedded_worker import EmbeddedWorker
 from icefloe.api.main import api_router, root_router
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     problems.install(app)
     app.include_router(root_router)
     app.include_router(api_router)
+    dashboard.install(app)  # at /, from this process: the same functions and ledger pool as the API
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     app.add_middleware(
         RequestContextMiddleware,
         metrics=RequestMetrics(registry),
-        routes=RouteTemplates([*app.openapi()["paths"], "/openapi.json"]),
+        routes=RouteTemplates([*app.openapi()["paths"], "/openapi.json", *dashboard.ROUTES]),
     )
     return app
 

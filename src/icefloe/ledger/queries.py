@@ -9,6 +9,7 @@ from sqlalchemy import Connection, text
 
 from icefloe.errors import NotFoundError
 from icefloe.ledger.protocol import claimable_condition
+from icefloe.models import FILE_STATUSES
 from icefloe.redaction import redact_text
 
 
@@ -216,3 +217,78 @@ def empty_files_of_run(conn: Connection, ingestion_id: int, run_id: int, limit: 
         {"i": ingestion_id, "r": run_id, "limit": limit},
     ).all()
     return (int(rows[0].n) if rows else 0), [str(r.file_path) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# the dashboard's overview: every ingestion at once, each query one pass over an index
+
+
+# Listed (not NOT IN the terminal ones): the planner reads only these rows of the status index.
+_NOT_INGESTED = ", ".join(f"'{s}'" for s in FILE_STATUSES if s not in ("SUCCESS", "SKIPPED"))
+
+
+def lag_by_ingestion(conn: Connection) -> dict[int, dt.timedelta]:
+    """Ingestion id → age of its oldest file not yet ingested (any status but SUCCESS and SKIPPED),
+    by the database clock; ingestions with nothing waiting are absent."""
+    rows = conn.execute(
+        text(
+            "SELECT ingestion_id, now() - min(discovered_at) AS lag FROM files "
+            f"WHERE status IN ({_NOT_INGESTED}) GROUP BY ingestion_id"
+        )
+    ).all()
+    return {r.ingestion_id: r.lag for r in rows}
+
+
+def status_counts_by_ingestion(conn: Connection) -> dict[int, dict[str, int]]:
+    """Ingestion id → files by status (one index-only pass over ``ix_files_ingestion_status``)."""
+    out: dict[int, dict[str, int]] = {}
+    rows = conn.execute(text("SELECT ingestion_id, status, count(*) AS n FROM files GROUP BY ingestion_id, status"))
+    for r in rows:
+        out.setdefault(r.ingestion_id, {})[r.status] = r.n
+    return out
+
+
+def last_runs(conn: Connection) -> dict[int, dict[str, Any]]:
+    """Ingestion id → its latest run (status, started_at, finished_at, duration_seconds)."""
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT ON (ingestion_id) ingestion_id, id, status, started_at, finished_at, "
+            "extract(epoch FROM finished_at - started_at) AS duration_seconds "
+            "FROM runs ORDER BY ingestion_id, id DESC"
+        )
+    ).mappings()
+    return {r["ingestion_id"]: dict(r) for r in rows}
+
+
+def hourly_totals(conn: Connection, *, hours: int = 24) -> dict[int, list[tuple[dt.datetime, int, int]]]:
+    """Ingestion id → (hour, bytes read, records ingested) of the runs finished in the last
+    ``hours`` hours, oldest first; hours without a finished run are absent."""
+    rows = conn.execute(
+        text(
+            "SELECT ingestion_id, date_trunc('hour', finished_at) AS hour, sum(bytes_read) AS bytes, "
+            "sum(records_ingested) AS records FROM runs "
+            "WHERE finished_at >= now() - make_interval(hours => :hours) "
+            "GROUP BY ingestion_id, hour ORDER BY ingestion_id, hour"
+        ),
+        {"hours": hours},
+    )
+    out: dict[int, list[tuple[dt.datetime, int, int]]] = {}
+    for r in rows:
+        out.setdefault(r.ingestion_id, []).append((r.hour, int(r.bytes), int(r.records)))
+    return out
+
+
+def recent_alerts_by_ingestion(conn: Connection, *, hours: int = 24) -> dict[int, list[dict[str, Any]]]:
+    """Ingestion id → its alerts raised in the last ``hours`` hours, newest first."""
+    rows = conn.execute(
+        text(
+            "SELECT ingestion_id, kind, subject, created_at FROM alerts "
+            "WHERE ingestion_id IS NOT NULL AND created_at >= now() - make_interval(hours => :hours) "
+            "ORDER BY id DESC"
+        ),
+        {"hours": hours},
+    ).mappings()
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["ingestion_id"], []).append(dict(r))
+    return out

@@ -104,6 +104,7 @@ ROUTES: list[tuple[str, str, str, Any, str | None]] = [
         None,
         "reader",
     ),
+    ("POST", "/api/v1/ingestions/{ingestion_id}/validate", f"/api/v1/ingestions/{MISSING}/validate", None, "reader"),
     ("GET", "/api/v1/runs/{run_id}", f"/api/v1/runs/{MISSING}", None, "reader"),
     ("POST", "/api/v1/runs/{run_id}/cancel", f"/api/v1/runs/{MISSING}/cancel", None, "operator"),
     ("GET", "/api/v1/tokens", "/api/v1/tokens", None, "admin"),

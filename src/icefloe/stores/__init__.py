@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from icefloe.errors import ConfigurationError
+from icefloe.redaction import redact_uri
 
 if TYPE_CHECKING:
     from icefloe.settings import Settings
@@ -86,7 +87,12 @@ def parse_source(uri: str) -> Location:
             return Location("file", "", path.lstrip("/"), "file:///")
     raise ConfigurationError(
         "source must look like s3://bucket/prefix/, gs://bucket/prefix/, az://container/prefix/, "
-        f"abfss://container@account.dfs.core.windows.net/prefix/ or file:///path/, got {uri!r}"
+        f"abfss://container@account.dfs.core.windows.net/prefix/ or file:///path/, got {redact_uri(uri)!r}"
+        + (
+            " (credentials go in the environment, never in the URI)"
+            if "@" in uri and scheme in ("s3", "gs", "az")
+            else ""
+        )
     )
 
 

@@ -52,7 +52,7 @@ class StagedBatch:
     succeeded: list[FileOutcome] = field(default_factory=list)
     failed: list[FailedFile] = field(default_factory=list)
     changed: list[ClaimedFile] = field(default_factory=list)  # changed since listing: rediscover
-    # Bad records of read files by file id (--on-bad-record quarantine commits those of succeeded ones).
+    # Bad records of read files by file id, under --on-bad-record quarantine (committed for succeeded ones).
     bad_records: dict[int, list[BadRecord]] = field(default_factory=dict)
 
     @property

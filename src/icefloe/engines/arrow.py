@@ -502,12 +502,12 @@ class ArrowEngine:
         finally:
             body.release_conn()
 
-    @staticmethod
     def _outcome(
-        staged: StagedBatch, file: ClaimedFile, records: int, nbytes: int, ms: int, bad: list[BadRecord]
+        self, staged: StagedBatch, file: ClaimedFile, records: int, nbytes: int, ms: int, bad: list[BadRecord]
     ) -> FileOutcome:
-        """A file's outcome once read; its bad records wait in ``staged`` for the quarantine commit."""
-        if bad:
+        """A file's outcome once read; under quarantine its bad records wait in ``staged`` for the
+        quarantine commit (skipped ones are only counted)."""
+        if bad and self.on_bad_record == "quarantine":
             staged.bad_records[file.id] = bad
         return FileOutcome(file, records, nbytes, ms, rejected=len(bad))
 

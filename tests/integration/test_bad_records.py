@@ -199,3 +199,18 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     assert _ledger_and_catalog(rt) == before
     human = cli(icefloe_env, "validate", "val").stdout
     assert "b.jsonl" in human and "colour string" in human and "nothing committed" in human
+
+
+def test_the_cli_takes_the_policy_and_refuses_it_with_spark(bucket: str, icefloe_env: dict[str, str]) -> None:
+    source = f"s3://{bucket}/in/"
+    common = ["--source", source, "--format", "jsonl", "--no-check", "--json"]
+    made = cli(icefloe_env, "ingestion", "create", "p", "--table", "it.p", *common, "--on-bad-record", "quarantine")
+    assert json.loads(made.stdout)["on_bad_record"] == "quarantine"
+    changed = cli(icefloe_env, "ingestion", "update", "p", "--max-bad-records", "5%", "--json")
+    assert json.loads(changed.stdout)["max_bad_records"] == "5%"
+    spark = cli(
+        icefloe_env, "ingestion", "create", "s", "--table", "it.s", *common, "--engine", "spark",
+        "--on-bad-record", "skip", expect=2,
+    )  # fmt: skip
+    assert "spark engine does not support --on-bad-record skip" in spark.stderr
+    assert len(spark.stderr.strip().splitlines()) == 1

@@ -274,7 +274,14 @@ def _drop_unconvertible(
         if idx == -1 or table.schema.field(idx).type == field.type:
             continue
         column = table.column(idx).combine_chunks()
-        for row in _failing(column, field.type):
+        rows_failing = _failing(column, field.type)
+        if len(rows_failing) == len(column) > 1:
+            # No value of the column fits: the file's schema differs, not some of its records.
+            raise PermanentFileError(
+                f"column {field.name!r}: none of its {len(column)} values converts to {field.type}",
+                error_type="SchemaMismatch",
+            )
+        for row in rows_failing:
             value = column[row].as_py()
             failed.setdefault(row, f"column {field.name!r}: {value!r} cannot be converted to {field.type}")
     if not failed:
@@ -338,6 +345,8 @@ def salvaged_tables(
     """A file salvaged chunk by chunk: (its good records as a table or None, its bad records)."""
     jsonl = replace(options, format="jsonl") if options.format == "json" else options
     header, records = units(_lines(text_chunks(source, path, options)), jsonl)
+    if options.format == "json":  # an element as written, without the blanks around it in the array
+        records = (_Unit(u.number, u.raw.strip()) for u in records)
     for group in chunked(records, chunk_bytes):
         yield salvage(header, group, path, jsonl, parse)
 

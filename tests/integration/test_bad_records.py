@@ -214,3 +214,18 @@ def test_the_cli_takes_the_policy_and_refuses_it_with_spark(bucket: str, icefloe
     )  # fmt: skip
     assert "spark engine does not support --on-bad-record skip" in spark.stderr
     assert len(spark.stderr.strip().splitlines()) == 1
+
+
+def test_a_changed_file_replaces_its_quarantined_records_with_its_rows(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    put_objects(bucket, {"in/a.jsonl": b'{"id": 1}\n{old broken\n'})
+    ingest(rt, "chg", f"s3://{bucket}/in/", format="jsonl", on_bad_record="quarantine")
+    assert run(rt, "chg").status == "SUCCESS"
+    put_objects(bucket, {"in/a.jsonl": b'{"id": 2}\n{"id": 3}\n{new broken\n'})
+
+    assert run(rt, "chg").status == "SUCCESS"
+
+    assert sorted(load_table(rt, "it.chg").scan().to_arrow().column("id").to_pylist()) == [2, 3]
+    quarantined = load_table(rt, "it.chg__quarantine").scan().to_arrow()
+    assert [(r["_row_number"], r["_raw"]) for r in quarantined.to_pylist()] == [(3, "{new broken")]

@@ -72,6 +72,34 @@ class Limit:
         return f"{self.value}%" if self.percent else str(self.value)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """An ingestion's ``--on-bad-record`` and ``--max-bad-records``, as the engine applies them."""
+
+    on_bad_record: str = "fail-file"
+    limit: Limit | None = None
+
+    @classmethod
+    def of(cls, on_bad_record: str, max_bad_records: str | None) -> Policy:
+        return cls(on_bad_record, Limit.parse(max_bad_records))
+
+    @property
+    def quarantines(self) -> bool:
+        return self.on_bad_record == "quarantine"
+
+    def salvages(self, exc: BaseException, options: ReadOptions) -> bool:
+        """Whether to read a file again record by record after ``exc``: the policy allows it, the
+        error may be one record's, and this is not already that second reading."""
+        if self.on_bad_record == "fail-file" or options.salvage or options.format == "parquet":
+            return False  # Parquet has no record boundaries to cut at: its errors are the file's
+        return record_level(exc)
+
+    def check(self, path: str, bad: list[BadRecord], good: int) -> None:
+        """Raise ``TooManyBadRecords`` when a file's bad records are over the limit."""
+        if bad and self.limit is not None and self.limit.exceeded(len(bad), good + len(bad)):
+            raise too_many(path, bad, good + len(bad), self.limit)
+
+
 def check_policy(on_bad_record: str, max_bad_records: str | None) -> str | None:
     """Validate an ingestion's choice (one line naming the option); returns the limit as stored."""
     if on_bad_record not in POLICIES:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from sqlalchemy import text
 
 from icefloe import isolation, tables
-from icefloe.badrecords import FIRST_ERRORS, BadRecord, Limit, parse_text, record_level, stream_batches
+from icefloe.badrecords import FIRST_ERRORS, BadRecord, Policy, parse_text, record_level, stream_batches
 from icefloe.discovery import Filter, listing_pages
 from icefloe.errors import FileError, IcefloeError
 from icefloe.formats import ReadOptions, expanded, parse_whole
@@ -74,7 +74,7 @@ def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> list[dic
     target = arrow_target(table) if table is not None else None
     options = ReadOptions.for_ingestion(ingestion, rt.settings)
     pool = isolation.shared_pool(rt.settings.parser_processes) if rt.settings.parser_processes > 0 else None
-    limit_rule = Limit.parse(ingestion.max_bad_records)
+    policy = Policy.of(ingestion.on_bad_record, ingestion.max_bad_records)
     reports = []
     for path, etag, size, status in rows:
         report: dict[str, Any] = {"file_path": path, "status": status}
@@ -92,20 +92,20 @@ def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> list[dic
             "errors": [f"line {b.row_number}: {b.error}" for b in bad[:FIRST_ERRORS]],
             "new_columns": {f.name: str(f.type) for f in extra} if extra is not None else {},
         }
-        report |= _verdict(ingestion, limit_rule, records, bad)
+        report |= _verdict(policy, records, bad)
         reports.append(report)
     return reports
 
 
-def _verdict(ingestion: Ingestion, limit: Limit | None, records: int, bad: list[BadRecord]) -> dict[str, Any]:
+def _verdict(policy: Policy, records: int, bad: list[BadRecord]) -> dict[str, Any]:
     """What a run would make of the file under the ingestion's policy."""
     if not bad:
         return {"verdict": "ok"}
-    if ingestion.on_bad_record == "fail-file":
+    if policy.on_bad_record == "fail-file":
         return {"verdict": "fails", "error_type": "bad records (--on-bad-record fail-file)"}
-    if limit is not None and limit.exceeded(len(bad), records + len(bad)):
+    if policy.limit is not None and policy.limit.exceeded(len(bad), records + len(bad)):
         return {"verdict": "fails", "error_type": "TooManyBadRecords"}
-    return {"verdict": "skipped" if ingestion.on_bad_record == "skip" else "quarantined"}
+    return {"verdict": "quarantined" if policy.quarantines else "skipped"}
 
 
 def _read(

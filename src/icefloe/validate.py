@@ -18,12 +18,14 @@ from sqlalchemy import text
 from icefloe import isolation, tables
 from icefloe.badrecords import FIRST_ERRORS, BadRecord, Policy, parse_text, record_level, stream_batches
 from icefloe.discovery import Filter, listing_pages
-from icefloe.errors import FileError, IcefloeError
+from icefloe.errors import FileError, IcefloeError, LedgerUnavailableError
 from icefloe.formats import ReadOptions, expanded, parse_whole
 from icefloe.s3 import S3Location
 from icefloe.schema import ValueChangedError, arrow_target, conform, new_columns
 
 if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
     from icefloe.models import Ingestion
     from icefloe.runtime import Runtime
 
@@ -64,13 +66,24 @@ def pending_files(rt: Runtime, ingestion: Ingestion, limit: int) -> list[tuple[s
     return found
 
 
-def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> list[dict[str, Any]]:
-    """One report per file a run would read (at most ``limit``, in key order)."""
-    rows = pending_files(rt, ingestion, limit)
-    if not rows:
-        return []
-    with tables.iceberg_errors(ingestion.table_identifier):
-        table = tables.load_table(rt.catalog, ingestion.table_identifier)
+def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> dict[str, Any]:
+    """``items``: one report per file a run would read (at most ``limit``, in key order);
+    ``error_type``/``error_message``: why a run would fail before reading any (the source or the
+    catalog unreachable), else None."""
+    try:
+        rows = pending_files(rt, ingestion, limit)
+        with tables.iceberg_errors(ingestion.table_identifier):
+            table = tables.load_table(rt.catalog, ingestion.table_identifier) if rows else None
+    except LedgerUnavailableError:
+        raise
+    except IcefloeError as exc:
+        return {"items": [], "error_type": type(exc).__name__, "error_message": str(exc)}
+    return {"items": _reports(rt, ingestion, rows, table), "error_type": None, "error_message": None}
+
+
+def _reports(
+    rt: Runtime, ingestion: Ingestion, rows: list[tuple[str, str, int, str]], table: Table | None
+) -> list[dict[str, Any]]:
     target = arrow_target(table) if table is not None else None
     options = ReadOptions.for_ingestion(ingestion, rt.settings)
     pool = isolation.shared_pool(rt.settings.parser_processes) if rt.settings.parser_processes > 0 else None

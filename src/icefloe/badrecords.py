@@ -14,6 +14,7 @@ Runs where the parsing runs: in a parser child (``isolation.py``) or, with
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -133,6 +134,7 @@ def record_level(exc: BaseException) -> bool:
 class _Unit:
     number: int  # 1-based line where the record starts
     raw: bytes  # its text, line ends included
+    error: str | None = None  # bad already, by a cheap check in Python (no pyarrow parse needed)
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -153,14 +155,34 @@ def units(lines: Iterable[bytes], options: ReadOptions) -> tuple[bytes, Iterator
     """(the CSV header line, or b""; the records of a text, in order). Blank lines are no records."""
     it = iter(lines)
     if options.format != "csv":
-        return b"", (_Unit(n, raw) for n, raw in enumerate(it, start=1) if raw.strip())
+        return b"", (_Unit(n, raw, _json_error(raw)) for n, raw in enumerate(it, start=1) if raw.strip())
     header = next(it, b"") if options.csv_header else b""
-    return header, _csv_units(it, options, 2 if options.csv_header else 1)
+    if header:
+        width: int | None = len(next(_csv_reader([header.decode("utf-8", "replace")], options), []))
+    else:
+        width = len(options.schema) if options.schema is not None else None  # else: the first row's
+    return header, _csv_units(it, options, 2 if options.csv_header else 1, width)
 
 
-def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int) -> Iterator[_Unit]:
+def _json_error(raw: bytes) -> str | None:
+    """Why a line is surely no JSON record (Python's parser is a cheap first look; pyarrow has the
+    last word on the lines that pass), or None."""
+    try:
+        value = json.loads(raw)
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    except ValueError as exc:
+        return f"JSON parse error: {exc}"
+    return None if isinstance(value, dict) else "not a JSON object (a record)"
+
+
+def _csv_reader(lines: Iterable[str], options: ReadOptions) -> Iterator[list[str]]:
+    return csv.reader(lines, delimiter=options.csv_delimiter, quotechar=options.csv_quote_char)
+
+
+def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int, width: int | None) -> Iterator[_Unit]:
     """CSV rows with their exact text: Python's csv module says where a row (quoted newlines and
-    all) ends; the bytes of those lines are the record."""
+    all) ends; the bytes of those lines are the record. A row of another ``width`` is bad."""
     taken: list[bytes] = []
 
     def feed() -> Iterator[str]:
@@ -168,7 +190,7 @@ def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int) ->
             taken.append(line)
             yield line.decode("utf-8", "replace")
 
-    reader = csv.reader(feed(), delimiter=options.csv_delimiter, quotechar=options.csv_quote_char)
+    reader = _csv_reader(feed(), options)
     number = first_line
     while True:
         try:
@@ -176,11 +198,13 @@ def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int) ->
         except StopIteration:
             break
         except csv.Error:
-            row = ["?"]  # e.g. an unterminated quote: a record of its own, for pyarrow to judge
+            row = []  # e.g. a NUL byte: a record of its own, for pyarrow to judge
         # csv reads no further than the row it returns: the lines taken since the last row are it.
         raw = b"".join(taken)
-        if row and raw.strip():
-            yield _Unit(number, raw)
+        if raw.strip():
+            width = len(row) if width is None and row else width
+            wrong = row and len(row) != width
+            yield _Unit(number, raw, f"expected {width} columns, got {len(row)}" if wrong else None)
         number += len(taken)
         taken.clear()
     if taken and b"".join(taken).strip():
@@ -253,7 +277,10 @@ def salvage(
             raise PermanentFileError(f"{path}: records and rows do not line up", error_type="UnreadableFile")
         good.append((table, us))
 
-    split(group)
+    bad.extend((u.number, _bad(u, u.error)) for u in group if u.error is not None)
+    rest = [u for u in group if u.error is None]
+    if rest:
+        split(rest)
     if not good:
         return None, [b for _, b in sorted(bad, key=lambda x: x[0])]
     combined, rows = _combine(good, path, bad)

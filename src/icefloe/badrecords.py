@@ -14,6 +14,7 @@ Runs where the parsing runs: in a parser child (``isolation.py``) or, with
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -72,6 +73,34 @@ class Limit:
         return f"{self.value}%" if self.percent else str(self.value)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """An ingestion's ``--on-bad-record`` and ``--max-bad-records``, as the engine applies them."""
+
+    on_bad_record: str = "fail-file"
+    limit: Limit | None = None
+
+    @classmethod
+    def of(cls, on_bad_record: str, max_bad_records: str | None) -> Policy:
+        return cls(on_bad_record, Limit.parse(max_bad_records))
+
+    @property
+    def quarantines(self) -> bool:
+        return self.on_bad_record == "quarantine"
+
+    def salvages(self, exc: BaseException, options: ReadOptions) -> bool:
+        """Whether to read a file again record by record after ``exc``: the policy allows it, the
+        error may be one record's, and this is not already that second reading."""
+        if self.on_bad_record == "fail-file" or options.salvage or options.format == "parquet":
+            return False  # Parquet has no record boundaries to cut at: its errors are the file's
+        return record_level(exc)
+
+    def check(self, path: str, bad: list[BadRecord], good: int) -> None:
+        """Raise ``TooManyBadRecords`` when a file's bad records are over the limit."""
+        if bad and self.limit is not None and self.limit.exceeded(len(bad), good + len(bad)):
+            raise too_many(path, bad, good + len(bad), self.limit)
+
+
 def check_policy(on_bad_record: str, max_bad_records: str | None) -> str | None:
     """Validate an ingestion's choice (one line naming the option); returns the limit as stored."""
     if on_bad_record not in POLICIES:
@@ -105,6 +134,7 @@ def record_level(exc: BaseException) -> bool:
 class _Unit:
     number: int  # 1-based line where the record starts
     raw: bytes  # its text, line ends included
+    error: str | None = None  # bad already, by a cheap check in Python (no pyarrow parse needed)
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -125,14 +155,34 @@ def units(lines: Iterable[bytes], options: ReadOptions) -> tuple[bytes, Iterator
     """(the CSV header line, or b""; the records of a text, in order). Blank lines are no records."""
     it = iter(lines)
     if options.format != "csv":
-        return b"", (_Unit(n, raw) for n, raw in enumerate(it, start=1) if raw.strip())
+        return b"", (_Unit(n, raw, _json_error(raw)) for n, raw in enumerate(it, start=1) if raw.strip())
     header = next(it, b"") if options.csv_header else b""
-    return header, _csv_units(it, options, 2 if options.csv_header else 1)
+    if header:
+        width: int | None = len(next(_csv_reader([header.decode("utf-8", "replace")], options), []))
+    else:
+        width = len(options.schema) if options.schema is not None else None  # else: the first row's
+    return header, _csv_units(it, options, 2 if options.csv_header else 1, width)
 
 
-def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int) -> Iterator[_Unit]:
+def _json_error(raw: bytes) -> str | None:
+    """Why a line is surely no JSON record (Python's parser is a cheap first look; pyarrow has the
+    last word on the lines that pass), or None."""
+    try:
+        value = json.loads(raw)
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    except ValueError as exc:
+        return f"JSON parse error: {exc}"
+    return None if isinstance(value, dict) else "not a JSON object (a record)"
+
+
+def _csv_reader(lines: Iterable[str], options: ReadOptions) -> Iterator[list[str]]:
+    return csv.reader(lines, delimiter=options.csv_delimiter, quotechar=options.csv_quote_char)
+
+
+def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int, width: int | None) -> Iterator[_Unit]:
     """CSV rows with their exact text: Python's csv module says where a row (quoted newlines and
-    all) ends; the bytes of those lines are the record."""
+    all) ends; the bytes of those lines are the record. A row of another ``width`` is bad."""
     taken: list[bytes] = []
 
     def feed() -> Iterator[str]:
@@ -140,7 +190,7 @@ def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int) ->
             taken.append(line)
             yield line.decode("utf-8", "replace")
 
-    reader = csv.reader(feed(), delimiter=options.csv_delimiter, quotechar=options.csv_quote_char)
+    reader = _csv_reader(feed(), options)
     number = first_line
     while True:
         try:
@@ -148,11 +198,13 @@ def _csv_units(lines: Iterator[bytes], options: ReadOptions, first_line: int) ->
         except StopIteration:
             break
         except csv.Error:
-            row = ["?"]  # e.g. an unterminated quote: a record of its own, for pyarrow to judge
+            row = []  # e.g. a NUL byte: a record of its own, for pyarrow to judge
         # csv reads no further than the row it returns: the lines taken since the last row are it.
         raw = b"".join(taken)
-        if row and raw.strip():
-            yield _Unit(number, raw)
+        if raw.strip():
+            width = len(row) if width is None and row else width
+            wrong = row and len(row) != width
+            yield _Unit(number, raw, f"expected {width} columns, got {len(row)}" if wrong else None)
         number += len(taken)
         taken.clear()
     if taken and b"".join(taken).strip():
@@ -225,7 +277,10 @@ def salvage(
             raise PermanentFileError(f"{path}: records and rows do not line up", error_type="UnreadableFile")
         good.append((table, us))
 
-    split(group)
+    bad.extend((u.number, _bad(u, u.error)) for u in group if u.error is not None)
+    rest = [u for u in group if u.error is None]
+    if rest:
+        split(rest)
     if not good:
         return None, [b for _, b in sorted(bad, key=lambda x: x[0])]
     combined, rows = _combine(good, path, bad)
@@ -274,7 +329,14 @@ def _drop_unconvertible(
         if idx == -1 or table.schema.field(idx).type == field.type:
             continue
         column = table.column(idx).combine_chunks()
-        for row in _failing(column, field.type):
+        rows_failing = _failing(column, field.type)
+        if len(rows_failing) == len(column) > 1:
+            # No value of the column fits: the file's schema differs, not some of its records.
+            raise PermanentFileError(
+                f"column {field.name!r}: none of its {len(column)} values converts to {field.type}",
+                error_type="SchemaMismatch",
+            )
+        for row in rows_failing:
             value = column[row].as_py()
             failed.setdefault(row, f"column {field.name!r}: {value!r} cannot be converted to {field.type}")
     if not failed:
@@ -338,6 +400,8 @@ def salvaged_tables(
     """A file salvaged chunk by chunk: (its good records as a table or None, its bad records)."""
     jsonl = replace(options, format="jsonl") if options.format == "json" else options
     header, records = units(_lines(text_chunks(source, path, options)), jsonl)
+    if options.format == "json":  # an element as written, without the blanks around it in the array
+        records = (_Unit(u.number, u.raw.strip()) for u in records)
     for group in chunked(records, chunk_bytes):
         yield salvage(header, group, path, jsonl, parse)
 

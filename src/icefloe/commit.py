@@ -60,6 +60,7 @@ from icefloe.ledger import Batch, ExpiredFile, FileOutcome, LockBounds
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
     from icefloe.engines import Committed, StagedBatch
     from icefloe.engines import Engine as StagingEngine
@@ -176,10 +177,14 @@ def commit_batch(
                         f"batch {batch.batch_id}: {len(files) - len(owned)} file(s) were taken over; committing nothing"
                     )
                 since = search_since_ms(f.first_claimed_at for f in files)
+                # Loaded before the data table, so that its commit is fenced like the data's.
+                qtable = quarantine.load(catalog, table_identifier) if quarantined else None
                 if staged.records == 0 and not replaced:
                     # No rows to add or remove (empty files, or only bad records): nothing of the
                     # data table can be duplicated or lost; the quarantine commit is idempotent.
-                    added = _quarantine(catalog, table_identifier, batch, staged, props, replaced, since, quarantined)
+                    added = _quarantine(
+                        catalog, table_identifier, qtable, batch, staged, props, replaced, since, quarantined
+                    )
                     ledger.mark_succeeded(conn, staged.succeeded, None, batch.batch_id)
                     return CommitResult(None, committed=added > 0, snapshots=added, succeeded=len(files))
                 with tables.iceberg_errors(table_identifier):
@@ -191,7 +196,9 @@ def commit_batch(
                 if landed:
                     return _already_landed(conn, batch, staged, landed)
                 faults.point("before-commit")
-                added = _quarantine(catalog, table_identifier, batch, staged, props, replaced, since, quarantined)
+                added = _quarantine(
+                    catalog, table_identifier, qtable, batch, staged, props, replaced, since, quarantined
+                )
                 committed = engine.commit(table, staged, props, replaced)
                 faults.point("after-commit")
                 ledger.mark_succeeded(conn, staged.succeeded, committed.snapshot_id, batch.batch_id)
@@ -222,6 +229,7 @@ def commit_batch(
 def _quarantine(
     catalog: Catalog,
     table_identifier: str,
+    qtable: Table | None,
     batch: Batch,
     staged: StagedBatch,
     props: dict[str, str],
@@ -229,10 +237,10 @@ def _quarantine(
     since: int,
     quarantined: bool,
 ) -> int:
-    """The quarantine commit (step 1 of :mod:`icefloe.quarantine`) when the ingestion quarantines."""
-    if not quarantined:
-        return 0
-    added = quarantine.commit(catalog, table_identifier, batch, staged, props, replaced, since)
+    """The quarantine commit (step 1 of :mod:`icefloe.quarantine`), when the ingestion quarantines."""
+    if not quarantined or (qtable is None and not staged.bad_records):
+        return 0  # no quarantine table and nothing for it (or not quarantining)
+    added = quarantine.commit(catalog, table_identifier, qtable, batch, staged, props, replaced, since)
     faults.point("after-quarantine-commit")
     return added
 

@@ -19,6 +19,12 @@ while it appends them anew. A crash after 2 is found by the data table's search 
 before it). A retry of the same batch after an unknown outcome finds its own batch id in the
 quarantine table's snapshots and skips step 1. So each bad record is in the quarantine table once,
 and only next to a committed data batch.
+
+A worker frozen inside the commit window (see :mod:`icefloe.commit`) is fenced off by the same
+compare-and-swap as its data commit: the quarantine table's head is loaded (:func:`load`) *before*
+the data table's, so whoever took the files over and committed them meanwhile has moved both heads
+(its quarantine commit appends the same bad records), and the frozen worker's swap fails. A table
+someone else created while we were not looking is such a move too.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from icefloe import tables
+from icefloe.errors import CommitConflictError
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -73,16 +80,25 @@ def rows(staged: StagedBatch, batch_id: str, ingested_at: dt.datetime) -> pa.Tab
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
+def load(catalog: Catalog, table_identifier: str) -> Table | None:
+    """The quarantine table of ``table_identifier`` as it is now (None: not created yet)."""
+    name = identifier(table_identifier)
+    with tables.iceberg_errors(name):
+        return tables.load_table(catalog, name)
+
+
 def commit(
     catalog: Catalog,
     table_identifier: str,
+    table: Table | None,
     batch: Batch,
     staged: StagedBatch,
     properties: dict[str, str],
     replaced: Sequence[str],
     since_ms: int,
 ) -> int:
-    """Step 1 above, under the data table's lock; returns the snapshots it added (0 or 1).
+    """Step 1 above, under the data table's lock, on ``table`` as :func:`load` returned it before
+    the data table was loaded; returns the snapshots it added (0 or 1).
 
     Raises what :func:`icefloe.tables.iceberg_errors` raises: the caller's retry loop runs the
     data table's search again, and this again (it is idempotent).
@@ -91,11 +107,12 @@ def commit(
     new = rows(staged, str(batch.batch_id), dt.datetime.now(dt.UTC))
     stale = sorted(str(b) for b in batch.all_batch_ids - {batch.batch_id})
     with tables.iceberg_errors(name):
-        table = tables.load_table(catalog, name)
         if table is None:
             if new is None:
                 return 0  # no table: no earlier attempt left rows either
             table = tables.create_table(catalog, name, SCHEMA)
+            if table.metadata.snapshots:
+                raise CommitConflictError(f"{name} was created and written meanwhile")  # search again
         table = tables.ensure_icefloe_properties(table)
         if tables.snapshots_with_batches(table, {batch.batch_id}, since_ms):
             return 0  # this batch's quarantine commit landed already (an unknown outcome, retried)

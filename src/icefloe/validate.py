@@ -16,14 +16,16 @@ import pyarrow as pa
 from sqlalchemy import text
 
 from icefloe import isolation, tables
-from icefloe.badrecords import FIRST_ERRORS, BadRecord, Limit, parse_text, record_level, stream_batches
+from icefloe.badrecords import FIRST_ERRORS, BadRecord, Policy, parse_text, record_level, stream_batches
 from icefloe.discovery import Filter, listing_pages
-from icefloe.errors import FileError, IcefloeError
+from icefloe.errors import FileError, IcefloeError, LedgerUnavailableError
 from icefloe.formats import ReadOptions, expanded, parse_whole
 from icefloe.schema import ValueChangedError, arrow_target, conform, new_columns
 from icefloe.stores import parse_source
 
 if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
     from icefloe.models import Ingestion
     from icefloe.runtime import Runtime
 
@@ -64,17 +66,28 @@ def pending_files(rt: Runtime, ingestion: Ingestion, limit: int) -> list[tuple[s
     return found
 
 
-def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> list[dict[str, Any]]:
-    """One report per file a run would read (at most ``limit``, in key order)."""
-    rows = pending_files(rt, ingestion, limit)
-    if not rows:
-        return []
-    with tables.iceberg_errors(ingestion.table_identifier):
-        table = tables.load_table(rt.catalog, ingestion.table_identifier)
+def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> dict[str, Any]:
+    """``items``: one report per file a run would read (at most ``limit``, in key order);
+    ``error_type``/``error_message``: why a run would fail before reading any (the source or the
+    catalog unreachable), else None."""
+    try:
+        rows = pending_files(rt, ingestion, limit)
+        with tables.iceberg_errors(ingestion.table_identifier):
+            table = tables.load_table(rt.catalog, ingestion.table_identifier) if rows else None
+    except LedgerUnavailableError:
+        raise
+    except IcefloeError as exc:
+        return {"items": [], "error_type": type(exc).__name__, "error_message": str(exc)}
+    return {"items": _reports(rt, ingestion, rows, table), "error_type": None, "error_message": None}
+
+
+def _reports(
+    rt: Runtime, ingestion: Ingestion, rows: list[tuple[str, str, int, str]], table: Table | None
+) -> list[dict[str, Any]]:
     target = arrow_target(table) if table is not None else None
     options = ReadOptions.for_ingestion(ingestion, rt.settings)
     pool = isolation.shared_pool(rt.settings.parser_processes) if rt.settings.parser_processes > 0 else None
-    limit_rule = Limit.parse(ingestion.max_bad_records)
+    policy = Policy.of(ingestion.on_bad_record, ingestion.max_bad_records)
     reports = []
     for path, etag, size, status in rows:
         report: dict[str, Any] = {"file_path": path, "status": status}
@@ -92,20 +105,20 @@ def validate(rt: Runtime, ingestion: Ingestion, *, limit: int = 100) -> list[dic
             "errors": [f"line {b.row_number}: {b.error}" for b in bad[:FIRST_ERRORS]],
             "new_columns": {f.name: str(f.type) for f in extra} if extra is not None else {},
         }
-        report |= _verdict(ingestion, limit_rule, records, bad)
+        report |= _verdict(policy, records, bad)
         reports.append(report)
     return reports
 
 
-def _verdict(ingestion: Ingestion, limit: Limit | None, records: int, bad: list[BadRecord]) -> dict[str, Any]:
+def _verdict(policy: Policy, records: int, bad: list[BadRecord]) -> dict[str, Any]:
     """What a run would make of the file under the ingestion's policy."""
     if not bad:
         return {"verdict": "ok"}
-    if ingestion.on_bad_record == "fail-file":
+    if policy.on_bad_record == "fail-file":
         return {"verdict": "fails", "error_type": "bad records (--on-bad-record fail-file)"}
-    if limit is not None and limit.exceeded(len(bad), records + len(bad)):
+    if policy.limit is not None and policy.limit.exceeded(len(bad), records + len(bad)):
         return {"verdict": "fails", "error_type": "TooManyBadRecords"}
-    return {"verdict": "skipped" if ingestion.on_bad_record == "skip" else "quarantined"}
+    return {"verdict": "quarantined" if policy.quarantines else "skipped"}
 
 
 def _read(

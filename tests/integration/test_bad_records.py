@@ -175,7 +175,7 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     put_objects(bucket, {"in/a.jsonl": b'{"id": 1}\n'})
     ingest(rt, "val", f"s3://{bucket}/in/", format="jsonl", on_bad_record="quarantine", max_bad_records="1")
     # Before any run: no table; every column would be new.
-    [report] = validate(rt, ingestions.get(rt.db, "val"))
+    [report] = validate(rt, ingestions.get(rt.db, "val"))["items"]
     assert (report["status"], report["records"], report["new_columns"]) == ("NEW", 1, {"id": "int64"})
     assert try_load(rt.catalog, "it.val") is None
     assert run(rt, "val").status == "SUCCESS"
@@ -189,7 +189,7 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     before = _ledger_and_catalog(rt)
 
     proc = cli(icefloe_env, "validate", "val", "--json")
-    reports = {r["file_path"].rsplit("/", 1)[1]: r for r in json.loads(proc.stdout)}
+    reports = {r["file_path"].rsplit("/", 1)[1]: r for r in json.loads(proc.stdout)["items"]}
 
     assert set(reports) == {"b.jsonl", "c.jsonl"}  # a.jsonl is SUCCESS: not pending
     b, c = reports["b.jsonl"], reports["c.jsonl"]
@@ -199,3 +199,41 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     assert _ledger_and_catalog(rt) == before
     human = cli(icefloe_env, "validate", "val").stdout
     assert "b.jsonl" in human and "colour string" in human and "nothing committed" in human
+    # A source a run could not list: said, not raised (the API answers 200 with it; the CLI exits 1).
+    ingest(rt, "gone", "s3://no-such-bucket-here/in/", format="jsonl")
+    result = validate(rt, ingestions.get(rt.db, "gone"))
+    assert (result["items"], result["error_type"]) == ([], "SourceError") and "no-such-bucket-here" in result[
+        "error_message"
+    ]
+    failed = cli(icefloe_env, "validate", "gone", expect=1)
+    assert len(failed.stderr.strip().splitlines()) == 1 and "no-such-bucket-here" in failed.stderr
+
+
+def test_the_cli_takes_the_policy_and_refuses_it_with_spark(bucket: str, icefloe_env: dict[str, str]) -> None:
+    source = f"s3://{bucket}/in/"
+    common = ["--source", source, "--format", "jsonl", "--no-check", "--json"]
+    made = cli(icefloe_env, "ingestion", "create", "p", "--table", "it.p", *common, "--on-bad-record", "quarantine")
+    assert json.loads(made.stdout)["on_bad_record"] == "quarantine"
+    changed = cli(icefloe_env, "ingestion", "update", "p", "--max-bad-records", "5%", "--json")
+    assert json.loads(changed.stdout)["max_bad_records"] == "5%"
+    spark = cli(
+        icefloe_env, "ingestion", "create", "s", "--table", "it.s", *common, "--engine", "spark",
+        "--on-bad-record", "skip", expect=2,
+    )  # fmt: skip
+    assert "spark engine does not support --on-bad-record skip" in spark.stderr
+    assert len(spark.stderr.strip().splitlines()) == 1
+
+
+def test_a_changed_file_replaces_its_quarantined_records_with_its_rows(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    put_objects(bucket, {"in/a.jsonl": b'{"id": 1}\n{old broken\n'})
+    ingest(rt, "chg", f"s3://{bucket}/in/", format="jsonl", on_bad_record="quarantine")
+    assert run(rt, "chg").status == "SUCCESS"
+    put_objects(bucket, {"in/a.jsonl": b'{"id": 2}\n{"id": 3}\n{new broken\n'})
+
+    assert run(rt, "chg").status == "SUCCESS"
+
+    assert sorted(load_table(rt, "it.chg").scan().to_arrow().column("id").to_pylist()) == [2, 3]
+    quarantined = load_table(rt, "it.chg__quarantine").scan().to_arrow()
+    assert [(r["_row_number"], r["_raw"]) for r in quarantined.to_pylist()] == [(3, "{new broken")]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from icefloe.badrecords import Limit, check_policy, parse_salvaged
-from icefloe.errors import ConfigurationError
+from icefloe.errors import ConfigurationError, PermanentFileError
 from icefloe.formats import ReadOptions, parse_whole
 from icefloe.ingestions import IngestionSpec
 
@@ -69,3 +69,18 @@ def test_the_spark_engine_refuses_skip_and_quarantine_at_create_time() -> None:
             dataclasses.replace(spec, on_bad_record=policy).validate()
     with pytest.raises(ConfigurationError, match="choose one of fail-file, skip, quarantine"):
         dataclasses.replace(spec, engine="arrow", on_bad_record="drop").validate()
+
+
+def test_a_column_none_of_whose_values_fit_fails_the_file_not_its_records() -> None:
+    target = pa.schema([("id", pa.int64())])
+    with pytest.raises(PermanentFileError, match="none of its 2 values converts to int64"):
+        salvage(b'{"id": "x"}\n{"id": "y"}\n', ReadOptions(format="jsonl", salvage=True, target=target))
+
+
+def test_an_element_of_a_json_document_is_a_record_too() -> None:
+    schema = pa.schema([("id", pa.int64())])
+    table, bad = salvage(
+        b'[{"id": 1}, {"id": "x"},\n {"id": 3}]', ReadOptions(format="json", schema=schema, salvage=True)
+    )
+    assert table.column("id").to_pylist() == [1, 3]
+    assert bad == [(2, '{"id": "x"}')]

@@ -80,7 +80,8 @@ def _line(run: Run) -> str:
     return (
         f"run {run.id} {run.status}: {run.files_succeeded} succeeded, {run.files_failed} failed, "
         f"{run.files_skipped} skipped of {run.files_discovered} listed · {run.records_ingested:,} rows · "
-        f"{human_bytes(run.bytes_read or 0)}"
+        + (f"{run.records_rejected:,} bad records · " if run.records_rejected else "")
+        + f"{human_bytes(run.bytes_read or 0)}"
     )
 
 

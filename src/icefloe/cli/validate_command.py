@@ -8,6 +8,7 @@ import typer
 
 from icefloe import ingestions
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
+from icefloe.errors import IcefloeError
 from icefloe.validate import validate
 
 
@@ -24,9 +25,13 @@ def validate_command(
     def body() -> None:
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
-            reports = validate(rt, i, limit=limit)
+            result = validate(rt, i, limit=limit)
+        reports = result["items"]
         if as_json:
-            out.json(reports)
+            out.json(result)
+        if result["error_type"] is not None:
+            raise IcefloeError(result["error_message"])  # a run would fail before reading a file: exit 1
+        if as_json:
             return
         shown = [
             r

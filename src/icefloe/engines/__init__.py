@@ -59,7 +59,7 @@ class StagedBatch:
     held: list[HeldFile] = field(default_factory=list)  # schema change pending approval: HELD
     created_by: str | None = None  # the file the table was created for, in this batch
     evolved_by: str | None = None  # the first file whose columns ``table`` was evolved for (add-columns)
-    # Bad records of read files by file id (--on-bad-record quarantine commits those of succeeded ones).
+    # Bad records of read files by file id, under --on-bad-record quarantine (committed for succeeded ones).
     bad_records: dict[int, list[BadRecord]] = field(default_factory=dict)
 
     @property

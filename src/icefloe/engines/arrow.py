@@ -28,7 +28,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from icefloe import evolution, isolation, tables
-from icefloe.badrecords import BadRecord, Limit, parse_text, record_level, stream_batches, too_many
+from icefloe.badrecords import BadRecord, Policy, parse_text, stream_batches, too_many
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
@@ -95,8 +95,7 @@ class ArrowEngine:
         infer_schema: bool,
         threads: int = 8,
         parser_processes: int = 0,
-        on_bad_record: str = "fail-file",
-        max_bad_records: Limit | None = None,
+        policy: Policy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         schema_evolution: str = "add-columns",
     ) -> None:
@@ -117,21 +116,9 @@ class ArrowEngine:
         # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
         self._pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
         self._sleep = sleep
-        self.on_bad_record = on_bad_record
-        self.max_bad_records = max_bad_records
+        self.policy = policy or Policy()  # what a bad record does (badrecords.py)
 
     # ------------------------------------------------------------------ reading
-
-    def _salvages(self, exc: BaseException, options: ReadOptions) -> bool:
-        """Whether to read the file again record by record: the policy allows it, the error may be
-        one record's, and this is not already that second reading."""
-        if self.on_bad_record == "fail-file" or options.salvage or options.format == "parquet":
-            return False  # Parquet has no record boundaries to cut at: its errors are the file's
-        return record_level(exc)
-
-    def _check_limit(self, path: str, bad: list[BadRecord], good: int) -> None:
-        if bad and self.max_bad_records is not None and self.max_bad_records.exceeded(len(bad), good + len(bad)):
-            raise too_many(path, bad, good + len(bad), self.max_bad_records)
 
     def _read_small(
         self, file: ClaimedFile, target: pa.Schema | None, ingested_at: pa.Scalar, *, salvage: bool = False
@@ -150,7 +137,7 @@ class ArrowEngine:
                 try:
                     parsed = self._parse(data, file.file_path, options)
                 except PermanentFileError as exc:
-                    if not self._salvages(exc, options):
+                    if not self.policy.salvages(exc, options):
                         raise
                     options = replace(options, salvage=True, target=target)
                     parsed = self._parse(data, file.file_path, options)
@@ -158,7 +145,7 @@ class ArrowEngine:
                     return _Read(file, None, None, nbytes, started, expands=True)
                 table, bad = parsed
                 if _needs_table(target, table.schema):
-                    self._check_limit(file.file_path, bad, table.num_rows)
+                    self.policy.check(file.file_path, bad, table.num_rows)
                     return _Read(file, table, None, nbytes, started, bad=bad)
                 assert target is not None
                 while True:
@@ -171,20 +158,16 @@ class ArrowEngine:
                             file_uri=file.file_path,
                             rescue=self.rescue,
                         )
-                        self._check_limit(file.file_path, bad, conformed.num_rows)
+                        self.policy.check(file.file_path, bad, conformed.num_rows)
                         return _Read(file, conformed, None, nbytes, started, conformed=True, bad=bad)
-                    except ValueChangedError as exc:
-                        # Read as text what the table holds as text ("2024-01-01" stays as written).
-                        if not exc.retry_as_text or options.format == "parquet" or exc.column in options.text_columns:
-                            if not self._salvages(exc, options):
-                                raise
+                    except PermanentFileError as exc:
+                        column = _text_column(exc, options)
+                        if column is not None:  # read as text what the table holds as text ("2024-01-01")
+                            options = replace(options, text_columns=options.text_columns | {column})
+                        elif self.policy.salvages(exc, options):  # a value the table cannot hold
                             options = replace(options, salvage=True, target=target)
                         else:
-                            options = replace(options, text_columns=options.text_columns | {exc.column})
-                    except PermanentFileError as exc:
-                        if not self._salvages(exc, options):
                             raise
-                        options = replace(options, salvage=True, target=target)  # a value the table cannot hold
                     parsed = self._parse(data, file.file_path, options)
                     if parsed is None:
                         raise PermanentFileError(f"{file.file_path}: expands too much", error_type="UnreadableFile")
@@ -364,7 +347,7 @@ class ArrowEngine:
                         )
                     except PermanentFileError as exc:
                         retry_as_text = isinstance(exc, ValueChangedError) and exc.retry_as_text
-                        if not retry_as_text and not self._salvages(exc, self.options):
+                        if not retry_as_text and not self.policy.salvages(exc, self.options):
                             raise
                         # Parsed before the table's types were known: read it again knowing them
                         # (record by record when a value does not fit: --on-bad-record).
@@ -420,7 +403,7 @@ class ArrowEngine:
             bad: list[BadRecord] = []
             try:
                 records = self._write_large(staged, file, ingested_at, written, counter, options, bad)
-                self._check_limit(file.file_path, bad, records)
+                self.policy.check(file.file_path, bad, records)
                 staged.data_files.extend(written)
                 ms = int((time.monotonic() - started) * 1000)
                 staged.succeeded.append(self._outcome(staged, file, records, counter.count, ms, bad))
@@ -442,7 +425,7 @@ class ArrowEngine:
                 if column is not None:
                     options = replace(options, text_columns=options.text_columns | {column})
                     continue
-                if self._salvages(exc, options):
+                if self.policy.salvages(exc, options):
                     # A record that does not parse or fit: stream it again record by record.
                     target = arrow_target(staged.table) if staged.table is not None else None
                     options = replace(options, salvage=True, target=target)
@@ -495,7 +478,7 @@ class ArrowEngine:
             staged.table = tables.load_table(self.catalog, self.table_identifier)
         body = self.objects.open(file.file_path, file.etag)
         counter.body = body
-        limit = self.max_bad_records
+        limit = self.policy.limit
 
         def rows(stream: Iterator[tuple[_Rows, list[BadRecord]]]) -> Iterator[_Rows]:
             for rb, rejected in stream:
@@ -535,12 +518,12 @@ class ArrowEngine:
         finally:
             body.release_conn()
 
-    @staticmethod
     def _outcome(
-        staged: StagedBatch, file: ClaimedFile, records: int, nbytes: int, ms: int, bad: list[BadRecord]
+        self, staged: StagedBatch, file: ClaimedFile, records: int, nbytes: int, ms: int, bad: list[BadRecord]
     ) -> FileOutcome:
-        """A file's outcome once read; its bad records wait in ``staged`` for the quarantine commit."""
-        if bad:
+        """A file's outcome once read; under quarantine its bad records wait in ``staged`` for the
+        quarantine commit (skipped ones are only counted)."""
+        if bad and self.policy.quarantines:
             staged.bad_records[file.id] = bad
         return FileOutcome(file, records, nbytes, ms, rejected=len(bad))
 
@@ -613,6 +596,5 @@ def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
         threads=rt.settings.read_threads,
         parser_processes=rt.settings.parser_processes,
         schema_evolution=ingestion.schema_evolution,
-        on_bad_record=ingestion.on_bad_record,
-        max_bad_records=Limit.parse(ingestion.max_bad_records),
+        policy=Policy.of(ingestion.on_bad_record, ingestion.max_bad_records),
     )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from icefloe.api.deps import IngestionDep, Reader, RuntimeDep
 from icefloe.api.problems import responses
-from icefloe.redaction import redact_uri
+from icefloe.redaction import redact_text, redact_uri
 from icefloe.validate import validate
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
@@ -31,6 +31,8 @@ class FileValidation(BaseModel):
 
 class ValidationReport(BaseModel):
     items: list[FileValidation]
+    error_type: str | None = Field(description="why a run would fail before reading a file (source unreachable)")
+    error_message: str | None
 
 
 @router.post(
@@ -42,6 +44,12 @@ class ValidationReport(BaseModel):
 def validate_ingestion(
     _: Reader, ingestion: IngestionDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> ValidationReport:
-    """The same as `icefloe validate`: reads the files, commits nothing, records nothing."""
-    reports = validate(rt, ingestion, limit=limit)
-    return ValidationReport(items=[FileValidation(**(r | {"file_path": redact_uri(r["file_path"])})) for r in reports])
+    """The same as `icefloe validate`: reads the files, commits nothing, records nothing. A source
+    or catalog a run could not reach is said in ``error_type``/``error_message`` (200: the dry run
+    did its job; the run would fail)."""
+    result = validate(rt, ingestion, limit=limit)
+    items = [FileValidation(**(r | {"file_path": redact_uri(r["file_path"])})) for r in result["items"]]
+    message = result["error_message"]
+    return ValidationReport(
+        items=items, error_type=result["error_type"], error_message=redact_text(message) if message else None
+    )

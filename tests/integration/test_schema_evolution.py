@@ -195,3 +195,20 @@ def test_approve_holds_files_until_the_change_is_decided(
         assert run(rt, "gate").status == "SUCCESS"  # not retried by themselves
         assert "email" not in load_table(rt, "it.gate").schema().column_names
     assert schema_changes.pending(rt.db, ingestion) == []
+
+
+def test_schema_hints_type_the_named_columns_and_infer_the_rest(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    put_objects(bucket, {"h/1.jsonl": jsonl([{"id": 1, "amount": "12.50", "at": "2025-01-01T10:00:00+02:00"}])})
+    ingest(rt, "hints", f"s3://{bucket}/h/", schema={"amount": "decimal(12,2)"})
+    assert run(rt, "hints").status == "SUCCESS"
+    put_objects(bucket, {"h/2.jsonl": jsonl([{"id": 2, "amount": "1.00", "note": "later"}])})
+    assert run(rt, "hints").status == "SUCCESS"
+    schema = load_table(rt, "it.hints").schema()
+    assert schema.find_field("amount").field_type == DecimalType(12, 2)
+    assert schema.find_field("id").field_type == LongType()
+    assert str(schema.find_field("at").field_type) == "timestamptz"
+    assert schema.find_field("note").field_type == StringType()  # inferred and added later
+    got = by_id(rows(rt, "it.hints"))
+    assert [(r["amount"], r["note"]) for r in got] == [(Decimal("12.50"), None), (Decimal("1.00"), "later")]

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.types import DecimalType, DoubleType, LongType, StringType
 
-from icefloe import ingestions, schema_changes
+from icefloe import advice, ingestions, schema_changes
 from icefloe.runtime import Runtime
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import jsonl, load_table, rows
@@ -153,7 +153,11 @@ def test_approve_holds_files_until_the_change_is_decided(
             "a/4.jsonl": jsonl([{"id": 4}]),
         },
     )
-    assert run(rt, "gate").status == "SUCCESS"
+    holding = run(rt, "gate")
+    assert holding.status == "SUCCESS"
+    assert "2 file(s) HELD: their schema change waits for approval (icefloe schema pending gate)" in (
+        advice.run_warnings(rt, ingestion, holding)
+    )
     ledger_rows = files(rt, "gate")
     held = {k for k, v in ledger_rows.items() if v["status"] == "HELD"}
     assert held == {f"s3://{bucket}/a/2.jsonl", f"s3://{bucket}/a/3.jsonl"}

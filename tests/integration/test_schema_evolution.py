@@ -127,8 +127,9 @@ def test_rescue_keeps_the_schema_and_rescues_unknown_and_unfitting_values(
 
 def test_fail_fails_a_file_with_a_new_column_naming_it(rt: Runtime, bucket: str, put_objects: PutObjects) -> None:
     put_objects(bucket, {"f/1.jsonl": jsonl([{"id": 1}])})
-    ingest(rt, "strict", f"s3://{bucket}/f/", schema_evolution="fail")
+    ingest(rt, "strict", f"s3://{bucket}/f/")
     run(rt, "strict")
+    ingestions.update(rt.db, "strict", {"schema_evolution": "fail"})  # as `ingestion update` / PATCH do
     put_objects(bucket, {"f/2.jsonl": jsonl([{"id": 2, "email": "a@example.com"}])})
     assert run(rt, "strict").status == "PARTIAL"
     failed = files(rt, "strict")[f"s3://{bucket}/f/2.jsonl"]

@@ -63,5 +63,3 @@ def test_conform_rejects_a_value_that_does_not_fit_naming_the_column() -> None:
             file_uri="s3://b/k",
         )
     assert info.value.error_type == "SchemaMismatch"
-
-

@@ -255,7 +255,8 @@ def _csv_batches(stream: Any, options: ReadOptions, block_size: int) -> pa.Recor
 
 def _json_batches(stream: Any, options: ReadOptions, block_size: int) -> pa.RecordBatchReader:
     if options.schema is not None:
-        parse = pajson.ParseOptions(explicit_schema=options.schema, unexpected_field_behavior="ignore")
+        # --schema names only some columns (hints): the others are inferred.
+        parse = pajson.ParseOptions(explicit_schema=options.schema, unexpected_field_behavior="infer")
     elif options.text_columns:
         text = pa.schema([(name, pa.string()) for name in sorted(options.text_columns)])
         parse = pajson.ParseOptions(explicit_schema=text, unexpected_field_behavior="infer")
@@ -281,8 +282,7 @@ def record_batches(
         if options.format == "parquet":
             parquet = pq.ParquetFile(pa.BufferReader(source) if isinstance(source, bytes) else source)
             check_schema(parquet.schema_arrow, uri, options.max_nesting)
-            columns = [n for n in options.schema.names if n in parquet.schema_arrow.names] if options.schema else None
-            yield from parquet.iter_batches(batch_size=65_536, columns=columns)
+            yield from parquet.iter_batches(batch_size=65_536)
             return
         stream: Any
         if isinstance(source, bytes) and options.format != "json":

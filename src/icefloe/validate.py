@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from sqlalchemy import text
 
-from icefloe import isolation, tables
+from icefloe import evolution, isolation, tables
 from icefloe.badrecords import FIRST_ERRORS, BadRecord, Policy, parse_text, record_level, stream_batches
 from icefloe.discovery import Filter, listing_pages
 from icefloe.errors import FileError, IcefloeError, LedgerUnavailableError
 from icefloe.formats import ReadOptions, expanded, parse_whole
-from icefloe.schema import ValueChangedError, arrow_target, conform, new_columns
+from icefloe.schema import ValueChangedError, arrow_target, conform, normalise_type
 from icefloe.stores import parse_source
 
 if TYPE_CHECKING:
@@ -98,14 +98,20 @@ def _reports(
             report |= {"verdict": "fails", "error_type": exc.error_type, "error_message": str(exc)}
             reports.append(report)
             continue
-        extra = new_columns(target if target is not None else pa.schema([]), schema) if schema is not None else None
+        change = (
+            evolution.diff(target if target is not None else pa.schema([]), schema, normalise_type) if schema else None
+        )
         report |= {
             "records": records,
             "bad_records": len(bad),
             "errors": [f"line {b.row_number}: {b.error}" for b in bad[:FIRST_ERRORS]],
-            "new_columns": {f.name: str(f.type) for f in extra} if extra is not None else {},
+            "new_columns": {f.name: evolution.iceberg_type_name(f.type) for f in change.added} if change else {},
+            # the change a table that exists would need (a new table simply takes the file's schema)
+            "schema_change": change.describe() if change and target is not None else None,
         }
         report |= _verdict(policy, records, bad)
+        if change and target is not None and report["verdict"] != "fails":
+            report |= _schema_verdict(ingestion.schema_evolution)
         reports.append(report)
     return reports
 
@@ -119,6 +125,15 @@ def _verdict(policy: Policy, records: int, bad: list[BadRecord]) -> dict[str, An
     if policy.limit is not None and policy.limit.exceeded(len(bad), records + len(bad)):
         return {"verdict": "fails", "error_type": "TooManyBadRecords"}
     return {"verdict": "quarantined" if policy.quarantines else "skipped"}
+
+
+def _schema_verdict(schema_evolution: str) -> dict[str, Any]:
+    """What a run would make of a file whose schema differs from the table's (README, "Schema evolution")."""
+    if schema_evolution == "approve":
+        return {"verdict": "held", "error_type": "SchemaChangePending"}
+    if schema_evolution == "fail":
+        return {"verdict": "fails", "error_type": "SchemaMismatch"}
+    return {}  # add-columns: evolved in the rows' commit; rescue: misfits go to _rescued_data
 
 
 def _read(

@@ -99,3 +99,20 @@ def test_rescue_puts_unknown_and_unfitting_values_of_a_row_into_one_json_object(
     assert out.column("flag").to_pylist() == [True, None, False]
     rescued = [json.loads(v) if v else None for v in out.column("_rescued_data").to_pylist()]
     assert rescued == [{"when": "2025-01-02T00:00:00"}, {"id": "two"}, None]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"id": "long", "amount": "decimal(12)"},
+        {"type": "struct", "fields": [{"id": 1, "name": "amount", "type": "decimal(12)", "required": False}]},
+    ],
+    ids=["short-form", "iceberg-form"],
+)
+def test_a_bad_type_in_a_schema_file_names_the_column_and_the_type(doc: dict[str, object]) -> None:
+    from icefloe.errors import ConfigurationError
+    from icefloe.schema import parse_schema_document
+
+    with pytest.raises(ConfigurationError) as bad:
+        parse_schema_document(doc)
+    assert str(bad.value).startswith("schema column 'amount': 'decimal(12)' is not an Iceberg type (types: boolean")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 
 import pyarrow as pa
 import pytest
@@ -15,7 +16,7 @@ from icefloe.formats import ReadOptions, parse_whole, record_batches
 UTC = dt.UTC
 
 
-def jsonl(*records: dict[str, object]) -> bytes:
+def jsonl(*records: Mapping[str, object]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 

@@ -37,14 +37,15 @@ def validate_command(
             r
             | {
                 "key": ingestions.key_below_prefix(i, str(r["file_path"])),
-                "new_columns": ", ".join(f"{k} {v}" for k, v in r["new_columns"].items()),
+                "schema_change": r.get("schema_change")
+                or ", ".join(f"adds {k} ({v})" for k, v in r["new_columns"].items()),
                 "first_errors": "; ".join(r["errors"]) or r.get("error_message") or "",
             }
             for r in reports
         ]
         out.table(
             shown,
-            ["key", "status", "verdict", "records", "bad_records", "new_columns", "first_errors"],
+            ["key", "status", "verdict", "records", "bad_records", "schema_change", "first_errors"],
             title=f"validation of {name}: {len(reports)} file(s) not yet ingested (nothing committed)",
             keep=["key"],
         )

@@ -27,7 +27,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from icefloe import evolution, isolation, tables
+from icefloe import destination, evolution, isolation, tables
 from icefloe.badrecords import BadRecord, Policy, parse_text, stream_batches, too_many
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
@@ -103,7 +103,7 @@ class ArrowEngine:
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
-        self.destination = tables.TableDestination(
+        self.destination = destination.TableDestination(
             catalog,
             table_identifier,
             options.schema,
@@ -592,7 +592,7 @@ def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
         catalog=rt.catalog,
         table_identifier=ingestion.table_identifier,
         options=ReadOptions.for_ingestion(ingestion, rt.settings),
-        infer_schema=ingestion.schema is None,
+        infer_schema=True,  # --schema columns are hints: the other columns are inferred
         threads=rt.settings.read_threads,
         parser_processes=rt.settings.parser_processes,
         schema_evolution=ingestion.schema_evolution,

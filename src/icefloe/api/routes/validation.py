@@ -20,11 +20,16 @@ class FileValidation(BaseModel):
 
     file_path: str
     status: str = Field(description="NEW (not in the ledger, or changed), DISCOVERED, FAILED or HELD")
-    verdict: str = Field(description="ok | skipped | quarantined | fails (under the ingestion's policy)")
+    verdict: str = Field(
+        description="ok | skipped | quarantined | held | fails (under the ingestion's bad-record and schema policies)"
+    )
     records: int | None = Field(description="good records")
     bad_records: int | None
     errors: list[str] = Field(description="the first bad records: line and why")
     new_columns: dict[str, str] = Field(description="columns the file would add to the table, with their types")
+    schema_change: str | None = Field(
+        default=None, description="the change the existing table would need (columns added, types widened)"
+    )
     error_type: str | None = None
     error_message: str | None = None
 

@@ -173,6 +173,7 @@ def test_notifications_outside_the_ingestion_are_read_and_ignored(
 
 def test_a_message_stays_in_the_queue_until_the_ledger_has_it(rt: Runtime, bucket: str, sqs: Any, queue: str) -> None:
     publish(sqs, queue, [s3_event(bucket, f"in/{n}.jsonl", "e", 1) for n in range(3)])
+    assert events.check_queue(rt.settings.s3, queue) == 3
     location = S3Location.parse(f"s3://{bucket}/in/")
     with pytest.raises(Exception, match="ingestion_id"):  # no such ingestion: the upsert fails
         events.drain(
@@ -188,6 +189,8 @@ def test_a_missing_queue_is_one_line_naming_it(rt: Runtime, bucket: str, moto: s
     assert result.status == "FAILED"
     assert result.error_message is not None and missing in result.error_message
     assert "\n" not in result.error_message
+    with pytest.raises(SourceError, match="no-such-queue"):  # `icefloe ingestion check`
+        events.check_queue(rt.settings.s3, missing)
     with pytest.raises(SourceError):
         client = events.make_sqs_client(rt.settings.s3, missing)
         try:

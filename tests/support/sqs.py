@@ -11,29 +11,49 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
+import socket
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 from tests.support.services import free_port
+from tests.support.waiting import wait_for
 
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """moto's server on 127.0.0.1 and a free port; yields its endpoint URL."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    """moto's server (S3 and SQS) on 127.0.0.1 and a free port, in a process of its own (in this one
+    it would compete for the GIL with what it serves); yields its endpoint URL."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        wait_for(lambda: _answers(port) or proc.poll() is not None, timeout=60, what="moto's server to answer")
+        assert proc.poll() is None, f"moto's server exited with {proc.returncode}"
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def sqs_client(endpoint: str) -> Any:

@@ -1,10 +1,10 @@
-"""An SQS emulator on loopback (moto in server mode) and S3 notifications in AWS's own JSON shape.
+"""moto in server mode on loopback (S3 and SQS, in a process of its own), and S3 notifications in
+AWS's JSON shape.
 
-The event-driven discovery tests read the bucket's data from SeaweedFS (the S3 every other test
-uses, with conditional GETs and the warehouse) and its notifications from moto's SQS, published by
-the test exactly as S3 publishes them (``s3_event``): that lets a test drop, duplicate or reorder
-notifications on purpose. ``test_moto_s3_notification_is_understood`` checks the shape against a real
-producer: moto's own S3 delivering a notification to its SQS.
+Most event-driven discovery tests read the bucket's data from SeaweedFS (the S3 every other test
+uses) and notifications the test publishes to moto's SQS exactly as S3 publishes them
+(``s3_event``), so that it can drop, duplicate or reorder them on purpose; one test uses moto's S3 as
+the source, whose own notifications reach its SQS.
 """
 
 from __future__ import annotations

@@ -197,6 +197,17 @@ def queue_errors(queue_url: str) -> Iterator[None]:
         raise SourceError(redact_text(f"events queue {queue_url} unreachable: {exc}")) from exc
 
 
+def check_queue(settings: S3Settings, queue_url: str) -> int:
+    """Test access to the queue (``icefloe ingestion check``); returns the messages waiting in it."""
+    sqs = make_sqs_client(settings, queue_url)
+    try:
+        with queue_errors(queue_url):
+            attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    finally:
+        sqs.close()
+
+
 def _receive(sqs: Any, queue_url: str, wait: int, visibility: int) -> list[dict[str, Any]]:
     response = sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, VisibilityTimeout=visibility

@@ -34,6 +34,10 @@ def test_cleanup_killed_resumes_without_losing_or_reingesting(
     create(icefloe_env, "kc", f"s3://{bucket}/in/", "--after-ingest", action, "--after-ingest-delay", "0s")
     assert run_json(icefloe_env, "kc")["files_succeeded"] == N
 
+    preview = cli(icefloe_env, "cleanup", "kc", "--dry-run").stdout  # a person's view: every key, literally
+    assert all(f"s3://{bucket}/in/{n:02d}.jsonl" in preview for n in range(N)), preview
+    assert len(keys(s3_client, bucket, "in/")) == N
+
     killed = cli(dict(icefloe_env, ICEFLOE_FAULT_POINT=point), "cleanup", "kc", expect=None)
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
     if action.startswith("move"):  # the first file was copied, its source not yet deleted

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from icefloe import alerts, cleanup, file_operations, ingestions
+from icefloe import alerts, cleanup, daemon, file_operations, ingestions
 from icefloe.errors import ConfigurationError, ConflictError
 from icefloe.runtime import Runtime
 from tests.support.inprocess import files, ingest, run
@@ -130,6 +130,15 @@ def test_a_move_into_the_source_is_refused(rt: Runtime, bucket: str) -> None:
             ingest(rt, "bad", f"s3://{bucket}/in/", after_ingest=target)
     with pytest.raises(ConfigurationError, match="after-ingest must be"):
         ingest(rt, "bad", f"s3://{bucket}/in/", after_ingest="shred")
+
+
+def test_a_worker_cleans_up_when_due(rt: Runtime, bucket: str, put_objects: PutObjects, s3_client: S3Client) -> None:
+    seed(put_objects, bucket, 3)
+    ingest(rt, "wrk", f"s3://{bucket}/in/", after_ingest="delete", after_ingest_delay_seconds=0)
+    run(rt, "wrk")
+    daemon.WorkerProcess(rt).cleanup_due()
+    assert keys(s3_client, bucket, "in/") == []
+    assert {r["cleanup_status"] for r in files(rt, "wrk").values()} == {"DONE"}
 
 
 def test_workers_take_a_due_cleanup_once(rt: Runtime, bucket: str) -> None:

@@ -21,6 +21,7 @@ from icefloe.discovery import Filter
 from icefloe.errors import SourceError
 from icefloe.runtime import Runtime
 from icefloe.s3 import S3Location
+from icefloe.settings import Settings
 from tests.support.inprocess import files, ingest, run
 from tests.support.sqs import moto_server, publish, queue_depth, s3_event, sqs_client
 from tests.support.tables import jsonl, rows
@@ -173,6 +174,7 @@ def test_notifications_outside_the_ingestion_are_read_and_ignored(
 
 def test_a_message_stays_in_the_queue_until_the_ledger_has_it(rt: Runtime, bucket: str, sqs: Any, queue: str) -> None:
     publish(sqs, queue, [s3_event(bucket, f"in/{n}.jsonl", "e", 1) for n in range(3)])
+    assert events.check_queue(rt.settings.s3, queue) == 3
     location = S3Location.parse(f"s3://{bucket}/in/")
     with pytest.raises(Exception, match="ingestion_id"):  # no such ingestion: the upsert fails
         events.drain(
@@ -188,6 +190,8 @@ def test_a_missing_queue_is_one_line_naming_it(rt: Runtime, bucket: str, moto: s
     assert result.status == "FAILED"
     assert result.error_message is not None and missing in result.error_message
     assert "\n" not in result.error_message
+    with pytest.raises(SourceError, match="no-such-queue"):  # `icefloe ingestion check`
+        events.check_queue(rt.settings.s3, missing)
     with pytest.raises(SourceError):
         client = events.make_sqs_client(rt.settings.s3, missing)
         try:
@@ -220,3 +224,71 @@ def test_moto_s3_notification_is_understood(moto: str, sqs: Any, queue: str) -> 
     assert [(o.listed.file_path, o.listed.etag, o.listed.size) for o in found] == [
         (f"s3://{name}/in/a b+c.jsonl", etag, 10)
     ]
+
+
+@pytest.fixture
+def moto_rt(icefloe_env: dict[str, str], moto: str) -> Iterator[Runtime]:
+    """A runtime whose sources are moto's S3 (the ledger and the warehouse stay the test's own)."""
+    env = icefloe_env | {"AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    runtime = Runtime.open(Settings.from_env(env))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def notify(s3: Any, sqs: Any, bucket: str, queue: str) -> None:
+    """Configure ``bucket`` to send its object-created notifications to ``queue`` (as on AWS)."""
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+
+
+def put_many(s3: Any, bucket: str, objects: dict[str, bytes]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), objects.items()))
+
+
+def test_real_notifications_and_the_files_they_missed_found_exactly(moto_rt: Runtime, sqs: Any, queue: str) -> None:
+    """moto's S3 (listing, conditional reads) delivers its own notifications to its SQS; 5 of 100
+    files land before the bucket's notification is configured (a common way events go missing): the
+    events ingest 95 with no LIST call, the reconciling listing finds the 5, counts them exactly, and
+    every file is in the table once."""
+    rt, s3 = moto_rt, moto_rt.s3
+    bucket = f"moto-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    ingest(rt, "ev", f"s3://{bucket}/in/", discovery="events", events_queue=queue)
+    first = run(rt, "ev")  # the first run lists once: a backfill of what was there (nothing), not "missed"
+    assert (first.status, first.discovery, first.listing, first.list_requests) == ("SUCCESS", "events", "full", 1)
+
+    keys = [f"in/{n // 10:02d}/{n:04d}.jsonl" for n in range(100)]
+    early = set(random.Random(14).sample(keys, 5))
+    put_many(s3, bucket, {k: jsonl([{"id": n}]) for n, k in enumerate(keys) if k in early})
+    notify(s3, sqs, bucket, queue)
+    put_many(s3, bucket, {k: jsonl([{"id": n}]) for n, k in enumerate(keys) if k not in early})
+
+    missed_before = counter("icefloe_files_missed_by_events", "ev")
+    second = run(rt, "ev")
+    assert (second.status, second.discovery, second.listing) == ("SUCCESS", "events", None)
+    # 95 notifications and the s3:TestEvent S3 sends when a notification is configured
+    assert (second.event_messages, second.files_new, second.files_succeeded) == (96, 95, 95)
+    assert second.list_requests == 0  # steady state: no LIST at all
+    assert queue_depth(sqs, queue) == 0  # every message deleted once recorded
+    assert not early & {p.removeprefix(f"s3://{bucket}/") for p in files(rt, "ev")}
+
+    third = worker.run_ingestion(rt, ingestions.get(rt.db, "ev"), trigger="test", full_listing=True)
+    assert (third.status, third.listing, third.list_requests, third.files_new) == ("SUCCESS", "full", 1, 5)
+    assert (third.files_missed_by_events, third.files_succeeded) == (5, 5)
+    assert counter("icefloe_files_missed_by_events", "ev") == missed_before + 5
+
+    assert sorted(rows(rt, "it.ev").column("id").to_pylist()) == list(range(100))  # every file once
+    ledger = files(rt, "ev")
+    assert len(ledger) == 100 and {r["status"] for r in ledger.values()} == {"SUCCESS"}
+    assert alerts.detect(rt.db) >= 1
+    (alert,) = [a for a in alerts.list_recent(rt.db) if a["kind"] == "events_missed_files"]
+    assert "found 5 file(s) its event notifications missed" in alert["subject"]
+
+    fourth = run(rt, "ev")  # nothing new, no listing due, nothing twice
+    assert (fourth.files_new, fourth.files_succeeded, fourth.list_requests, fourth.event_messages) == (0, 0, 0, 0)

@@ -24,6 +24,8 @@ RUN_FIELDS = {
     "snapshots_committed",
     "list_requests",
     "files_missed_by_incremental",
+    "event_messages",
+    "files_missed_by_events",
     "duration_seconds",
 }
 

@@ -1,39 +1,59 @@
-"""An SQS emulator on loopback (moto in server mode) and S3 notifications in AWS's own JSON shape.
+"""moto in server mode on loopback (S3 and SQS, in a process of its own), and S3 notifications in
+AWS's JSON shape.
 
-The event-driven discovery tests read the bucket's data from SeaweedFS (the S3 every other test
-uses, with conditional GETs and the warehouse) and its notifications from moto's SQS, published by
-the test exactly as S3 publishes them (``s3_event``): that lets a test drop, duplicate or reorder
-notifications on purpose. ``test_moto_s3_notification_is_understood`` checks the shape against a real
-producer: moto's own S3 delivering a notification to its SQS.
+Most event-driven discovery tests read the bucket's data from SeaweedFS (the S3 every other test
+uses) and notifications the test publishes to moto's SQS exactly as S3 publishes them
+(``s3_event``), so that it can drop, duplicate or reorder them on purpose; one test uses moto's S3 as
+the source, whose own notifications reach its SQS.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
+import socket
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 from tests.support.services import free_port
+from tests.support.waiting import wait_for
 
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """moto's server on 127.0.0.1 and a free port; yields its endpoint URL."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    """moto's server (S3 and SQS) on 127.0.0.1 and a free port, in a process of its own (in this one
+    it would compete for the GIL with what it serves); yields its endpoint URL."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        wait_for(lambda: _answers(port) or proc.poll() is not None, timeout=60, what="moto's server to answer")
+        assert proc.poll() is None, f"moto's server exited with {proc.returncode}"
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def sqs_client(endpoint: str) -> Any:

@@ -315,10 +315,16 @@ def ingestion_check(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> 
             first = next(listing_pages(rt.store(location), location, Filter(location.prefix, i.pattern, i.since)), None)
             page = first.objects if first is not None else []
             table = tables.load_table(rt.catalog, i.table_identifier)
+            queue = {}
+            if i.discovery == "events" and i.events_queue:
+                from icefloe import events
+
+                queue = {"events_queue": "ok", "messages_waiting": events.check_queue(rt.settings.s3, i.events_queue)}
         out.record(
             {
                 "source": "ok",
                 "objects_on_first_page": len(page),
+                **queue,
                 "catalog": "ok",
                 "table": tables.describe(table) if table is not None else "not created yet (first run creates it)",
             },

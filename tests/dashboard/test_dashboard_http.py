@@ -68,6 +68,8 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_no_token_in_any_url(dashboar
         assert dashboard.api.tokens["reader"] not in cookie
         page = client.get("/")
         assert page.status_code == 200 and "Ingestions" in page.text and "test-reader" in page.text
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
 
 
 def test_the_cookie_is_secure_under_https(dashboard: Dashboard) -> None:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from icefloe import ingestions, tokens
 from icefloe.ingestions import IngestionSpec
+from icefloe.models import Ingestion
 from tests.support.dashboard import Dashboard, csrf_of
 
 # (path of the action, least role allowed); each called on an ingestion that exists (a missing file
@@ -215,3 +216,41 @@ def test_an_admin_defines_and_changes_an_ingestion_with_the_apis_checks(dashboar
     assert (got.max_retries, got.pattern, got.table_identifier) == (7, "**/*.jsonl", "web.clicks")
     with dashboard.client("operator") as client:
         assert client.get("/new-ingestion").status_code == 403
+
+
+def add_files(db: sa.Engine, ingestion: Ingestion, first: int, count: int, status: str = "SUCCESS") -> None:
+    """Ledger rows ``k-0001``… below the ingestion's prefix, as a discovery would add them."""
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO files (ingestion_id, file_path, size, etag, status) "
+                "SELECT :i, :prefix || 'k-' || lpad(n::text, 4, '0'), 10, md5(n::text), :s "
+                "FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS n"
+            ),
+            {"i": ingestion.id, "prefix": ingestion.source, "first": first, "last": first + count - 1, "s": status},
+        )
+
+
+def keys_and_next(html: str) -> tuple[list[str], str | None]:
+    keys = re.findall(r'#drawer">(k-\d+)</a>', html)
+    found = re.search(r'<a rel="next" href="([^"]+)"', html)
+    return keys, found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_the_ledger_pages_by_keyset_while_files_arrive_and_filters_by_status_and_key(
+    dashboard: Dashboard, orders: str
+) -> None:
+    db = dashboard.api.app.state.runtime.db
+    ingestion = ingestions.get(db, orders)
+    add_files(db, ingestion, 1, 70)
+    with dashboard.client("reader") as client:
+        keys, next_page = keys_and_next(client.get("/ingestions/orders").text)
+        assert keys == [f"k-{n:04d}" for n in range(1, 51)] and next_page is not None
+        add_files(db, ingestion, 71, 10, status="FAILED")  # discovery goes on meanwhile
+        keys, last = keys_and_next(client.get(next_page).text)
+        assert keys == [f"k-{n:04d}" for n in range(51, 81)] and last is None  # nothing twice, nothing lost
+        failed, _ = keys_and_next(client.get("/ingestions/orders", params={"status": "FAILED"}).text)
+        assert failed == [f"k-{n:04d}" for n in range(71, 81)]
+        by_key, _ = keys_and_next(client.get("/ingestions/orders", params={"key": "k-000"}).text)
+        assert by_key == [f"k-{n:04d}" for n in range(1, 10)]
+        assert client.get("/ingestions/orders", params={"cursor": "forged"}).status_code == 422

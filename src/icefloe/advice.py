@@ -2,12 +2,15 @@
 
 Each is a likely misconfiguration that still ingests "successfully": a pattern matching nothing,
 files of another kind ingested as 0 rows, a CSV read with the wrong delimiter (the whole header
-line became one column), files of unrelated layouts merged into one table by schema evolution.
+line became one column), files of unrelated layouts merged into one table by schema evolution —
+and files HELD for a schema change nobody approved yet.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
 
 from icefloe import ledger, tables
 
@@ -38,6 +41,14 @@ def run_warnings(rt: Runtime, ingestion: Ingestion, run: Run) -> list[str]:
         )
     with rt.db.connect() as conn:
         _count, empty = ledger.empty_files_of_run(conn, ingestion.id, run.id, limit=50)
+        held = conn.execute(
+            text("SELECT count(*) FROM files WHERE ingestion_id = :i AND run_id = :r AND status = 'HELD'"),
+            {"i": ingestion.id, "r": run.id},
+        ).scalar_one()
+    if held:
+        warnings.append(
+            f"{held} file(s) HELD: their schema change waits for approval (icefloe schema pending {ingestion.name})"
+        )
     odd = [path for path in empty if not _looks_like(path, ingestion.format)]
     if odd:
         warnings.append(

@@ -23,6 +23,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from icefloe.errors import PermanentFileError
+from icefloe.inference import TemporalColumns
 from icefloe.schema import DEFAULT_MAX_NESTING, check_schema
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class ReadOptions:
     max_line_bytes: int = 256 << 20  # longest line (record) of a streamed file (ICEFLOE_MAX_LINE_BYTES)
     block_size: int = BLOCK_SIZE  # of a streamed text file; raised when a line does not fit
     text_columns: frozenset[str] = frozenset()  # inferred columns read as text (see schema.ValueChangedError)
+    timestamp_formats: tuple[str, ...] = ()  # strptime-style, besides ISO-8601 (see icefloe.inference)
+    date_formats: tuple[str, ...] = ()
 
     @classmethod
     def for_ingestion(cls, ingestion: Ingestion, settings: Settings | None = None) -> ReadOptions:
@@ -81,6 +84,8 @@ class ReadOptions:
             csv_null_values=tuple(ingestion.csv_null_values) if ingestion.csv_null_values is not None else ("",),
             max_nesting=settings.max_nesting if settings else DEFAULT_MAX_NESTING,
             max_line_bytes=settings.max_line_bytes if settings else cls.max_line_bytes,
+            timestamp_formats=tuple(ingestion.timestamp_formats or ()),
+            date_formats=tuple(ingestion.date_formats or ()),
         )
 
 
@@ -239,14 +244,15 @@ def _csv_batches(stream: Any, options: ReadOptions, block_size: int) -> pa.Recor
         null_values=list(options.csv_null_values),
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
-        timestamp_parsers=[pacsv.ISO8601],
+        timestamp_parsers=[pacsv.ISO8601, *options.timestamp_formats],
     )
     return pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
 
 
 def _json_batches(stream: Any, options: ReadOptions, block_size: int) -> pa.RecordBatchReader:
     if options.schema is not None:
-        parse = pajson.ParseOptions(explicit_schema=options.schema, unexpected_field_behavior="ignore")
+        # --schema names only some columns (hints): the others are inferred.
+        parse = pajson.ParseOptions(explicit_schema=options.schema, unexpected_field_behavior="infer")
     elif options.text_columns:
         text = pa.schema([(name, pa.string()) for name in sorted(options.text_columns)])
         parse = pajson.ParseOptions(explicit_schema=text, unexpected_field_behavior="infer")
@@ -272,8 +278,7 @@ def record_batches(
         if options.format == "parquet":
             parquet = pq.ParquetFile(pa.BufferReader(source) if isinstance(source, bytes) else source)
             check_schema(parquet.schema_arrow, uri, options.max_nesting)
-            columns = [n for n in options.schema.names if n in parquet.schema_arrow.names] if options.schema else None
-            yield from parquet.iter_batches(batch_size=65_536, columns=columns)
+            yield from parquet.iter_batches(batch_size=65_536)
             return
         stream: Any
         if isinstance(source, bytes) and options.format != "json":
@@ -281,6 +286,7 @@ def record_batches(
             if options.format == "jsonl":
                 check_json_lines(source, uri)
             head, block_size, stream = source[:65_536], max(BLOCK_SIZE, len(source) + 1), pa.BufferReader(source)
+            guarded: _GuardedStream | None = None
         else:
             native = (
                 pa.BufferReader(source)
@@ -314,8 +320,17 @@ def record_batches(
                     return
                 raise
             check_schema(reader.schema, uri, options.max_nesting)
+            temporal = TemporalColumns(
+                fmt=options.format,
+                skip=frozenset(options.schema.names if options.schema is not None else ()) | options.text_columns,
+                timestamp_formats=options.timestamp_formats,
+                date_formats=options.date_formats,
+            )
             for batch in reader:
                 _check_text_columns(batch, options, uri)
+                if not head and guarded is not None:
+                    head = guarded.first_chunk
+                batch = temporal.apply(batch, head, uri)
                 rows += batch.num_rows
                 yield batch
         except pa.ArrowInvalid as exc:
@@ -324,7 +339,7 @@ def record_batches(
                     f"{uri}: a line is longer than {block_size >> 20} MiB", error_type="LineTooLong"
                 ) from exc
             if options.format == "csv":
-                if not head and not isinstance(source, bytes):
+                if not head and guarded is not None:
                     head = guarded.first_chunk
                 streamed = None if isinstance(source, bytes) else rows
                 raise _csv_error(exc, uri, _header_names(head, options), options, streamed) from exc

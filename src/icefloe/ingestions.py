@@ -64,6 +64,9 @@ class IngestionSpec:
     # the rows' commit), approve (HELD until `icefloe schema approve`), rescue (the table never
     # changes; misfits go to _rescued_data), fail (FAILED SchemaMismatch).
     schema_evolution: str = "add-columns"
+    # strptime-style formats of timestamps / dates in CSV and JSON text, besides ISO-8601.
+    timestamp_formats: list[str] | None = None
+    date_formats: list[str] | None = None
 
     def validate(self, *, new_name: bool = True) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field.
@@ -115,6 +118,23 @@ class IngestionSpec:
         if self.schema_evolution not in SCHEMA_EVOLUTIONS:
             raise ConfigurationError(
                 f"schema_evolution must be one of {', '.join(SCHEMA_EVOLUTIONS)}, got {self.schema_evolution!r}"
+            )
+        for option, formats in (("timestamp_formats", self.timestamp_formats), ("date_formats", self.date_formats)):
+            if formats is not None and (
+                len(formats) > 20 or any(not isinstance(f, str) or "%" not in f or len(f) > 100 for f in formats)
+            ):
+                raise ConfigurationError(
+                    f"{option} must be at most 20 strptime-style formats (with a %, e.g. %d/%m/%Y) of at most "
+                    "100 characters"
+                )
+        if self.engine == "spark" and (self.timestamp_formats or self.date_formats):
+            raise ConfigurationError("--timestamp-format and --date-format are not supported by the spark engine")
+        if self.engine == "spark" and self.schema_evolution != "add-columns":
+            # Spark's Parquet files are added by name after its schema change is committed: it can
+            # neither hold a file before reading it as a whole batch nor rescue values row by row.
+            raise ConfigurationError(
+                f"--schema-evolution {self.schema_evolution} is not supported by the spark engine "
+                "(add-columns only); use --engine arrow"
             )
 
 

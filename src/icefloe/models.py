@@ -112,6 +112,9 @@ class Ingestion(Base):
     full_listing_every_seconds: Mapped[int] = mapped_column(Integer, server_default="86400")
     # add-columns | approve | rescue | fail: see icefloe.schema_changes.
     schema_evolution: Mapped[str] = mapped_column(String(20), server_default="add-columns")
+    # strptime-style formats of timestamps and dates in CSV/JSON text (JSON lists); None: ISO-8601 only.
+    timestamp_formats: Mapped[list[str] | None] = mapped_column(JSONB)
+    date_formats: Mapped[list[str] | None] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -38,18 +38,44 @@ def parse_schema_document(doc: Any) -> Schema:
         raise ConfigurationError("a schema file must hold a JSON object")
     try:
         if doc.get("type") == "struct" and "fields" in doc:
+            for field in doc["fields"] if isinstance(doc["fields"], list) else []:
+                if isinstance(field, dict) and "name" in field:
+                    _column_type(field["name"], field.get("type"))
             return Schema.model_validate(doc)
         fields = []
         for field_id, (name, type_name) in enumerate(doc.items(), start=1):
             if not isinstance(type_name, str):
                 raise ConfigurationError(f"schema column {name!r}: type must be a string, got {type_name!r}")
-            fields.append(NestedField(field_id, name, IcebergType.model_validate(type_name), required=False))
+            fields.append(NestedField(field_id, name, _column_type(name, type_name), required=False))
         return Schema(*fields)
     except ConfigurationError:
         raise
     except Exception as exc:  # pydantic's ValidationError is long; keep its first line
         first = str(exc).strip().splitlines()
         raise ConfigurationError(f"invalid schema: {first[-1] if first else exc}") from exc
+
+
+_TYPE_NAMES = (
+    "boolean, int, long, float, double, decimal(P,S), date, time, timestamp, timestamptz, string, uuid, "
+    "fixed[N], binary"
+)
+
+
+def _column_type(name: object, type_doc: object) -> IcebergType:
+    """The Iceberg type of one column of a schema file, or one line naming the column and the type."""
+    try:
+        return IcebergType.model_validate(type_doc)
+    except Exception:
+        shown = type_doc if isinstance(type_doc, str) else json.dumps(type_doc)[:200]
+        raise ConfigurationError(
+            f"schema column {name!r}: {shown!r} is not an Iceberg type (types: {_TYPE_NAMES})"
+        ) from None
+
+
+def merged_schema(declared: pa.Schema, data: pa.Schema) -> pa.Schema:
+    """A new table's columns under schema hints: the declared ones (their types), then the data's
+    other columns, in the data's order."""
+    return pa.schema([*declared, *(f for f in data if f.name not in declared.names)])
 
 
 def canonical_schema_document(doc: dict[str, Any]) -> dict[str, Any]:

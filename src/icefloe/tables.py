@@ -42,7 +42,7 @@ from icefloe.errors import (
 )
 from icefloe.evolution import RESCUED_COLUMN, SchemaDiff
 from icefloe.ledger.connection import translate_connection_errors
-from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, normalise_type, table_arrow_schema
+from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, merged_schema, normalise_type, table_arrow_schema
 from icefloe.settings import Settings
 
 if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
@@ -232,15 +232,15 @@ class TableDestination:
         - fail: a difference fails the file (``SchemaMismatch``, naming the column);
         - rescue: the table stays as it is (conforming puts misfits into ``_rescued_data``).
 
-        With a declared schema and add-columns, columns the table lacks are dropped, as before.
-        A schema no table can hold (:func:`check_schema`) fails naming ``uri`` before anything
+        ``infer=False`` (an engine that reads only the declared columns): no change is looked for
+        under add-columns. A schema no table can hold (:func:`check_schema`) fails naming ``uri`` before anything
         reaches the catalog.
         """
         check_schema(data_schema, uri or "data", self.max_nesting)
         if table is None:
             table = load_table(self.catalog, self.identifier)
         if table is None:
-            schema = self.declared if self.declared is not None else data_schema
+            schema = data_schema if self.declared is None else merged_schema(self.declared, data_schema)
             arrow = table_arrow_schema(schema, rescued=self.policy == "rescue")
             return Resolved(create_table(self.catalog, self.identifier, arrow), created=True)
         if self.policy == "rescue":
@@ -249,6 +249,9 @@ class TableDestination:
             return Resolved(table)
         if self.policy == "add-columns" and not self.infer:
             return Resolved(table)
+        if self.declared is not None:  # declared columns keep their declared types: never widened
+            declared = self.declared
+            data_schema = pa.schema([declared.field(f.name) if f.name in declared.names else f for f in data_schema])
         change = evolution.diff(table.schema().as_arrow(), data_schema, normalise_type)
         if not change:
             return Resolved(table)
@@ -263,9 +266,12 @@ class TableDestination:
         """:meth:`resolve`, with a change committed at once (engines whose writer commits files
         it did not write through pyiceberg: Spark's Parquet files are added by name)."""
         resolved = self.resolve(table, data_schema, uri)
-        if resolved.change is None:
+        change = resolved.change
+        if change is None:
             return resolved.table
-        return add_columns(resolved.table, resolved.table.schema().as_arrow())
+        base = load_table(self.catalog, self.identifier) or resolved.table
+        widened = [pa.field(name, new) for name, _, new in change.widened]
+        return add_columns(base, pa.schema([*change.added, *widened]))
 
 
 def evolved(table: Table, change: SchemaDiff) -> Table:

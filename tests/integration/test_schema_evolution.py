@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.types import DecimalType, DoubleType, LongType, StringType
 
-from icefloe import ingestions, schema_changes
+from icefloe import advice, ingestions, schema_changes
 from icefloe.runtime import Runtime
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import jsonl, load_table, rows
@@ -127,8 +127,9 @@ def test_rescue_keeps_the_schema_and_rescues_unknown_and_unfitting_values(
 
 def test_fail_fails_a_file_with_a_new_column_naming_it(rt: Runtime, bucket: str, put_objects: PutObjects) -> None:
     put_objects(bucket, {"f/1.jsonl": jsonl([{"id": 1}])})
-    ingest(rt, "strict", f"s3://{bucket}/f/", schema_evolution="fail")
+    ingest(rt, "strict", f"s3://{bucket}/f/")
     run(rt, "strict")
+    ingestions.update(rt.db, "strict", {"schema_evolution": "fail"})  # as `ingestion update` / PATCH do
     put_objects(bucket, {"f/2.jsonl": jsonl([{"id": 2, "email": "a@example.com"}])})
     assert run(rt, "strict").status == "PARTIAL"
     failed = files(rt, "strict")[f"s3://{bucket}/f/2.jsonl"]
@@ -153,7 +154,11 @@ def test_approve_holds_files_until_the_change_is_decided(
             "a/4.jsonl": jsonl([{"id": 4}]),
         },
     )
-    assert run(rt, "gate").status == "SUCCESS"
+    holding = run(rt, "gate")
+    assert holding.status == "SUCCESS"
+    assert "2 file(s) HELD: their schema change waits for approval (icefloe schema pending gate)" in (
+        advice.run_warnings(rt, ingestion, holding)
+    )
     ledger_rows = files(rt, "gate")
     held = {k for k, v in ledger_rows.items() if v["status"] == "HELD"}
     assert held == {f"s3://{bucket}/a/2.jsonl", f"s3://{bucket}/a/3.jsonl"}
@@ -195,3 +200,20 @@ def test_approve_holds_files_until_the_change_is_decided(
         assert run(rt, "gate").status == "SUCCESS"  # not retried by themselves
         assert "email" not in load_table(rt, "it.gate").schema().column_names
     assert schema_changes.pending(rt.db, ingestion) == []
+
+
+def test_schema_hints_type_the_named_columns_and_infer_the_rest(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    put_objects(bucket, {"h/1.jsonl": jsonl([{"id": 1, "amount": "12.50", "at": "2025-01-01T10:00:00+02:00"}])})
+    ingest(rt, "hints", f"s3://{bucket}/h/", schema={"amount": "decimal(12,2)"})
+    assert run(rt, "hints").status == "SUCCESS"
+    put_objects(bucket, {"h/2.jsonl": jsonl([{"id": 2, "amount": "1.00", "note": "later"}])})
+    assert run(rt, "hints").status == "SUCCESS"
+    schema = load_table(rt, "it.hints").schema()
+    assert schema.find_field("amount").field_type == DecimalType(12, 2)
+    assert schema.find_field("id").field_type == LongType()
+    assert str(schema.find_field("at").field_type) == "timestamptz"
+    assert schema.find_field("note").field_type == StringType()  # inferred and added later
+    got = by_id(rows(rt, "it.hints"))
+    assert [(r["amount"], r["note"]) for r in got] == [(Decimal("12.50"), None), (Decimal("1.00"), "later")]

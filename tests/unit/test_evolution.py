@@ -64,3 +64,55 @@ def test_fail_names_the_column() -> None:
     assert mismatch_message("s3://b/k.parquet", change) == (
         "s3://b/k.parquet: column 'a' is long in the file, int in the table (--schema-evolution fail)"
     )
+
+
+@pytest.mark.parametrize("policy", ["approve", "rescue", "fail"])
+def test_the_spark_engine_refuses_the_policies_it_cannot_honour_at_create_time(policy: str) -> None:
+    from icefloe.errors import ConfigurationError
+    from icefloe.ingestions import IngestionSpec
+
+    spec = IngestionSpec(
+        name="s", source="s3://b/p/", format="jsonl", table="ns.t", engine="spark", schema_evolution=policy
+    )
+    with pytest.raises(ConfigurationError, match=f"--schema-evolution {policy} is not supported by the spark engine"):
+        spec.validate()
+    IngestionSpec(name="s", source="s3://b/p/", format="jsonl", table="ns.t", engine="spark").validate()
+
+
+def test_rescue_puts_unknown_and_unfitting_values_of_a_row_into_one_json_object() -> None:
+    import datetime as dt
+    import json
+
+    from icefloe.schema import conform, table_arrow_schema
+
+    target = table_arrow_schema(pa.schema([("id", pa.int64()), ("flag", pa.bool_())]), rescued=True)
+    data = pa.table(
+        {
+            "id": pa.array(["1", "two", None]),
+            "flag": pa.array([True, None, False]),
+            "when": pa.array([dt.datetime(2025, 1, 2), None, None], pa.timestamp("us")),
+        }
+    )
+    at = pa.scalar(dt.datetime(2025, 1, 1, tzinfo=dt.UTC), pa.timestamp("us", tz="UTC"))
+    out = conform(data, target, source_file="s3://b/k", ingested_at=at, file_uri="s3://b/k", rescue=True)
+    assert out.column("id").to_pylist() == [1, None, None]
+    assert out.column("flag").to_pylist() == [True, None, False]
+    rescued = [json.loads(v) if v else None for v in out.column("_rescued_data").to_pylist()]
+    assert rescued == [{"when": "2025-01-02T00:00:00"}, {"id": "two"}, None]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"id": "long", "amount": "decimal(12)"},
+        {"type": "struct", "fields": [{"id": 1, "name": "amount", "type": "decimal(12)", "required": False}]},
+    ],
+    ids=["short-form", "iceberg-form"],
+)
+def test_a_bad_type_in_a_schema_file_names_the_column_and_the_type(doc: dict[str, object]) -> None:
+    from icefloe.errors import ConfigurationError
+    from icefloe.schema import parse_schema_document
+
+    with pytest.raises(ConfigurationError) as bad:
+        parse_schema_document(doc)
+    assert str(bad.value).startswith("schema column 'amount': 'decimal(12)' is not an Iceberg type (types: boolean")

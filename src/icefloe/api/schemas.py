@@ -113,6 +113,14 @@ class IngestionCreate(BaseModel):
     full_listing_every_seconds: int = Field(
         default=86400, ge=1, le=INT32, description="incremental: a full reconciling listing this often"
     )
+    timestamp_formats: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        default=None,
+        max_length=20,
+        description="strptime-style timestamp formats of CSV/JSON text, e.g. %d/%m/%Y %H:%M",
+    )
+    date_formats: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        default=None, max_length=20, description="strptime-style date formats of CSV/JSON text, e.g. %d/%m/%Y"
+    )
     schema_evolution: SchemaEvolution = Field(
         default="add-columns",
         description="a file whose schema differs from the table's: add-columns (and safe widenings), "
@@ -183,6 +191,8 @@ class IngestionUpdate(BaseModel):
     schema_evolution: Annotated[
         SchemaEvolution | None, _not_null({"enum": list(get_args(SchemaEvolution)), "type": "string"})
     ] = None
+    timestamp_formats: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=20)
+    date_formats: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=20)
 
     @model_validator(mode="after")
     def _nulls_only_where_clearable(self) -> Self:
@@ -197,6 +207,8 @@ class IngestionUpdate(BaseModel):
             "maintain_every_seconds",
             "csv_null_values",
             "relist_lookback_seconds",
+            "timestamp_formats",
+            "date_formats",
         }
         for field in self.model_fields_set - clearable:
             if getattr(self, field) is None:
@@ -235,6 +247,8 @@ class IngestionOut(BaseModel):
                     "relist_lookback_seconds": 172800,
                     "full_listing_every_seconds": 86400,
                     "schema_evolution": "add-columns",
+                    "timestamp_formats": None,
+                    "date_formats": None,
                     "status": "ACTIVE",
                     "created_at": "2025-01-02T03:04:05Z",
                     "updated_at": "2025-01-02T03:04:05Z",
@@ -271,6 +285,8 @@ class IngestionOut(BaseModel):
     relist_lookback_seconds: int | None
     full_listing_every_seconds: int
     schema_evolution: str
+    timestamp_formats: list[str] | None
+    date_formats: list[str] | None
     status: IngestionStatus
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -168,6 +168,12 @@ def ingestion_create(
     schema_evolution: Annotated[
         str, typer.Option(help="add-columns | approve | rescue | fail: a file whose schema differs")
     ] = "add-columns",
+    timestamp_format: Annotated[
+        list[str] | None, typer.Option(help="strptime-style timestamp format of CSV/JSON text (repeatable)")
+    ] = None,
+    date_format: Annotated[
+        list[str] | None, typer.Option(help="strptime-style date format of CSV/JSON text, e.g. %d/%m/%Y (repeatable)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Define an ingestion (and list its source once: a missing bucket or no matching object is said)."""
@@ -201,6 +207,8 @@ def ingestion_create(
             relist_lookback_seconds=parse_duration(relist_lookback) if relist_lookback else None,
             full_listing_every_seconds=parse_duration(full_listing_every),
             schema_evolution=schema_evolution,
+            timestamp_formats=timestamp_format or None,
+            date_formats=date_format or None,
         )
         spec.validate()
         engines.require(spec.engine)  # one line naming icefloe[spark] when the client is missing

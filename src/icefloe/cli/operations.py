@@ -50,8 +50,10 @@ def ingestion_update(
     relist_lookback: Annotated[str | None, typer.Option(help="e.g. 2d; partition lookback")] = None,
     no_relist_lookback: Annotated[bool, typer.Option("--no-relist-lookback", help="remove the lookback")] = False,
     full_listing_every: Annotated[str | None, typer.Option(help="e.g. 1d; full reconciling listing interval")] = None,
-    csv_null_values: Annotated[str | None, typer.Option(help='CSV texts read as NULL, e.g. "n/a,NULL"')] = None,
     schema_evolution: Annotated[str | None, typer.Option(help="add-columns | approve | rescue | fail")] = None,
+    timestamp_format: Annotated[list[str] | None, typer.Option(help="strptime-style (repeatable)")] = None,
+    date_format: Annotated[list[str] | None, typer.Option(help="strptime-style (repeatable)")] = None,
+    csv_null_values: Annotated[str | None, typer.Option(help='CSV texts read as NULL, e.g. "n/a,NULL"')] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change an ingestion's schedule or options."""
@@ -78,8 +80,10 @@ def ingestion_update(
             "listing": listing,
             "relist_lookback_seconds": parse_duration(relist_lookback) if relist_lookback else None,
             "full_listing_every_seconds": parse_duration(full_listing_every) if full_listing_every else None,
-            "csv_null_values": csv_null_values.split(",") if csv_null_values is not None else None,
             "schema_evolution": schema_evolution,
+            "timestamp_formats": timestamp_format or None,
+            "date_formats": date_format or None,
+            "csv_null_values": csv_null_values.split(",") if csv_null_values is not None else None,
         }
         changes.update({k: v for k, v in optional.items() if v is not None})
         if no_relist_lookback:

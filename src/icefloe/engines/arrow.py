@@ -526,7 +526,7 @@ def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:
         catalog=rt.catalog,
         table_identifier=ingestion.table_identifier,
         options=ReadOptions.for_ingestion(ingestion, rt.settings),
-        infer_schema=ingestion.schema is None,
+        infer_schema=True,  # --schema columns are hints: the other columns are inferred
         threads=rt.settings.read_threads,
         parser_processes=rt.settings.parser_processes,
         schema_evolution=ingestion.schema_evolution,

@@ -1,4 +1,4 @@
-"""Schema evolution: ingestions.schema_evolution, the HELD file status, schema_changes
+"""Schema evolution: ingestions.schema_evolution, timestamp/date formats, the HELD status, schema_changes
 
 Revision ID: 0008_schema_evolve
 Revises: 0007
@@ -25,6 +25,8 @@ def upgrade() -> None:
         "ingestions",
         sa.Column("schema_evolution", sa.String(length=20), server_default="add-columns", nullable=False),
     )
+    op.add_column("ingestions", sa.Column("timestamp_formats", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
+    op.add_column("ingestions", sa.Column("date_formats", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
     op.create_check_constraint(
         "ck_ingestions_schema_evolution",
         "ingestions",
@@ -77,4 +79,6 @@ def downgrade() -> None:
     op.drop_constraint("ck_files_status", "files", type_="check")
     op.create_check_constraint("ck_files_status", "files", _OLD_STATUSES)
     op.drop_constraint("ck_ingestions_schema_evolution", "ingestions", type_="check")
+    op.drop_column("ingestions", "date_formats")
+    op.drop_column("ingestions", "timestamp_formats")
     op.drop_column("ingestions", "schema_evolution")

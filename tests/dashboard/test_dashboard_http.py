@@ -254,3 +254,23 @@ def test_the_ledger_pages_by_keyset_while_files_arrive_and_filters_by_status_and
         by_key, _ = keys_and_next(client.get("/ingestions/orders", params={"key": "k-000"}).text)
         assert by_key == [f"k-{n:04d}" for n in range(1, 10)]
         assert client.get("/ingestions/orders", params={"cursor": "forged"}).status_code == 422
+
+
+def test_an_admin_pauses_and_resumes(dashboard: Dashboard, orders: str) -> None:
+    with dashboard.client("admin") as client:
+        page = client.get("/ingestions/orders")
+        paused = client.get(
+            client.post("/ingestions/orders/pause", data={"csrf_token": csrf_of(page.text)}).headers["location"]
+        )
+        assert "orders is paused." in paused.text and 'action="/ingestions/orders/resume"' in paused.text
+        resumed = client.post("/ingestions/orders/resume", data={"csrf_token": csrf_of(paused.text)})
+        assert "active again" in client.get(resumed.headers["location"]).text
+    assert ingestions.get(dashboard.api.app.state.runtime.db, "orders").status == "ACTIVE"
+
+
+def test_pages_for_admins_are_refused_to_others(dashboard: Dashboard) -> None:
+    for role in ("reader", "operator"):
+        with dashboard.client(role) as client:
+            for path in ("/tokens", "/new-ingestion"):
+                refused = client.get(path)
+                assert refused.status_code == 403 and "admin" in refused.text

@@ -78,9 +78,18 @@ def story(served: ApiServer, database_url: str, bucket: str, put_objects: PutObj
     return served
 
 
-def test_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
+def test_a_wrong_token_is_refused_and_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
     story: ApiServer, open_pages: Callable[..., UserContext]
 ) -> None:
+    stranger = open_pages(story.url)
+    sign_in(stranger, "ifl_this-is-not-a-token")
+    expect(stranger.page.get_by_role("alert")).to_have_text("That token is not valid.")
+    stranger.shot("login-refused")
+    # Chromium logs the refused sign-in's 401 as a console error: that one is expected.
+    assert len(stranger.take_console_errors("status of 401")) == 1
+    stranger.page.goto("/")
+    expect(stranger.page).to_have_url("/login?next=%2F")
+
     operator = open_pages(story.url)
     sign_in(operator, story.tokens["operator"])
     operator.page.get_by_role("link", name="story").click()
@@ -143,17 +152,6 @@ def test_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
     admin.page.get_by_role("link", name="New ingestion").click()
     expect(admin.page.get_by_label("Source")).to_be_visible()
     admin.shot("new-ingestion")
-
-
-def test_a_wrong_token_is_refused(story: ApiServer, open_pages: Callable[..., UserContext]) -> None:
-    user = open_pages(story.url)
-    sign_in(user, "ifl_this-is-not-a-token")
-    expect(user.page.get_by_role("alert")).to_have_text("That token is not valid.")
-    user.shot("login-refused")
-    # Chromium logs the refused sign-in's 401 as a console error: that one is expected.
-    assert len(user.take_console_errors("status of 401")) == 1
-    user.page.goto("/")
-    expect(user.page).to_have_url("/login?next=%2F")
 
 
 def test_an_operator_skips_one_file_retries_a_mended_one_and_reingests_another(

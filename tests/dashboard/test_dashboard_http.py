@@ -274,3 +274,16 @@ def test_pages_for_admins_are_refused_to_others(dashboard: Dashboard) -> None:
             for path in ("/tokens", "/new-ingestion"):
                 refused = client.get(path)
                 assert refused.status_code == 403 and "admin" in refused.text
+
+
+def test_a_name_with_url_characters_links_to_its_page(dashboard: Dashboard, bucket: str) -> None:
+    db = dashboard.api.app.state.runtime.db
+    name = "odd name?#%&"
+    ingestions.create(db, IngestionSpec(name=name, source=f"s3://{bucket}/odd/", format="jsonl", table="d.odd"))
+    with dashboard.client("operator") as client:
+        link = re.search(r'<a href="(/ingestions/[^"]+)">odd name\?#%&amp;</a>', client.get("/").text)
+        assert link is not None and link.group(1) == "/ingestions/odd%20name%3F%23%25%26"
+        page = client.get(link.group(1))
+        assert page.status_code == 200 and 'action="/ingestions/odd%20name%3F%23%25%26/run"' in page.text
+        queued = client.post(f"{link.group(1)}/run", data={"csrf_token": csrf_of(page.text)})
+        assert "queued" in client.get(queued.headers["location"]).text

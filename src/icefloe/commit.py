@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
@@ -60,6 +60,7 @@ from icefloe.ledger import Batch, ExpiredFile, FileOutcome, LockBounds
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
     from icefloe.engines import Committed, StagedBatch
     from icefloe.engines import Engine as StagingEngine
@@ -297,6 +298,8 @@ def reconcile_expired_leases(
                 landed = tables.snapshots_with_batches(table, batch_ids, since)
             committed, lost = split_expired(expired, landed)
             ledger.reconcile_committed(conn, [f for f, _ in committed], [s for _, s in committed])
+            if table is not None and committed:
+                _record_reconciled_schema(conn, ingestion, table, committed)
             ledger.reconcile_lost(conn, lost, ingestion.max_retries, run_id=run_id)
     except (TableBusyError, CommitOutcomeUnknownError) as exc:
         log.info("reconciliation of %s postponed: %s", ingestion.name, exc)
@@ -313,6 +316,46 @@ def reconcile_expired_leases(
         len(lost),
     )
     return Reconciled(len(committed), len(lost))
+
+
+def _record_reconciled_schema(
+    conn: Connection, ingestion: Ingestion, table: Table, committed: Sequence[tuple[ExpiredFile, int]]
+) -> None:
+    """A dead worker's batch that changed the table's schema (add-columns) gets its history row here:
+    the ledger transaction of its commit, which would have written it, never happened."""
+    from icefloe.evolution import diff
+    from icefloe.schema import normalise_type
+
+    schemas = {s.schema_id: s for s in table.metadata.schemas}
+    first_file: dict[int, str] = {}
+    for f, snapshot_id in committed:
+        first_file.setdefault(snapshot_id, f.file_path)
+
+    def batch_of(snapshot: Any) -> str | None:
+        return snapshot.summary.additional_properties.get("icefloe.batch-id") if snapshot.summary else None
+
+    for snapshot_id, file_path in first_file.items():
+        snapshot = table.snapshot_by_id(snapshot_id)
+        if snapshot is None:
+            continue
+        parent = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+        while parent is not None and batch_of(parent) == batch_of(snapshot):  # replace: delete, then append
+            parent = table.snapshot_by_id(parent.parent_snapshot_id) if parent.parent_snapshot_id else None
+        if parent is None or snapshot.schema_id == parent.schema_id:
+            continue
+        if snapshot.schema_id not in schemas or parent.schema_id not in schemas:
+            continue
+        change = diff(schemas[parent.schema_id].as_arrow(), schemas[snapshot.schema_id].as_arrow(), normalise_type)
+        if change:
+            schema_changes.record_applied(
+                conn,
+                ingestion_id=ingestion.id,
+                table_identifier=ingestion.table_identifier,
+                change=change,
+                created=False,
+                first_file=file_path,
+                schema_id=int(snapshot.schema_id),
+            )
 
 
 def _count_by_run(files: Iterable[ExpiredFile]) -> dict[int, int]:

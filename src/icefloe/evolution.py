@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 RESCUED_COLUMN = "_rescued_data"
 POLICIES = ("add-columns", "approve", "rescue", "fail")
@@ -122,6 +125,50 @@ def diff(table_schema: pa.Schema, data_schema: pa.Schema, normalise: Any = None)
         if new is not None:
             widened.append((f.name, existing.type, new))
     return SchemaDiff(tuple(added), tuple(widened))
+
+
+# ----------------------------------------------------------------------------- applying a change
+# Pure over pyiceberg objects: a change staged on an ``UpdateSchema`` or a table's metadata in memory.
+
+
+def evolve(update: Any, change: dict[str, Any]) -> None:
+    """Stage ``change`` on a pyiceberg ``UpdateSchema``: columns already there are left alone."""
+    added = added_columns(change)
+    if added is not None:
+        update.union_by_name(added)
+    for widened in change.get("widened", []):
+        update.update_column(widened["name"], field_type=_iceberg_type(widened["to"]))
+
+
+def _iceberg_type(name: str) -> Any:
+    """The Iceberg type of a widening's target (long, double, decimal(P,S))."""
+    from pyiceberg.types import DecimalType, DoubleType, LongType
+
+    if name == "long":
+        return LongType()
+    if name == "double":
+        return DoubleType()
+    if name.startswith("decimal("):
+        precision, scale = name[len("decimal(") : -1].split(",")
+        return DecimalType(int(precision), int(scale))
+    raise ValueError(f"not a widening icefloe applies: {name}")
+
+
+def evolved(table: Table, change: SchemaDiff) -> Table:
+    """``table`` with ``change`` applied to its metadata in memory (nothing is committed): data
+    files written for it carry the field ids the change will have once committed on this head."""
+    from pyiceberg.table import Table as IcebergTable
+
+    tx = table.transaction()
+    with tx.update_schema() as update:
+        evolve(update, change.as_json())
+    return IcebergTable(table.name(), tx.table_metadata, table.metadata_location, table.io, table.catalog)
+
+
+def moved_field(written: dict[str, int], head: dict[str, int]) -> str | None:
+    """The first column (full name) whose field id on the table head differs from the one data files
+    were written with, or None: such files cannot be committed to that head."""
+    return next((name for name, field_id in written.items() if head.get(name) != field_id), None)
 
 
 def iceberg_type_name(t: pa.DataType) -> str:

@@ -221,13 +221,6 @@ def arrow_target(table: Table) -> pa.Schema:
     return pa.schema([pa.field(f.name, _plain_strings(f.type), f.nullable, f.metadata) for f in schema])
 
 
-def new_columns(table_schema: pa.Schema, data_schema: pa.Schema) -> pa.Schema | None:
-    """Columns of ``data_schema`` the table lacks (normalised), or None when there are none."""
-    known = set(table_schema.names)
-    extra = [pa.field(f.name, normalise_type(f.type)) for f in data_schema if f.name not in known]
-    return pa.schema(extra) if extra else None
-
-
 class ValueChangedError(PermanentFileError):
     """A cast would store something other than what the file says (``"2024-01-01"`` read as a
     timestamp going into a string column): a text file can be read again with those columns as text."""

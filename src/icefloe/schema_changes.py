@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, text
 
 from icefloe import ledger
 from icefloe.errors import CommitConflictError, ConfigurationError, ConflictError, NotFoundError
-from icefloe.evolution import SchemaDiff, added_columns, describe_change
+from icefloe.evolution import SchemaDiff, describe_change, evolve
 from icefloe.ledger import ClaimedFile
 from icefloe.redaction import redact_text
 
@@ -232,29 +232,6 @@ def apply_change(catalog: Catalog, identifier: str, change: dict[str, Any]) -> i
         except CommitFailedException:
             table = table.refresh()
     raise CommitConflictError(f"could not change the schema of {identifier}: too many conflicts")
-
-
-def evolve(update: Any, change: dict[str, Any]) -> None:
-    """Stage ``change`` on a pyiceberg ``UpdateSchema``: columns already there are left alone."""
-    added = added_columns(change)
-    if added is not None:
-        update.union_by_name(added)
-    for widened in change.get("widened", []):
-        update.update_column(widened["name"], field_type=_iceberg_type(widened["to"]))
-
-
-def _iceberg_type(name: str) -> Any:
-    """The Iceberg type of a widening's target (long, double, decimal(P,S))."""
-    from pyiceberg.types import DecimalType, DoubleType, LongType
-
-    if name == "long":
-        return LongType()
-    if name == "double":
-        return DoubleType()
-    if name.startswith("decimal("):
-        precision, scale = name[len("decimal(") : -1].split(",")
-        return DecimalType(int(precision), int(scale))
-    raise ConfigurationError(f"not a widening icefloe applies: {name}")
 
 
 # ----------------------------------------------------------------------------- the worker's side

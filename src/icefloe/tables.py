@@ -17,7 +17,6 @@ import unicodedata
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
@@ -36,13 +35,9 @@ from icefloe.errors import (
     CommitError,
     CommitOutcomeUnknownError,
     ConfigurationError,
-    PermanentFileError,
-    SchemaChangePendingError,
     SchemaRaceError,
 )
-from icefloe.evolution import RESCUED_COLUMN, SchemaDiff
 from icefloe.ledger.connection import translate_connection_errors
-from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, merged_schema, normalise_type, table_arrow_schema
 from icefloe.settings import Settings
 
 if TYPE_CHECKING:  # pyiceberg's catalog/table modules take seconds to import: only where used
@@ -201,92 +196,6 @@ def create_table(catalog: Catalog, identifier: str, arrow_schema: pa.Schema) -> 
         return existing
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """The table a file's rows go to, as :meth:`TableDestination.resolve` decided it."""
-
-    table: Table  # evolved in memory only (add-columns): the batch's commit applies the change
-    created: bool = False  # the table was created for this file
-    change: SchemaDiff | None = None  # the change ``table`` has over the catalog's
-
-
-@dataclass(frozen=True)
-class TableDestination:
-    """Where an ingestion's rows go, for every engine: the table is created on first use from the
-    declared schema (or the data's); a file whose columns differ from the table's is dealt with by
-    the ingestion's ``--schema-evolution`` policy (see :meth:`resolve`)."""
-
-    catalog: Catalog
-    identifier: str
-    declared: pa.Schema | None
-    infer: bool
-    max_nesting: int = DEFAULT_MAX_NESTING
-    policy: str = "add-columns"
-
-    def resolve(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Resolved:
-        """The table ``data_schema``'s rows go to (``table``: the one staged so far, if any).
-
-        - add-columns: new columns and safe widenings are applied to a copy of the table's metadata,
-          not to the catalog: the batch's commit applies them with its rows (:func:`commit_rows`);
-        - approve: a difference raises :class:`SchemaChangePendingError` (the file is HELD);
-        - fail: a difference fails the file (``SchemaMismatch``, naming the column);
-        - rescue: the table stays as it is (conforming puts misfits into ``_rescued_data``).
-
-        ``infer=False`` (an engine that reads only the declared columns): no change is looked for
-        under add-columns. A schema no table can hold (:func:`check_schema`) fails naming ``uri`` before anything
-        reaches the catalog.
-        """
-        check_schema(data_schema, uri or "data", self.max_nesting)
-        if table is None:
-            table = load_table(self.catalog, self.identifier)
-        if table is None:
-            schema = data_schema if self.declared is None else merged_schema(self.declared, data_schema)
-            arrow = table_arrow_schema(schema, rescued=self.policy == "rescue")
-            return Resolved(create_table(self.catalog, self.identifier, arrow), created=True)
-        if self.policy == "rescue":
-            if RESCUED_COLUMN not in table.schema().column_names:  # a table made before the policy was chosen
-                table = add_columns(table, pa.schema([pa.field(RESCUED_COLUMN, pa.string())]))
-            return Resolved(table)
-        if self.policy == "add-columns" and not self.infer:
-            return Resolved(table)
-        if self.declared is not None:  # declared columns keep their declared types: never widened
-            declared = self.declared
-            data_schema = pa.schema([declared.field(f.name) if f.name in declared.names else f for f in data_schema])
-        change = evolution.diff(table.schema().as_arrow(), data_schema, normalise_type)
-        if not change:
-            return Resolved(table)
-        if self.policy == "approve":
-            raise SchemaChangePendingError(evolution.held_message(uri, change), change=change)
-        if self.policy == "fail":
-            raise PermanentFileError(evolution.mismatch_message(uri, change), error_type="SchemaMismatch")
-        log.info("staging schema change of %s: %s", self.identifier, change.describe())
-        return Resolved(evolved(table, change), change=change)
-
-    def table_for(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Table:
-        """:meth:`resolve`, with a change committed at once (engines whose writer commits files
-        it did not write through pyiceberg: Spark's Parquet files are added by name)."""
-        resolved = self.resolve(table, data_schema, uri)
-        change = resolved.change
-        if change is None:
-            return resolved.table
-        base = load_table(self.catalog, self.identifier) or resolved.table
-        widened = [pa.field(name, new) for name, _, new in change.widened]
-        return add_columns(base, pa.schema([*change.added, *widened]))
-
-
-def evolved(table: Table, change: SchemaDiff) -> Table:
-    """``table`` with ``change`` applied to its metadata in memory (nothing is committed): data
-    files written for it carry the field ids the change will have once committed on this head."""
-    from pyiceberg.table import Table as IcebergTable
-
-    from icefloe.schema_changes import evolve
-
-    tx = table.transaction()
-    with tx.update_schema() as update:
-        evolve(update, change.as_json())
-    return IcebergTable(table.name(), tx.table_metadata, table.metadata_location, table.io, table.catalog)
-
-
 def ensure_icefloe_properties(table: Table) -> Table:
     """Make sure pyiceberg's blind commit retry is off on ``table`` (tables not created by icefloe),
     and the _source_file bounds exact (tables created by earlier versions)."""
@@ -407,6 +316,7 @@ def commit_rows(
     columns since the files were written), :class:`SchemaRaceError`: the batch must be read again.
     """
     from pyiceberg.expressions import In
+    from pyiceberg.schema import index_by_name
 
     from icefloe.schema import SOURCE_FILE_COLUMN
 
@@ -416,7 +326,13 @@ def commit_rows(
         if evolve_to is not None:
             with tx.update_schema() as update:
                 update.union_by_name(evolve_to)
-            _check_field_ids(evolve_to, tx.table_metadata.schema(), ".".join(table.name()))
+            written, head = index_by_name(evolve_to), index_by_name(tx.table_metadata.schema())
+            moved = evolution.moved_field(written, head)
+            if moved is not None:
+                raise SchemaRaceError(
+                    f"{'.'.join(table.name())}: column {moved!r} has field id {head.get(moved)} on the table, "
+                    f"{written[moved]} in the staged files (the schema changed meanwhile); the batch is read again"
+                )
         if replaced:
             # pyiceberg's pydantic-based In() confuses mypy; the call is its documented form.
             with warnings.catch_warnings():
@@ -437,19 +353,6 @@ def commit_rows(
     if current is None:
         raise CommitError(f"{'.'.join(table.name())}: the commit left no current snapshot")
     return RowsCommitted(current.snapshot_id, snapshots, committed.schema().schema_id)
-
-
-def _check_field_ids(written: Schema, head: Schema, identifier: str) -> None:
-    """Every column the data files were written with has the same field id on the head."""
-    from pyiceberg.schema import index_by_name
-
-    have = index_by_name(head)
-    for name, field_id in index_by_name(written).items():
-        if have.get(name) != field_id:
-            raise SchemaRaceError(
-                f"{identifier}: column {name!r} has field id {have.get(name)} on the table, {field_id} in the "
-                "staged files (the schema changed meanwhile); the batch is read again"
-            )
 
 
 def snapshot_properties(batch_id: uuid.UUID, run_id: int | None, file_count: int) -> dict[str, str]:

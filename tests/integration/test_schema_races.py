@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 
-from icefloe import commit, engines, ingestions, ledger, metrics, runs, schema_changes, worker
+from icefloe import commit, engines, ingestions, ledger, metrics, runs, schema_changes, tables, worker
 from icefloe.engines import Committed, StagedBatch
 from icefloe.errors import SchemaRaceError
 from icefloe.ledger import Batch, LockBounds
@@ -199,3 +200,39 @@ def test_a_staged_schema_change_racing_another_writers_schema_change_is_retried_
     table = load_table(rt, "it.conflict")
     assert table.schema().find_field("n").doc == "a measurement"
     assert {r["id"]: r["email"] for r in rows(rt, "it.conflict").to_pylist()} == {0: None, 1: "a@x"}
+
+
+def test_a_worker_dead_after_its_schema_changing_commit_leaves_the_change_in_the_history(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    put_objects(bucket, {"k/0.jsonl": jsonl([{"id": 0}])})
+    ingest(rt, "dead", f"s3://{bucket}/k/")
+    run(rt, "dead")
+    put_objects(bucket, {"k/1.jsonl": jsonl([{"id": 1, "email": "a@x"}])})
+    ingestion, run_id, [(batch, staged), *_] = stage_one(rt, "dead")
+    engine = engines.load_engine("arrow", rt, ingestion)
+    # The Iceberg commit lands, then the worker dies before its ledger transaction commits.
+    props = tables.snapshot_properties(batch.batch_id, run_id, len(batch.files))
+    engine.commit(load_table(rt, "it.dead"), staged, props, [])
+    with rt.db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE files SET lease_expires_at = now() - interval '1 second' WHERE status = 'PROCESSING'")
+        )
+
+    reconciled = commit.reconcile_expired_leases(rt.db, lambda: rt.catalog, ingestion, LockBounds.for_lease(60))
+    assert (reconciled.committed, reconciled.requeued) == (1, 0)
+    history = schema_changes.history(rt.db, ingestion)
+    assert [(v.status, v.description, v.file) for v in history] == [
+        ("CREATED", "table created", f"s3://{bucket}/k/0.jsonl"),
+        ("APPLIED", "adds email (string)", f"s3://{bucket}/k/1.jsonl"),
+    ]
+    assert history[-1].schema_id == load_table(rt, "it.dead").schema().schema_id
+    assert {r["id"]: r["email"] for r in rows(rt, "it.dead").to_pylist()} == {0: None, 1: "a@x"}
+
+
+def stage_one(rt: Runtime, name: str) -> tuple[Ingestion, int, list[tuple[Batch, StagedBatch]]]:
+    ingestion = ingestions.get(rt.db, name)
+    the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
+    worker._discover(rt, ingestion, the_run, None)
+    batch = claim_one(rt, ingestion, the_run.id)
+    return ingestion, the_run.id, [(batch, engines.load_engine("arrow", rt, ingestion).stage(batch, threading.Event()))]

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from icefloe.errors import ConfigurationError, PermanentFileError
-from icefloe.schema import conform, new_columns, parse_schema_document, table_arrow_schema, user_arrow_schema
+from icefloe.schema import conform, parse_schema_document, table_arrow_schema, user_arrow_schema
 
 
 def test_short_schema_form() -> None:
@@ -63,10 +63,3 @@ def test_conform_rejects_a_value_that_does_not_fit_naming_the_column() -> None:
             file_uri="s3://b/k",
         )
     assert info.value.error_type == "SchemaMismatch"
-
-
-def test_new_columns_only_reports_unknown_ones() -> None:
-    table = pa.schema([("a", pa.int64())])
-    assert new_columns(table, pa.schema([("a", pa.int64())])) is None
-    extra = new_columns(table, pa.schema([("a", pa.int64()), ("b", pa.null())]))
-    assert extra is not None and extra.names == ["b"] and extra.field("b").type == pa.string()

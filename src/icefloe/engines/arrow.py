@@ -27,7 +27,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from icefloe import evolution, isolation, tables
+from icefloe import destination, evolution, isolation, tables
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.errors import (
     FileError,
@@ -97,7 +97,7 @@ class ArrowEngine:
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
-        self.destination = tables.TableDestination(
+        self.destination = destination.TableDestination(
             catalog,
             table_identifier,
             options.schema,

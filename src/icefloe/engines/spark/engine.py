@@ -46,7 +46,7 @@ from urllib.parse import unquote
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from icefloe import tables
+from icefloe import destination, tables
 from icefloe.engines import Committed, FailedFile, StagedBatch
 from icefloe.engines.spark.failures import file_error_type, is_infrastructure, one_line
 from icefloe.engines.spark.session import SparkTarget
@@ -107,7 +107,7 @@ class SparkEngine:
         self.catalog = catalog
         self.table_identifier = table_identifier
         self.options = options
-        self.destination = tables.TableDestination(catalog, table_identifier, options.schema, infer_schema)
+        self.destination = destination.TableDestination(catalog, table_identifier, options.schema, infer_schema)
         self._spark_factory = spark_factory or sessions.session
         self.current_etag = current_etag  # the source's version now (HEAD): see stage()
         self._spark: SparkSession | None = None

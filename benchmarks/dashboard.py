@@ -13,7 +13,8 @@ One run:
 2. starts ``icefloe serve`` on a free port of 127.0.0.1 and signs in with a reader token through the
    sign-in form (cookie and CSRF token as a browser keeps them);
 3. loads ``/`` (the overview) and the page of the largest ingestion ``--loads`` times each, after a
-   warm-up, and prints p50/p90/max, writing them to ``benchmarks/results/``.
+   warm-up, then times the overview's queries alone, and prints p50/p90/max and the query times,
+   writing them to ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from icefloe import embedded, ingestions, migrations, tokens
+from icefloe import embedded, ingestions, ledger, migrations, tokens
 from icefloe.ingestions import IngestionSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +131,27 @@ def timed(client: httpx.Client, path: str, loads: int) -> list[float]:
     return out
 
 
+OVERVIEW_QUERIES = ("status_counts_by_ingestion", "lag_by_ingestion", "last_runs", "hourly_totals")
+
+
+def query_times(database_url: str, repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds of each overview query alone (what the page's time is made of)."""
+    engine = sa.create_engine(database_url, poolclass=NullPool)
+    out = {}
+    try:
+        with engine.connect() as conn:
+            for name in OVERVIEW_QUERIES:
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    getattr(ledger, name)(conn)
+                    times.append(time.perf_counter() - t0)
+                out[name] = round(statistics.median(times) * 1000, 1)
+    finally:
+        engine.dispose()
+    return out
+
+
 def summary(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
     return {
@@ -182,6 +204,7 @@ def main() -> int:
             overview = timed(client, "/", args.loads)
             ingestion_page = timed(client, "/ingestions/feed-000", args.loads)
             size = len(client.get("/").content)
+        queries = query_times(database_url)
         result = {
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "ingestions": args.ingestions,
@@ -190,6 +213,7 @@ def main() -> int:
             "overview": summary(overview),
             "overview_bytes": size,
             "ingestion_page": summary(ingestion_page),
+            "overview_queries_ms": queries,
             "cpus": os.cpu_count(),
             "load_average_before": round(load_before, 2),
         }

@@ -78,9 +78,18 @@ def story(served: ApiServer, database_url: str, bucket: str, put_objects: PutObj
     return served
 
 
-def test_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
+def test_a_wrong_token_is_refused_and_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
     story: ApiServer, open_pages: Callable[..., UserContext]
 ) -> None:
+    stranger = open_pages(story.url)
+    sign_in(stranger, "ifl_this-is-not-a-token")
+    expect(stranger.page.get_by_role("alert")).to_have_text("That token is not valid.")
+    stranger.shot("login-refused")
+    # Chromium logs the refused sign-in's 401 as a console error: that one is expected.
+    assert len(stranger.take_console_errors("status of 401")) == 1
+    stranger.page.goto("/")
+    expect(stranger.page).to_have_url("/login?next=%2F")
+
     operator = open_pages(story.url)
     sign_in(operator, story.tokens["operator"])
     operator.page.get_by_role("link", name="story").click()
@@ -111,24 +120,38 @@ def test_a_reader_sees_the_failed_file_and_its_error_but_no_buttons(
     reader.shot("table-health")
     page.get_by_role("link", name="← story").click()
     page.get_by_role("link", name="Schema").click()
-    expect(page.locator(".timeline li").first).to_contain_text("current")
-    expect(page.locator(".timeline li").first).to_contain_text("_source_file")
+    expect(page.locator(".timeline li").first).to_contain_text("table created")
+    expect(page.locator("#columns")).to_contain_text("_source_file")
+    reader.shot("schema")
 
     phone = open_pages(story.url, width=390, height=844)
     sign_in(phone, story.tokens["reader"])
     expect(phone.page.get_by_role("link", name="story")).to_be_visible()
     phone.shot("overview-phone")
+    # The keyboard alone: Tab reaches the skip link first, then the links in order; Enter follows one.
+    phone.page.keyboard.press("Tab")
+    expect(phone.page.get_by_role("link", name="Skip to content")).to_be_focused()
+    for _ in range(10):
+        phone.page.keyboard.press("Tab")
+        if phone.page.evaluate("document.activeElement.textContent") == "story":
+            break
+    phone.page.keyboard.press("Enter")
+    expect(phone.page.get_by_role("heading", name="story")).to_be_visible()
+    phone.shot("ingestion-phone")
 
-
-def test_a_wrong_token_is_refused(story: ApiServer, open_pages: Callable[..., UserContext]) -> None:
-    user = open_pages(story.url)
-    sign_in(user, "ifl_this-is-not-a-token")
-    expect(user.page.get_by_role("alert")).to_have_text("That token is not valid.")
-    user.shot("login-refused")
-    # Chromium logs the refused sign-in's 401 as a console error: that one is expected.
-    assert len(user.take_console_errors("status of 401")) == 1
-    user.page.goto("/")
-    expect(user.page).to_have_url("/login?next=%2F")
+    # An admin: the tokens page (a new token's secret shown once) and the new-ingestion form.
+    admin = open_pages(story.url)
+    sign_in(admin, story.tokens["admin"])
+    admin.page.get_by_role("link", name="Tokens").click()
+    admin.page.get_by_label("Name").fill("ci")
+    admin.page.get_by_label("Role").select_option("operator")
+    admin.page.get_by_role("button", name="Create token").click()
+    expect(admin.page.locator("#new-token")).to_have_text(re.compile(r"^ifl_"))
+    admin.shot("tokens")
+    admin.page.get_by_role("link", name="Overview").click()
+    admin.page.get_by_role("link", name="New ingestion").click()
+    expect(admin.page.get_by_label("Source")).to_be_visible()
+    admin.shot("new-ingestion")
 
 
 def test_an_operator_skips_one_file_retries_a_mended_one_and_reingests_another(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from icefloe import ingestions, tokens
 from icefloe.ingestions import IngestionSpec
+from icefloe.models import Ingestion
 from tests.support.dashboard import Dashboard, csrf_of
 
 # (path of the action, least role allowed); each called on an ingestion that exists (a missing file
@@ -68,6 +69,8 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_no_token_in_any_url(dashboar
         assert dashboard.api.tokens["reader"] not in cookie
         page = client.get("/")
         assert page.status_code == 200 and "Ingestions" in page.text and "test-reader" in page.text
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
 
 
 def test_the_cookie_is_secure_under_https(dashboard: Dashboard) -> None:
@@ -213,3 +216,74 @@ def test_an_admin_defines_and_changes_an_ingestion_with_the_apis_checks(dashboar
     assert (got.max_retries, got.pattern, got.table_identifier) == (7, "**/*.jsonl", "web.clicks")
     with dashboard.client("operator") as client:
         assert client.get("/new-ingestion").status_code == 403
+
+
+def add_files(db: sa.Engine, ingestion: Ingestion, first: int, count: int, status: str = "SUCCESS") -> None:
+    """Ledger rows ``k-0001``… below the ingestion's prefix, as a discovery would add them."""
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO files (ingestion_id, file_path, size, etag, status) "
+                "SELECT :i, :prefix || 'k-' || lpad(n::text, 4, '0'), 10, md5(n::text), :s "
+                "FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS n"
+            ),
+            {"i": ingestion.id, "prefix": ingestion.source, "first": first, "last": first + count - 1, "s": status},
+        )
+
+
+def keys_and_next(html: str) -> tuple[list[str], str | None]:
+    keys = re.findall(r'#drawer">(k-\d+)</a>', html)
+    found = re.search(r'<a rel="next" href="([^"]+)"', html)
+    return keys, found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_the_ledger_pages_by_keyset_while_files_arrive_and_filters_by_status_and_key(
+    dashboard: Dashboard, orders: str
+) -> None:
+    db = dashboard.api.app.state.runtime.db
+    ingestion = ingestions.get(db, orders)
+    add_files(db, ingestion, 1, 70)
+    with dashboard.client("reader") as client:
+        keys, next_page = keys_and_next(client.get("/ingestions/orders").text)
+        assert keys == [f"k-{n:04d}" for n in range(1, 51)] and next_page is not None
+        add_files(db, ingestion, 71, 10, status="FAILED")  # discovery goes on meanwhile
+        keys, last = keys_and_next(client.get(next_page).text)
+        assert keys == [f"k-{n:04d}" for n in range(51, 81)] and last is None  # nothing twice, nothing lost
+        failed, _ = keys_and_next(client.get("/ingestions/orders", params={"status": "FAILED"}).text)
+        assert failed == [f"k-{n:04d}" for n in range(71, 81)]
+        by_key, _ = keys_and_next(client.get("/ingestions/orders", params={"key": "k-000"}).text)
+        assert by_key == [f"k-{n:04d}" for n in range(1, 10)]
+        assert client.get("/ingestions/orders", params={"cursor": "forged"}).status_code == 422
+
+
+def test_an_admin_pauses_and_resumes(dashboard: Dashboard, orders: str) -> None:
+    with dashboard.client("admin") as client:
+        page = client.get("/ingestions/orders")
+        paused = client.get(
+            client.post("/ingestions/orders/pause", data={"csrf_token": csrf_of(page.text)}).headers["location"]
+        )
+        assert "orders is paused." in paused.text and 'action="/ingestions/orders/resume"' in paused.text
+        resumed = client.post("/ingestions/orders/resume", data={"csrf_token": csrf_of(paused.text)})
+        assert "active again" in client.get(resumed.headers["location"]).text
+    assert ingestions.get(dashboard.api.app.state.runtime.db, "orders").status == "ACTIVE"
+
+
+def test_pages_for_admins_are_refused_to_others(dashboard: Dashboard) -> None:
+    for role in ("reader", "operator"):
+        with dashboard.client(role) as client:
+            for path in ("/tokens", "/new-ingestion"):
+                refused = client.get(path)
+                assert refused.status_code == 403 and "admin" in refused.text
+
+
+def test_a_name_with_url_characters_links_to_its_page(dashboard: Dashboard, bucket: str) -> None:
+    db = dashboard.api.app.state.runtime.db
+    name = "odd name?#%&"
+    ingestions.create(db, IngestionSpec(name=name, source=f"s3://{bucket}/odd/", format="jsonl", table="d.odd"))
+    with dashboard.client("operator") as client:
+        link = re.search(r'<a href="(/ingestions/[^"]+)">odd name\?#%&amp;</a>', client.get("/").text)
+        assert link is not None and link.group(1) == "/ingestions/odd%20name%3F%23%25%26"
+        page = client.get(link.group(1))
+        assert page.status_code == 200 and 'action="/ingestions/odd%20name%3F%23%25%26/run"' in page.text
+        queued = client.post(f"{link.group(1)}/run", data={"csrf_token": csrf_of(page.text)})
+        assert "queued" in client.get(queued.headers["location"]).text

@@ -84,6 +84,8 @@ class Browser:
 
 @contextmanager
 def launch() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        raise AssertionError(f"no browser at {CHROMIUM}: apt-get install chromium (as .ci/run does)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=TIMEOUT_MS)
         try:

@@ -11,7 +11,7 @@ from icefloe.discovery import Filter, listing_pages
 from icefloe.errors import ObjectChangedError, PermanentFileError, SourceError
 from icefloe.runtime import Runtime
 from icefloe.stores import parse_source
-from tests.sources.conftest import Source
+from tests.support.emulators import Source
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import ids_by_file, jsonl, rows
 

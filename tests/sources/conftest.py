@@ -4,36 +4,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
-from tests.support.emulators import Azurite, FakeGcs, touch_later
-
-
-@dataclass
-class Source:
-    """One store's test prefix: ``uri(key)`` is a key's ledger URI, ``put`` writes an object."""
-
-    scheme: str
-    base: str  # e.g. gs://bucket/
-    put_object: Callable[[str, bytes], None]
-    env: dict[str, str]
-
-    @property
-    def root(self) -> str:
-        return f"{self.base}in/"
-
-    def uri(self, key: str) -> str:
-        return f"{self.base}{key}"
-
-    def put(self, objects: dict[str, bytes]) -> None:
-        for key, body in objects.items():
-            self.put_object(key, body)
+from tests.support.emulators import Azurite, FakeGcs, Source, touch_later
 
 
 @pytest.fixture(scope="session")

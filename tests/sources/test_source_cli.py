@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from icefloe.runtime import Runtime
-from tests.sources.conftest import Source
 from tests.support.cli import cli, one_json, run_json, stderr_lines
+from tests.support.emulators import Source
 from tests.support.tables import ids_by_file, jsonl, rows
 
 

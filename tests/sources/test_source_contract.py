@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 
 from icefloe.discovery import Filter, listing_pages
-from icefloe.errors import ObjectChangedError, SourceError
+from icefloe.errors import ObjectChangedError, PermanentFileError, SourceError
 from icefloe.runtime import Runtime
 from icefloe.stores import parse_source
-from tests.sources.conftest import Source
+from tests.support.emulators import Source
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import ids_by_file, jsonl, rows
 
@@ -154,6 +154,11 @@ def test_copy_and_delete(rt: Runtime, source: Source) -> None:
         store.copy(a, moved)
         version = store.current_version(moved)
         assert version is not None and store.read(moved, version) == jsonl([{"id": 1}])
+    listed = store.current_version(a)
+    assert listed is not None
     store.delete(a)
     assert store.current_version(a) is None
     store.delete(a)  # gone already: fine
+    with pytest.raises(PermanentFileError) as gone:  # deleted after it was listed
+        store.read(a, listed)
+    assert gone.value.error_type == "ObjectMissing"

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -201,3 +202,24 @@ def touch_later(path: Path, body: bytes) -> None:
     path.write_bytes(body)
     later = max(path.stat().st_mtime_ns, before + 1_000_000_000)
     os.utime(path, ns=(later, later))
+
+
+@dataclass
+class Source:
+    """One store's test prefix: ``uri(key)`` is a key's ledger URI, ``put`` writes an object."""
+
+    scheme: str
+    base: str  # e.g. gs://bucket/
+    put_object: Callable[[str, bytes], None]
+    env: dict[str, str]
+
+    @property
+    def root(self) -> str:
+        return f"{self.base}in/"
+
+    def uri(self, key: str) -> str:
+        return f"{self.base}{key}"
+
+    def put(self, objects: dict[str, bytes]) -> None:
+        for key, body in objects.items():
+            self.put_object(key, body)

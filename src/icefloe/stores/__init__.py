@@ -73,7 +73,8 @@ def parse_source(uri: str) -> Location:
     scheme = scheme.lower() if sep else ""
     if scheme in ("s3", "gs", "az"):
         container, _, prefix = rest.partition("/")
-        if container and "@" not in container:
+        # s3://key:secret@bucket/ stays accepted as before (masked wherever it is shown).
+        if container and ("@" not in container or scheme == "s3"):
             return Location(scheme, container, prefix, f"{scheme}://{container}/")
     elif scheme in ("abfs", "abfss"):
         authority, _, prefix = rest.partition("/")

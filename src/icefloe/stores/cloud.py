@@ -221,20 +221,27 @@ class CloudStore:
             if not yielded:
                 yield []
 
-    def open(self, uri: str, version: str) -> _StreamBody:
-        with object_errors(uri):
-            result = obstore.get(self.store, self._key(uri), options={"if_match": f'"{version}"'})
+    def _get(self, uri: str, version: str) -> Any:
+        """GET at ``version``. A failed precondition is a change, unless the object is gone (Azurite,
+        like HTTP, answers 412 to If-Match on a deleted blob): then it is missing, not re-listed forever."""
+        try:
+            with object_errors(uri):
+                result = obstore.get(self.store, self._key(uri), options={"if_match": f'"{version}"'})
+        except ObjectChangedError:
+            if self.current_version(uri) is None:
+                raise PermanentFileError(f"{uri} no longer exists", error_type="ObjectMissing") from None
+            raise
         served = _etag(result.meta.get("e_tag"))
         if served and served != version:
             raise ObjectChangedError(f"{uri} changed after it was listed")
-        return _StreamBody(iter(result.stream(min_chunk_size=STREAM_CHUNK)), uri)
+        return result
+
+    def open(self, uri: str, version: str) -> _StreamBody:
+        return _StreamBody(iter(self._get(uri, version).stream(min_chunk_size=STREAM_CHUNK)), uri)
 
     def read(self, uri: str, version: str) -> bytes:
+        result = self._get(uri, version)
         with object_errors(uri):
-            result = obstore.get(self.store, self._key(uri), options={"if_match": f'"{version}"'})
-            served = _etag(result.meta.get("e_tag"))
-            if served and served != version:
-                raise ObjectChangedError(f"{uri} changed after it was listed")
             return bytes(result.bytes())
 
     def current_version(self, uri: str) -> str | None:

@@ -61,7 +61,7 @@ class LocalStore:
         prefix = location.prefix
         top = "/" + directory_of(prefix)  # walked; keys filtered on the whole prefix
         if not os.path.isdir(top):
-            if os.path.exists(top):
+            if os.path.exists(top.rstrip("/")):
                 raise SourceError(f"{location.base}{top.lstrip('/')} is not a directory")
             raise SourceError(f"directory {top} does not exist")
         if not os.access(top, os.R_OK | os.X_OK):

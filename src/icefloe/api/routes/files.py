@@ -80,7 +80,7 @@ def retry_files(
     return RetryResult(retried=n)
 
 
-_ACT = responses(401, 403, 404, 409, 422)
+_ACT = responses(400, 401, 403, 404, 409, 422)
 
 
 def _after(db: DbDep, ingestion: IngestionDep, file_id: int) -> FileOut:

@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         db.dispose()
     finally:
         embedded.release_postgres(home)
+        shutil.rmtree(home, ignore_errors=True)
     assert done == args.files, (done, args.files)
     figures = {
         "files": args.files,

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -133,6 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind through the cleanup (services stopped) as Ctrl-C does
+        signal.signal(sig, bench._raise_interrupted)
     meta = bench.environment_meta(args, [os.path.relpath(__file__), *argv])
     args.refbench_python = bench.ensure_ref_python(args.refbench_python)
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="icefloe-scale-"))).resolve()

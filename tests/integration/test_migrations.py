@@ -45,7 +45,9 @@ def test_the_start_up_check_knows_alembics_head() -> None:
 def test_a_database_one_revision_behind_is_upgraded(make_database: Callable[[], str]) -> None:
     url = make_database()
     script = ScriptDirectory.from_config(migrations.alembic_config(url))
-    previous = script.get_revision(migrations.head_revision()).down_revision
+    head = migrations.head_revision()
+    assert head is not None
+    previous = script.get_revision(head).down_revision
     command.downgrade(migrations.alembic_config(url), str(previous))
     assert migrations.pending(url)
     migrations.upgrade(url)

@@ -9,6 +9,7 @@ a database behind (or new) goes through Alembic.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 _HERE = Path(__file__).parent
-_REVISION = re.compile(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
-_DOWN = re.compile(r"^down_revision\s*=\s*(?:['\"]([^'\"]+)['\"]|None)", re.MULTILINE)
+# `revision = "0007"`, `down_revision: str | None = "0006"`, `down_revision = ("a", "b")` (a merge)
+_ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
 
 
 def alembic_config(database_url: str) -> Config:
@@ -35,25 +37,26 @@ def alembic_config(database_url: str) -> Config:
 
 
 @cache
-def head_revision() -> str:
+def head_revision() -> str | None:
     """The newest revision of the packaged scripts, read from their ``revision``/``down_revision``
-    lines (the one no other script names as its parent); Alembic's own head is checked against it
-    in the tests. More than one head is an error of the scripts."""
+    lines (the one no other script names as a parent); None when that is not one revision, and
+    then Alembic decides. Alembic's own head is checked against it in the tests."""
+    return head_of(script.read_text() for script in (_HERE / "versions").glob("*.py"))
+
+
+def head_of(sources: Iterable[str]) -> str | None:
+    """The single head of the migration scripts whose texts are ``sources``, else None."""
     revisions: set[str] = set()
     parents: set[str] = set()
-    for script in (_HERE / "versions").glob("*.py"):
-        source = script.read_text()
-        found = _REVISION.search(source)
-        if found is None:
+    for source in sources:
+        found = dict((name, value) for name, value in _ASSIGNMENT.findall(source))
+        revision = _QUOTED.findall(found.get("revision", ""))
+        if len(revision) != 1:
             continue
-        revisions.add(found.group(1))
-        down = _DOWN.search(source)
-        if down is not None and down.group(1):
-            parents.add(down.group(1))
+        revisions.add(revision[0])
+        parents.update(_QUOTED.findall(found.get("down_revision", "")))
     heads = revisions - parents
-    if len(heads) != 1:
-        raise RuntimeError(f"the ledger migrations have {len(heads)} heads: {sorted(heads)}")
-    return heads.pop()
+    return heads.pop() if len(heads) == 1 else None
 
 
 def current_revisions(database_url: str) -> set[str]:
@@ -70,7 +73,8 @@ def current_revisions(database_url: str) -> set[str]:
 
 def upgrade(database_url: str) -> None:
     """Apply every pending migration (idempotent; serialised by an advisory lock in env.py)."""
-    if current_revisions(database_url) == {head_revision()}:
+    head = head_revision()
+    if head is not None and current_revisions(database_url) == {head}:
         return
     from alembic import command
 
@@ -79,4 +83,9 @@ def upgrade(database_url: str) -> None:
 
 def pending(database_url: str) -> bool:
     """True when the database is not at the newest revision."""
-    return current_revisions(database_url) != {head_revision()}
+    head = head_revision()
+    if head is None:
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    return current_revisions(database_url) != {head}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from icefloe import cleanup, ingestions
+from icefloe.errors import ConfigurationError
 from icefloe.runtime import Runtime
 from icefloe.stores import parse_source
 from tests.support.emulators import Source
@@ -100,3 +101,15 @@ def test_a_local_move_by_absolute_path(rt: Runtime, source: Source) -> None:
     seed_and_run(rt, source, "abs", f"move:/{archive_path}")
     assert clean(rt, "abs").cleaned == N
     assert listed(rt, source.uri("archive/")) == [source.uri(f"archive/d/{i}.jsonl") for i in range(N)]
+
+
+@pytest.mark.parametrize("source", ["file"], indirect=True)
+def test_tag_and_a_move_to_another_store_are_refused_at_create_and_update(rt: Runtime, source: Source) -> None:
+    with pytest.raises(ConfigurationError, match="needs S3 object tags; a file:// source can keep, delete or move"):
+        ingest(rt, "tagged", source.root, after_ingest="tag:ingested=yes")
+    ingest(rt, "kept", source.root)
+    with pytest.raises(ConfigurationError, match="needs S3 object tags"):
+        ingestions.update(rt.db, "kept", {"after_ingest": "tag:ingested=yes"})
+    with pytest.raises(ConfigurationError, match="is not on the store of the source"):
+        ingestions.update(rt.db, "kept", {"after_ingest": "move:s3://bucket/archive/"})
+    assert ingestions.get(rt.db, "kept").after_ingest == "keep"

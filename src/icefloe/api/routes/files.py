@@ -11,8 +11,8 @@ from pydantic import AwareDatetime
 from icefloe import file_operations, ingestions, ledger
 from icefloe.api import pagination
 from icefloe.api.deps import DbDep, FileId, IngestionDep, Operator, Reader
+from icefloe.api.ledger_schemas import FileOut, FilePage, ReingestRequest, RetryRequest, RetryResult, SkipRequest
 from icefloe.api.problems import responses
-from icefloe.api.schemas import FileOut, FilePage, ReingestRequest, RetryRequest, RetryResult, SkipRequest
 from icefloe.models import FileStatus
 
 router = APIRouter(prefix="/ingestions/{ingestion_id}/files", tags=["files"])

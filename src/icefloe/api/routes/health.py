@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from icefloe import metrics, tokens
 from icefloe.api.deps import DbDep, RuntimeDep, bearer
+from icefloe.api.ledger_schemas import Health, Readiness
 from icefloe.api.problems import Problem, problem, responses
-from icefloe.api.schemas import Health, Readiness
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,9 @@ from fastapi import APIRouter, Query, Request, Response, status
 from icefloe import ingestions, ledger, runs
 from icefloe.api import pagination
 from icefloe.api.deps import Admin, DbDep, IngestionDep, Operator, Reader, RuntimeDep
+from icefloe.api.ledger_schemas import RunList, RunOut, RunTrigger
 from icefloe.api.problems import responses
-from icefloe.api.schemas import (
-    IngestionCreate,
-    IngestionDetail,
-    IngestionOut,
-    IngestionPage,
-    IngestionUpdate,
-    RunList,
-    RunOut,
-    RunTrigger,
-)
+from icefloe.api.schemas import IngestionCreate, IngestionDetail, IngestionOut, IngestionPage, IngestionUpdate
 from icefloe.errors import ConfigurationError
 from icefloe.ingestions import IngestionSpec
 from icefloe.models import Format, IngestionStatus

@@ -6,8 +6,8 @@ from fastapi import APIRouter, status
 
 from icefloe import ingestions, runs
 from icefloe.api.deps import DbDep, Operator, Reader, RunId
+from icefloe.api.ledger_schemas import RunOut
 from icefloe.api.problems import responses
-from icefloe.api.schemas import RunOut
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, status
 
 from icefloe import tokens
 from icefloe.api.deps import Admin, DbDep
+from icefloe.api.ledger_schemas import TokenCreate, TokenCreated, TokenList, TokenOut
 from icefloe.api.problems import responses
-from icefloe.api.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 

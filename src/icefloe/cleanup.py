@@ -8,8 +8,12 @@ ingested again. A new object written at the same key later is a new version, ing
 
 Every step is idempotent, so a clean-up killed anywhere resumes by doing the file again: a delete of
 a key already gone is DONE; a move whose source is gone but whose destination exists is DONE; a copy
-made before the kill is made again. The object is only touched while it still has the ETag that was
-ingested (HEAD first; the copy is conditional on it): a newer version is never deleted or moved.
+made before the kill is made again. The object is only touched while it still has the version that
+was ingested (the ledger's ``etag``: S3's ETag, checked by HEAD and by the conditional copy; for GCS,
+Azure and ``file://`` the store's version token, see :func:`apply_store` for the window left open).
+
+Every store deletes and moves (within its bucket or container; S3 also to another bucket); ``tag``
+is S3's object tagging and refused for the other stores when the ingestion is created or updated.
 
 One pass per ingestion at a time (a PostgreSQL advisory lock), whether from ``icefloe cleanup NAME``
 or a worker; workers take a due pass once across all of them, as ``--maintain-every`` does.
@@ -20,7 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -29,8 +34,9 @@ from sqlalchemy import Connection, Engine, text
 from icefloe import faults, metrics, tables
 from icefloe.errors import ConfigurationError, IcefloeError
 from icefloe.models import Ingestion
-from icefloe.redaction import redact_text
+from icefloe.redaction import redact_text, redact_uri
 from icefloe.s3 import S3Location
+from icefloe.stores import Location, Store, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +52,55 @@ class CleanupError(IcefloeError):
 @dataclass(frozen=True)
 class Action:
     """What ``--after-ingest`` does to a source file: ``keep``, ``delete``, ``move`` (to ``target``,
-    keeping the key's part below the source prefix) or ``tag`` (adds ``tag_key=tag_value``)."""
+    keeping the key's part below the source prefix) or ``tag`` (adds ``tag_key=tag_value``, S3 only)."""
 
     kind: str
-    target: S3Location | None = None
+    target: Location | None = None
     tag_key: str = ""
     tag_value: str = ""
 
-    def destination(self, source: S3Location, key: str) -> tuple[str, str]:
-        """(bucket, key) a moved ``key`` of ``source`` lands at."""
+    def destination(self, source: Location, key: str) -> tuple[str, str]:
+        """(bucket or container, key) a moved ``key`` of ``source`` lands at."""
         assert self.target is not None
-        return self.target.bucket, self.target.prefix + key[len(source.prefix) :]
+        return self.target.container, self.target.prefix + key[len(source.prefix) :]
+
+    def destination_uri(self, source: Location, key: str) -> str:
+        assert self.target is not None
+        return self.target.uri(self.destination(source, key)[1])
+
+
+def _move_target(arg: str, src: Location, value: str) -> Location:
+    """The ``move:`` target: a full URI of the source's store, or a prefix in its bucket or container
+    (for ``file://``, an absolute path)."""
+    if "://" in arg:
+        target = parse_source(arg)
+        # S3 copies across buckets; the other stores are one bucket or container per client.
+        same_store = target.scheme == src.scheme and (
+            target.scheme == "s3" or (target.container, target.account) == (src.container, src.account)
+        )
+        if not same_store:
+            raise ConfigurationError(
+                f"--after-ingest move: {redact_uri(arg)} is not on the store of the source {redact_uri(src.root)}; "
+                f"move within {src.base if src.scheme != 's3' else 's3://'}"
+            )
+        target = replace(target, base=src.base) if target.container == src.container else target
+    elif src.scheme == "file":
+        if not arg.startswith("/"):
+            raise ConfigurationError(f"--after-ingest move: on file:// wants an absolute path, got {value!r}")
+        target = replace(src, prefix=arg.lstrip("/"))
+    else:
+        target = replace(src, prefix=arg.lstrip("/"))
+    if target.prefix and not target.prefix.endswith("/"):
+        target = replace(target, prefix=target.prefix + "/")
+    return target
 
 
 def parse_action(value: str, source: str) -> Action:
     """``--after-ingest`` checked against the ingestion's ``source`` (pure).
 
-    ``move:`` takes ``s3://bucket/prefix/`` or a prefix in the source's bucket; a prefix inside the
-    source (or containing it) is refused: moved files would be listed and ingested again.
+    ``move:`` takes a full URI of the source's store or a prefix in the source's bucket or container
+    (an absolute path for ``file://``); a prefix inside the source (or containing it) is refused:
+    moved files would be listed and ingested again. ``tag:`` needs S3 (object tags).
     """
     kind, _, arg = value.partition(":")
     if kind in ("keep", "delete") and not arg:
@@ -74,17 +111,20 @@ def parse_action(value: str, source: str) -> Action:
             raise ConfigurationError(
                 f"--after-ingest tag: wants KEY=VALUE (key 1-128, value ≤ 256 chars), got {value!r}"
             )
+        scheme = parse_source(source).scheme
+        if scheme != "s3":
+            raise ConfigurationError(
+                f"--after-ingest tag: needs S3 object tags; a {scheme}:// source can keep, delete or move:PREFIX"
+            )
         return Action("tag", tag_key=key, tag_value=tag_value)
     if kind == "move" and arg:
-        src = S3Location.parse(source)
-        target = S3Location.parse(arg) if arg.startswith("s3://") else S3Location(src.bucket, arg.lstrip("/"))
-        if target.prefix and not target.prefix.endswith("/"):
-            target = S3Location(target.bucket, target.prefix + "/")
-        if target.bucket == src.bucket and (
+        src = parse_source(source)
+        target = _move_target(arg, src, value)
+        if target.container == src.container and (
             target.prefix.startswith(src.prefix) or src.prefix.startswith(target.prefix)
         ):
             raise ConfigurationError(
-                f"--after-ingest move: {target.uri(target.prefix)} overlaps the source {source}: "
+                f"--after-ingest move: {redact_uri(target.root)} overlaps the source {redact_uri(source)}: "
                 "moved files would be listed and ingested again; move them outside it"
             )
         return Action("move", target=target)
@@ -92,7 +132,7 @@ def parse_action(value: str, source: str) -> Action:
 
 
 # --------------------------------------------------------------------------------------------------
-# the store calls (S3 here; the one place another store's client plugs in)
+# the store calls: S3 through boto3 (conditional copy, tags), the other stores through icefloe.stores
 
 
 def _s3_error(exc: Exception, what: str) -> CleanupError:
@@ -112,13 +152,14 @@ def _head_etag(s3: Any, bucket: str, key: str) -> str | None:
         raise
 
 
-def apply(s3: Any, action: Action, source: S3Location, key: str, etag: str, size: int) -> None:
-    """Clean up one object that was ingested with ``etag``; idempotent (see the module)."""
+def apply(s3: Any, action: Action, location: Location, key: str, etag: str, size: int) -> None:
+    """Clean up one S3 object that was ingested with ``etag``; idempotent (see the module)."""
+    source = S3Location(location.container, location.prefix)
     uri = source.uri(key)
     try:
         current = _head_etag(s3, source.bucket, key)
         if action.kind == "move":
-            bucket, dest = action.destination(source, key)
+            bucket, dest = action.destination(location, key)
             if current is None:
                 if _head_etag(s3, bucket, dest) is None:
                     raise CleanupError(
@@ -137,7 +178,7 @@ def apply(s3: Any, action: Action, source: S3Location, key: str, etag: str, size
         if action.kind == "delete":
             s3.delete_object(Bucket=source.bucket, Key=key)
         elif action.kind == "move":
-            bucket, dest = action.destination(source, key)
+            bucket, dest = action.destination(location, key)
             copy_source = {"Bucket": source.bucket, "Key": key}
             if size <= COPY_OBJECT_LIMIT:
                 s3.copy_object(CopySource=copy_source, Bucket=bucket, Key=dest, CopySourceIfMatch=f'"{etag}"')
@@ -153,6 +194,46 @@ def apply(s3: Any, action: Action, source: S3Location, key: str, etag: str, size
             s3.put_object_tagging(Bucket=source.bucket, Key=key, Tagging={"TagSet": tags})
     except (ClientError, BotoCoreError) as exc:
         raise _s3_error(exc, f"{action.kind} {uri}") from exc
+
+
+def apply_store(store: Store, action: Action, source: Location, key: str, version: str) -> None:
+    """Clean up one object of a GCS, Azure or local source ingested at ``version``; idempotent.
+
+    These stores have no conditional copy or delete here, so the version is checked before the copy
+    and again after it (a copy of a version that changed meanwhile is removed, the source left in
+    place). What stays open is the instant between the last check and the delete: a writer that
+    replaces the object exactly then loses its new version. ``tag`` is refused for them at create.
+    """
+    uri = source.uri(key)
+    try:
+        current = store.current_version(uri)
+        dest = action.destination_uri(source, key) if action.kind == "move" else ""
+        if current is None:
+            if action.kind == "delete":
+                return  # deleted before a crash, or by someone else: the goal holds
+            if store.current_version(dest) is None:
+                raise CleanupError(f"{uri} is gone and not at {dest}: moved or deleted by someone else")
+            return  # moved before a crash
+        if current != version:
+            raise CleanupError(
+                f"{uri} changed since it was ingested (version {version}, now {current}): left in place; "
+                "the next discovery ingests the new version"
+            )
+        if action.kind == "move":
+            store.copy(uri, dest)
+            now = store.current_version(uri)
+            if now != version:
+                store.delete(dest)
+                raise CleanupError(
+                    f"{uri} changed while it was copied to {dest} (version {version}, now {now}): "
+                    "left in place, the copy removed"
+                )
+            faults.point("cleanup-after-copy")
+        store.delete(uri)
+    except CleanupError:
+        raise
+    except IcefloeError as exc:
+        raise CleanupError(redact_text(f"{action.kind} {uri}: {exc}")) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,15 +315,31 @@ def clean(
     s3: Any,
     ingestion: Ingestion,
     *,
+    stores: Callable[[Location], Store] | None = None,
     dry_run: bool = False,
     stop: threading.Event | None = None,
 ) -> CleanupReport:
-    """One clean-up pass of ``ingestion``: every due file, oldest first (see the module)."""
+    """One clean-up pass of ``ingestion``: every due file, oldest first (see the module). An S3
+    source is cleaned with the client ``s3``; any other through its store from ``stores``
+    (:meth:`icefloe.runtime.Runtime.store`)."""
     action = parse_action(ingestion.after_ingest, ingestion.source)
     report = CleanupReport(ingestion.name, ingestion.after_ingest, dry_run=dry_run)
     if action.kind == "keep":
         return report
-    source = S3Location.parse(ingestion.source)
+    source = parse_source(ingestion.source)
+    if source.scheme == "s3":
+
+        def one(key: str, row: Any) -> None:
+            apply(s3, action, source, key, row.etag, row.size)
+
+    else:
+        if stores is None:
+            raise ConfigurationError(f"cleaning up {source.scheme}:// sources needs their store")
+        store = stores(source)
+
+        def one(key: str, row: Any) -> None:
+            apply_store(store, action, source, key, row.etag)
+
     with db.connect() as lock:
         got = lock.execute(
             text("SELECT pg_try_advisory_lock(hashtext('icefloe.cleanup'), CAST(:i AS int))"), {"i": ingestion.id}
@@ -252,7 +349,7 @@ def clean(
             report.busy = True
             return report
         try:
-            _pass(db, catalog, s3, ingestion, action, source, report, stop)
+            _pass(db, catalog, one, ingestion, action, source, report, stop)
         finally:
             lock.execute(
                 text("SELECT pg_advisory_unlock(hashtext('icefloe.cleanup'), CAST(:i AS int))"), {"i": ingestion.id}
@@ -264,10 +361,10 @@ def clean(
 def _pass(
     db: Engine,
     catalog: Any,
-    s3: Any,
+    one: Callable[[str, Any], None],
     ingestion: Ingestion,
     action: Action,
-    source: S3Location,
+    source: Location,
     report: CleanupReport,
     stop: threading.Event | None,
 ) -> None:
@@ -289,7 +386,7 @@ def _pass(
             return
         after = (rows[-1].processed_at, rows[-1].id)
         for row in rows:
-            key = S3Location.parse(row.file_path).prefix
+            key = source.key_of(row.file_path)
             error = None
             if history is None:
                 error = f"table {ingestion.table_identifier} does not exist: {row.file_path} is left in place"
@@ -301,13 +398,12 @@ def _pass(
             if report.dry_run:
                 entry: dict[str, Any] = {"file_path": row.file_path, "action": action.kind, "blocked": error}
                 if action.kind == "move":
-                    bucket, dest = action.destination(source, key)
-                    entry["destination"] = f"s3://{bucket}/{dest}"
+                    entry["destination"] = action.destination_uri(source, key)
                 report.files.append(entry)
                 continue
             if error is None:
                 try:
-                    apply(s3, action, source, key, row.etag, row.size)
+                    one(key, row)
                 except CleanupError as exc:
                     error = str(exc)
             faults.point("cleanup-after-action")

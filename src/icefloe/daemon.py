@@ -179,7 +179,9 @@ class WorkerProcess:
                 return
             ingestion = ingestions.get(self.rt.db, ingestion_id)
             try:
-                report = cleanup.clean(self.rt.db, self.rt.catalog, self.rt.s3, ingestion, stop=self.stop)
+                report = cleanup.clean(
+                    self.rt.db, self.rt.catalog, self.rt.s3, ingestion, stores=self.rt.store, stop=self.stop
+                )
             except Exception as exc:  # the next interval tries again
                 log.error("clean-up of %s failed: %s", ingestion.name, exc)
                 continue

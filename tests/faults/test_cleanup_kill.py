@@ -4,6 +4,7 @@ delete, and after a delete before the ledger recorded it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,6 +63,46 @@ def test_cleanup_killed_resumes_without_losing_or_reingesting(
     catalog = default_catalog(icefloe_env)
     try:
         ids = catalog.load_table("e2e.kc").scan().to_arrow().column("id").to_pylist()
+    finally:
+        catalog.engine.dispose()
+    assert sorted(ids) == list(range(N))  # nothing lost, nothing twice
+
+
+def test_a_local_move_killed_between_copy_and_delete_resumes(icefloe_env: dict[str, str], tmp_path: Path) -> None:
+    """The same on a file:// source, whose move is the store's copy and then its delete."""
+    source, archive = tmp_path / "in", tmp_path / "archive"
+    source.mkdir()
+    for n in range(N):
+        (source / f"{n:02d}.jsonl").write_bytes(jsonl([{"id": n}]))
+    create(
+        icefloe_env,
+        "kl",
+        f"file://{source}/",
+        "--after-ingest",
+        f"move:file://{archive}/",
+        "--after-ingest-delay",
+        "0s",
+    )
+    assert run_json(icefloe_env, "kl")["files_succeeded"] == N
+
+    killed = cli(dict(icefloe_env, ICEFLOE_FAULT_POINT="cleanup-after-copy"), "cleanup", "kl", expect=None)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    assert sorted(p.name for p in archive.iterdir()) == ["00.jsonl"]  # copied, its source not yet deleted
+    assert len(list(source.iterdir())) == N
+
+    resumed = one_json(cli(icefloe_env, "cleanup", "kl", "--json").stdout)
+    assert (resumed["cleaned"], resumed["failed"]) == (N, 0)
+    assert list(source.iterdir()) == []
+    assert sorted(p.name for p in archive.iterdir()) == [f"{n:02d}.jsonl" for n in range(N)]
+    assert (archive / "00.jsonl").read_bytes() == jsonl([{"id": 0}])
+
+    ledger = one_json(cli(icefloe_env, "files", "kl", "--json").stdout)
+    assert {(f["status"], f["cleanup_status"]) for f in ledger} == {("SUCCESS", "DONE")} and len(ledger) == N
+    after = run_json(icefloe_env, "kl")
+    assert (after["files_new"], after["files_changed"], after["files_succeeded"]) == (0, 0, 0)
+    catalog = default_catalog(icefloe_env)
+    try:
+        ids = catalog.load_table("e2e.kl").scan().to_arrow().column("id").to_pylist()
     finally:
         catalog.engine.dispose()
     assert sorted(ids) == list(range(N))  # nothing lost, nothing twice

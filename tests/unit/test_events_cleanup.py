@@ -13,8 +13,10 @@ from icefloe.discovery import Filter
 from icefloe.durations import parse_delay
 from icefloe.errors import ConfigurationError
 from icefloe.s3 import S3Location
+from icefloe.stores import parse_source
 
 LOC = S3Location("b", "in/")
+SRC = parse_source("s3://b/in/")
 
 
 def record(key: str, etag: str = "e1", *, name: str = "ObjectCreated:Put", bucket: str = "b", **obj: object) -> dict:
@@ -80,12 +82,40 @@ def test_after_ingest_actions() -> None:
     tag = cleanup.parse_action("tag:state=ingested", "s3://b/in/")
     assert (tag.tag_key, tag.tag_value) == ("state", "ingested")
     move = cleanup.parse_action("move:archive", "s3://b/in/")
-    assert move.destination(LOC, "in/x/y.csv") == ("b", "archive/x/y.csv")
+    assert move.destination(SRC, "in/x/y.csv") == ("b", "archive/x/y.csv")
     other = cleanup.parse_action("move:s3://cold/in/", "s3://b/in/")  # same prefix, another bucket: fine
-    assert other.destination(LOC, "in/y.csv") == ("cold", "in/y.csv")
+    assert other.destination(SRC, "in/y.csv") == ("cold", "in/y.csv")
     for bad in ("move:in/sub/", "move:s3://b/", "move:", "tag:novalue", "tag:=v", "delete:now", "archive"):
         with pytest.raises(ConfigurationError):
             cleanup.parse_action(bad, "s3://b/in/")
+
+
+def test_after_ingest_on_gcs_azure_and_local_sources() -> None:
+    gs = parse_source("gs://b/in/")
+    assert cleanup.parse_action("move:done/", "gs://b/in/").destination_uri(gs, "in/x/y.csv") == "gs://b/done/x/y.csv"
+    assert cleanup.parse_action("move:gs://b/done", "gs://b/in/").destination_uri(gs, "in/y.csv") == "gs://b/done/y.csv"
+    abfs = "abfss://c@acct.dfs.core.windows.net/in/"
+    moved = cleanup.parse_action("move:done/", abfs).destination_uri(parse_source(abfs), "in/y.csv")
+    assert moved == "abfss://c@acct.dfs.core.windows.net/done/y.csv"
+    local = parse_source("file:///data/in/")
+    for target in ("move:/data/done/", "move:file:///data/done/"):
+        action = cleanup.parse_action(target, "file:///data/in/")
+        assert action.destination_uri(local, "data/in/d/y.csv") == "file:///data/done/d/y.csv"
+    assert cleanup.parse_action("delete", "az://c/in/").kind == "delete"
+    refusals = {
+        ("tag:k=v", "gs://b/in/"): "needs S3 object tags",
+        ("tag:k=v", "file:///data/in/"): "needs S3 object tags",
+        ("move:gs://other/done/", "gs://b/in/"): "is not on the store of the source",
+        ("move:s3://b/done/", "az://b/in/"): "is not on the store of the source",
+        ("move:az://c/done/", abfs): "is not on the store of the source",  # another account, maybe
+        ("move:done/", "file:///data/in/"): "wants an absolute path",
+        ("move:/data/in/old/", "file:///data/in/"): "overlaps the source",
+        ("move:file:///data/", "file:///data/in/"): "overlaps the source",
+        ("move:in/sub/", "az://c/in/"): "overlaps the source",
+    }
+    for (value, source), message in refusals.items():
+        with pytest.raises(ConfigurationError, match=message):
+            cleanup.parse_action(value, source)
 
 
 def test_a_snapshot_is_in_the_history_or_older_than_what_retention_kept() -> None:

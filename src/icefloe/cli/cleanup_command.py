@@ -26,7 +26,7 @@ def cleanup_command(
     def body() -> None:
         with _runtime(ctx) as rt:
             ingestion = ingestions.get(rt.db, name)
-            report = cleanup.clean(rt.db, rt.catalog, rt.s3, ingestion, dry_run=dry_run)
+            report = cleanup.clean(rt.db, rt.catalog, rt.s3, ingestion, stores=rt.store, dry_run=dry_run)
         if as_json:
             out.json(report.as_dict())
             return

@@ -27,6 +27,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.pool import NullPool
 
 from icefloe import embedded
+from icefloe.runtime import Runtime
+from icefloe.settings import Settings
 from tests.support.services import (
     PutObjects,
     clone_database,
@@ -191,3 +193,14 @@ def icefloe_env(database_url: str, s3: embedded.SeaweedS3, tmp_path: Path) -> di
     services (:func:`tests.support.services.service_env`), its home under ``tmp_path``."""
     env = service_env(database_url, s3, tmp_path)
     return env
+
+
+@pytest.fixture
+def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
+    """A Runtime on the test's database, S3 server and warehouse (``ICEFLOE_HOME`` of icefloe_env),
+    from the settings the CLI would read from ``icefloe_env`` (this process's environment is not used)."""
+    runtime = Runtime.open(Settings.from_env(icefloe_env))
+    try:
+        yield runtime
+    finally:
+        runtime.close()

@@ -3,24 +3,12 @@ and runs, and ``POST …/validate`` (a reader's dry run)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from icefloe import ingestions, worker
 from icefloe.runtime import Runtime
-from icefloe.settings import Settings
 from tests.support.api import InProcessApi
 from tests.support.services import PutObjects
-
-
-@pytest.fixture
-def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
-    runtime = Runtime.open(Settings.from_env(icefloe_env))
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 def test_policy_counters_and_validate_through_the_api(

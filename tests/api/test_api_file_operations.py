@@ -3,26 +3,14 @@ an operator's token required, the file's state after the action returned."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from icefloe import ingestions, ledger, worker
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
-from icefloe.settings import Settings
 from tests.support.api import InProcessApi
 from tests.support.services import PutObjects
 from tests.support.tables import jsonl
-
-
-@pytest.fixture
-def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
-    runtime = Runtime.open(Settings.from_env(icefloe_env))
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 def test_operator_retries_skips_and_reingests_one_file(

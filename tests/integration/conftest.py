@@ -17,22 +17,9 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from icefloe import embedded
-from icefloe.runtime import Runtime
-from icefloe.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-@pytest.fixture
-def rt(icefloe_env: dict[str, str]) -> Iterator[Runtime]:
-    """A Runtime on the test's database, S3 server and warehouse (``ICEFLOE_HOME`` of icefloe_env),
-    from the settings the CLI would read from ``icefloe_env`` (this process's environment is not used)."""
-    runtime = Runtime.open(Settings.from_env(icefloe_env))
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 @pytest.fixture(scope="module")

@@ -176,7 +176,7 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     ingest(rt, "val", f"s3://{bucket}/in/", format="jsonl", on_bad_record="quarantine", max_bad_records="1")
     # Before any run: no table; every column would be new.
     [report] = validate(rt, ingestions.get(rt.db, "val"))["items"]
-    assert (report["status"], report["records"], report["new_columns"]) == ("NEW", 1, {"id": "int64"})
+    assert (report["status"], report["records"], report["new_columns"]) == ("NEW", 1, {"id": "long"})  # Iceberg type names, as `schema pending`
     assert try_load(rt.catalog, "it.val") is None
     assert run(rt, "val").status == "SUCCESS"
     put_objects(
@@ -198,7 +198,7 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     assert (c["bad_records"], c["verdict"], c["error_type"]) == (2, "fails", "TooManyBadRecords")
     assert _ledger_and_catalog(rt) == before
     human = cli(icefloe_env, "validate", "val").stdout
-    assert "b.jsonl" in human and "colour string" in human and "nothing committed" in human
+    assert "b.jsonl" in human and "adds colour (string)" in human and "nothing committed" in human
     # A source a run could not list: said, not raised (the API answers 200 with it; the CLI exits 1).
     ingest(rt, "gone", "s3://no-such-bucket-here/in/", format="jsonl")
     result = validate(rt, ingestions.get(rt.db, "gone"))

@@ -176,7 +176,11 @@ def test_validate_reports_records_bad_records_and_new_columns_and_changes_nothin
     ingest(rt, "val", f"s3://{bucket}/in/", format="jsonl", on_bad_record="quarantine", max_bad_records="1")
     # Before any run: no table; every column would be new.
     [report] = validate(rt, ingestions.get(rt.db, "val"))["items"]
-    assert (report["status"], report["records"], report["new_columns"]) == ("NEW", 1, {"id": "long"})  # Iceberg type names, as `schema pending`
+    assert (report["status"], report["records"], report["new_columns"]) == (
+        "NEW",
+        1,
+        {"id": "long"},
+    )  # Iceberg type names, as `schema pending`
     assert try_load(rt.catalog, "it.val") is None
     assert run(rt, "val").status == "SUCCESS"
     put_objects(

@@ -65,7 +65,8 @@ What next (from a clone: .venv/bin/icefloe, or `source .venv/bin/activate` first
   icefloe table show demo.events                    # schema, files, snapshots with their run ids
   icefloe files demo-events --status FAILED         # the ledger: what failed and why
   icefloe files demo-events --history dt=2025-01-03/part-9.jsonl.gz   # every attempt at one file
-  icefloe services start && icefloe catalog connect  # reach the catalog from pyiceberg, Spark, DuckDB"""
+  icefloe services start && icefloe catalog connect  # reach the catalog from pyiceberg, Spark, DuckDB
+  icefloe token create --name me --role admin && icefloe serve   # dashboard: sign in at http://127.0.0.1:8000/"""
 
 
 def _reset(rt: Runtime) -> None:

@@ -302,13 +302,14 @@ def discover_run(
     The first listing ever is a backfill of what was there before the ingestion: not counted."""
     if not ingestion.events_queue:
         raise ConfigurationError(f"ingestion {ingestion.name} discovers by events but has no events queue")
-    location = S3Location.parse(ingestion.source)
-    flt = Filter(prefix=location.prefix, pattern=ingestion.pattern, since=ingestion.since)
+    # The listing's view of the source (its store and root, as `worker._discover` has it); the
+    # notifications name the bucket, matched by the S3 form of the same URI.
+    source = parse_source(ingestion.source)
+    location = S3Location(source.container, source.prefix)
+    flt = Filter(prefix=source.prefix, pattern=ingestion.pattern, since=ingestion.since)
     with rt.db.connect() as conn:
         began = ledger.database_now(conn)
-        state = ledger.listing_state(
-            conn, ingestion.id, location.uri(location.prefix), ingestion.reconcile_every_seconds
-        )
+        state = ledger.listing_state(conn, ingestion.id, source.root, ingestion.reconcile_every_seconds)
 
     def relay(counts: EventCounts) -> None:
         if on_page is not None:
@@ -343,7 +344,6 @@ def discover_run(
         return
     backfill = state.last_full_listing_at is None
     plan = ListingPlan(full=True, missed_before=None if backfill else began)
-    source = parse_source(ingestion.source)  # the listing's view of the same bucket and prefix
     listed = discover(
         rt.db, rt.store(source), ingestion_id=ingestion.id, location=source, flt=flt, plan=plan, on_page=on_page
     )

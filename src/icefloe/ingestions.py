@@ -170,6 +170,12 @@ class IngestionSpec:
             raise ConfigurationError(f"discovery must be one of {', '.join(DISCOVERIES)}, got {self.discovery!r}")
         if self.discovery == "events" and not self.events_queue:
             raise ConfigurationError("discovery events needs an events queue (--events-queue SQS-QUEUE-URL)")
+        if self.discovery == "events" and not self.source.lower().startswith("s3://"):
+            # S3 → SQS notifications only: other stores' events (Pub/Sub, Event Grid) are not read.
+            raise ConfigurationError(
+                f"--discovery events reads S3 notifications from SQS: the source must be s3://, "
+                f"got {redact_uri(self.source)!r}; list it instead (--discovery listing)"
+            )
         if self.events_queue is not None:
             queue_endpoint(self.events_queue)
         if self.reconcile_every_seconds < 1:

@@ -109,21 +109,24 @@ def _reports(
             # the change a table that exists would need (a new table simply takes the file's schema)
             "schema_change": change.describe() if change and target is not None else None,
         }
-        report |= _verdict(policy, records, bad)
+        report |= _verdict(policy, path, records, bad)
         if change and target is not None and report["verdict"] != "fails":
             report |= _schema_verdict(ingestion.schema_evolution)
         reports.append(report)
     return reports
 
 
-def _verdict(policy: Policy, records: int, bad: list[BadRecord]) -> dict[str, Any]:
-    """What a run would make of the file under the ingestion's policy."""
+def _verdict(policy: Policy, path: str, records: int, bad: list[BadRecord]) -> dict[str, Any]:
+    """What a run would make of the file under the ingestion's policy (the limit is the engine's
+    own check, :meth:`Policy.check`, not a second copy of its rule)."""
     if not bad:
         return {"verdict": "ok"}
     if policy.on_bad_record == "fail-file":
         return {"verdict": "fails", "error_type": "bad records (--on-bad-record fail-file)"}
-    if policy.limit is not None and policy.limit.exceeded(len(bad), records + len(bad)):
-        return {"verdict": "fails", "error_type": "TooManyBadRecords"}
+    try:
+        policy.check(path, bad, records)
+    except FileError as exc:
+        return {"verdict": "fails", "error_type": exc.error_type, "error_message": str(exc)}
     return {"verdict": "quarantined" if policy.quarantines else "skipped"}
 
 

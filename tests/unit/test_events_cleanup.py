@@ -12,6 +12,7 @@ from icefloe import cleanup, events
 from icefloe.discovery import Filter
 from icefloe.durations import parse_delay
 from icefloe.errors import ConfigurationError
+from icefloe.ingestions import IngestionSpec
 from icefloe.s3 import S3Location
 from icefloe.stores import parse_source
 
@@ -131,3 +132,19 @@ def test_the_delay_may_be_zero() -> None:
     assert (parse_delay("0s"), parse_delay("7d")) == (0, 7 * 86400)
     with pytest.raises(ConfigurationError):
         parse_delay("7")
+
+
+def test_events_discovery_is_refused_for_a_source_that_is_not_s3() -> None:
+    """SQS carries S3's notifications only: a gs:// or file:// ingestion by events would never hear
+    of a file. Refused at create, in one line that says what to use instead."""
+    queue = "http://127.0.0.1:5000/123456789012/landing"
+    for source in ("gs://b/in/", "file:///data/in/", "az://c/in/"):
+        spec = IngestionSpec(
+            name="ev", source=source, format="jsonl", table="a.b", discovery="events", events_queue=queue
+        )
+        with pytest.raises(ConfigurationError, match="must be s3://") as refused:
+            spec.validate()
+        assert "\n" not in str(refused.value) and "--discovery listing" in str(refused.value)
+    IngestionSpec(
+        name="ev", source="s3://b/in/", format="jsonl", table="a.b", discovery="events", events_queue=queue
+    ).validate()

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, text
 
 from icefloe import ingestions, ledger
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
+from icefloe.ledger.protocol import FRESH_VERSION_SET
 from icefloe.models import Ingestion
 
 # The statuses each action starts from. PROCESSING is in none of them (see the module's docstring).
@@ -150,19 +151,16 @@ def reingest_file(
                 f"cannot reingest {row['file_path']}: it was cleaned up from the source "
                 f"(--after-ingest {ingestion.after_ingest}); there is nothing left to read"
             )
-        # The same reset as a changed ETag (ledger.upsert_listing_page); the fencing token moves on.
+        # The same fresh version as a changed ETag starts (ledger.upsert_listing_page).
         return _finish(
             conn,
             row,
             "reingest",
             """
             WITH changed AS (
-                UPDATE files SET status = 'DISCOVERED', version = version + 1, discovered_at = now(),
-                    started_at = NULL, processed_at = NULL, records_ingested = NULL, records_rejected = NULL,
-                    bytes_read = NULL, processing_duration_ms = NULL, error_type = NULL, error_message = NULL,
-                    retry_count = 0, next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                    lease_token = lease_token + 1, batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL,
-                    snapshot_id = NULL, cleanup_status = NULL, cleanup_at = NULL, cleanup_error = NULL
+                UPDATE files SET status = 'DISCOVERED', error_message = NULL,"""
+            + FRESH_VERSION_SET
+            + """
                 WHERE id = :id RETURNING id, version, status
             ), recorded AS ("""
             + _RECORD

@@ -31,11 +31,10 @@ from icefloe.retry import FILE_RETRY
 
 # --------------------------------------------------------------------------- discovery
 
-# What a changed ETag does to a known row (``ON CONFLICT … DO UPDATE SET``): a new version,
-# DISCOVERED again with retries and clean-up reset, and ``lease_token`` bumped (fencing).
-NEW_VERSION_SET = """
-            size = EXCLUDED.size, modified_at = EXCLUDED.modified_at, etag = EXCLUDED.etag,
-            status = EXCLUDED.status, error_message = EXCLUDED.error_message,
+# A new version of a file starts with no attempt behind it: retries, counters, lease, batches,
+# snapshot and clean-up reset, ``lease_token`` bumped (fencing off a worker still holding the old
+# version). One list for every way a version starts (a changed ETag, ``files reingest``).
+FRESH_VERSION_SET = """
             version = files.version + 1, discovered_at = now(),
             started_at = NULL, processed_at = NULL, records_ingested = NULL, records_rejected = NULL,
             bytes_read = NULL,
@@ -43,6 +42,15 @@ NEW_VERSION_SET = """
             lease_owner = NULL, lease_expires_at = NULL, lease_token = files.lease_token + 1,
             batch_id = NULL, batch_ids = '{}', first_claimed_at = NULL, snapshot_id = NULL,
             cleanup_status = NULL, cleanup_at = NULL, cleanup_error = NULL"""
+
+# What a changed ETag does to a known row (``ON CONFLICT … DO UPDATE SET``): the listed object's
+# size, time and ETag, DISCOVERED (or SKIPPED) again, as a fresh version.
+NEW_VERSION_SET = (
+    """
+            size = EXCLUDED.size, modified_at = EXCLUDED.modified_at, etag = EXCLUDED.etag,
+            status = EXCLUDED.status, error_message = EXCLUDED.error_message,"""
+    + FRESH_VERSION_SET
+)
 
 _UPSERT_PAGE = text(
     """

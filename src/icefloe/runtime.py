@@ -63,9 +63,7 @@ class Runtime:
 
     @cached_property
     def objects(self) -> ObjectReader:
-        return ObjectReader(
-            self.s3, max_connections=max(10, self.settings.read_threads * 2), ca_bundle=self.settings.s3.ca_bundle
-        )
+        return ObjectReader(self.s3, self.settings.s3)
 
     def store(self, location: Location) -> Store:
         """The store of a source's bucket or container, built once per process (S3: :attr:`objects`)."""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import urllib3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -22,6 +23,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from botocore.utils import parse_timestamp
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import MaxRetryError
 
@@ -36,7 +38,7 @@ from icefloe.redaction import redact_text
 from icefloe.settings import S3Settings
 
 if TYPE_CHECKING:
-    from icefloe.stores import Entry, Location
+    from icefloe.stores import Body, Entry, Location
 
 PAGE_SIZE = 1000
 
@@ -80,6 +82,15 @@ def split_uri(uri: str) -> tuple[str, str]:
     return loc.bucket, loc.prefix
 
 
+def _timestamp(value: str) -> dt.datetime:
+    """S3's ISO 8601 timestamps parsed without dateutil: botocore's default parser took 70 % of the
+    CPU of a 1,000-key listing page (0.08 s of the GIL a page)."""
+    try:
+        return dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)  # another form (RFC 822 in a header, epoch seconds)
+
+
 def make_client(settings: S3Settings, max_pool_connections: int = 32) -> Any:
     """A boto3 S3 client on the endpoint and region of ``settings``; credentials are its keys
     when given, else the AWS SDK's own chain (environment, profile, instance role).
@@ -95,7 +106,10 @@ def make_client(settings: S3Settings, max_pool_connections: int = 32) -> Any:
         s3={"addressing_style": "path"} if settings.path_style else None,
     )
     given = settings.access_key_id and settings.secret_access_key
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
     session = boto3.session.Session(
+        botocore_session=core,
         aws_access_key_id=settings.access_key_id if given else None,
         aws_secret_access_key=settings.secret_access_key if given else None,
         aws_session_token=settings.session_token if given else None,
@@ -174,84 +188,52 @@ def object_errors(uri: str) -> Iterator[None]:
 
 
 def _cause(exc: BaseException) -> str:
-    """What broke, without the URL urllib3 names in its errors: a presigned URL is a live credential
-    (the object is named by its s3:// URI instead)."""
+    """What broke, in one line, credentials masked."""
     cause = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
     text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", str(cause))
     return redact_text(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
 
 
-class _RedactRecords(logging.Filter):
-    """urllib3's pool logs the URL it retries ("Retrying ... after connection broken by ...:
-    /bucket/key?X-Amz-Signature=..."): masked here, on the logger, whatever handlers the
-    process has."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact_text(record.getMessage()), None
-        return True
-
-
-def _redact_urllib3_logs() -> None:
-    pool_log = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(f, _RedactRecords) for f in pool_log.filters):
-        pool_log.addFilter(_RedactRecords())
-
-
-# Presigned URLs are valid this long; a GET starts right after signing.
-_PRESIGN_SECONDS = 900
-
-
 class ObjectReader:
-    """Conditional GETs of listed objects: ``If-Match: <listed ETag>``, so what is read is what was listed.
+    """S3 as a :class:`~icefloe.stores.Store`: listing, HEAD, delete and copy through boto3; the
+    object reads (``GET`` with ``If-Match: <listed ETag>``) through obstore, one store per bucket.
 
-    botocore signs a presigned URL (endpoint resolution, credentials chain, addressing style all
-    stay botocore's) and urllib3 fetches it. Measured on 2,000 small objects against SeaweedFS on
-    2 cores: 4.2 s and 3.3 s of CPU, against 10 s and 6.5 s of CPU through ``client.get_object``,
-    whose per-request Python overhead made it the bottleneck of small-file ingestion.
+    The reads are the hot path of small-file ingestion: measured on 2,000 objects of 40 kB against
+    SeaweedFS on 2 cores, 8 threads, obstore took 0.37 to 0.43 ms of CPU a GET (in Rust, off the GIL)
+    where botocore's presigning plus urllib3 took 1.09 to 1.10 ms, in 2.5 times the wall time.
     """
 
-    def __init__(self, client: Any, max_connections: int = 32, ca_bundle: str | None = None) -> None:
+    def __init__(self, client: Any, settings: S3Settings) -> None:
         self.client = client
-        _redact_urllib3_logs()
-        retries = urllib3.Retry(
-            total=5,
-            backoff_factor=0.2,
-            status_forcelist=(500, 502, 503, 504),
-            allowed_methods=("GET",),
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-        self.pool = urllib3.PoolManager(
-            maxsize=max_connections,
-            retries=retries,
-            timeout=urllib3.Timeout(connect=5, read=60),
-            ca_certs=ca_bundle,
-        )
+        self.settings = settings
+        self._buckets: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
-    def open(self, uri: str, etag: str) -> urllib3.BaseHTTPResponse:
+    def _store(self, bucket: str) -> Any:
+        from icefloe.stores import cloud  # obstore: loaded by the first read, not by every command
+
+        with self._lock:
+            store = self._buckets.get(bucket)
+            if store is None:
+                store = self._buckets[bucket] = cloud.build_s3(bucket, self.settings)
+            return store
+
+    def open(self, uri: str, etag: str) -> Body:
         """Start the GET of ``uri`` at version ``etag``; the caller reads (or streams) the body.
 
-        Raises the per-file errors of :func:`object_errors`.
+        Raises the per-file errors of :func:`icefloe.stores.cloud.object_errors`.
         """
+        from icefloe.stores.cloud import open_body
+
         bucket, key = split_uri(uri)
-        with object_errors(uri):
-            url = self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=_PRESIGN_SECONDS
-            )
-            response = self.pool.request("GET", url, headers={"If-Match": f'"{etag}"'}, preload_content=False)
-        if response.status == 200:
-            return response
-        body = response.read(2048)
-        response.release_conn()
-        status = response.status
-        if status == 412:
-            raise ObjectChangedError(f"{uri} changed after it was listed")
-        if status == 404:
-            raise PermanentFileError(f"{uri} no longer exists", error_type="ObjectMissing")
-        if status == 403:
-            raise PermanentFileError(f"access denied reading {uri} (HTTP 403)", error_type="AccessDenied")
-        detail = body.decode("utf-8", "replace").split("<Code>")[-1].split("</Code>")[0][:100]
-        raise TransientFileError(f"S3 answered HTTP {status} ({detail}) reading {uri}")
+        return open_body(self._store(bucket), key, uri, etag)
+
+    def read(self, uri: str, etag: str) -> bytes:
+        """The whole object at version ``etag``."""
+        from icefloe.stores.cloud import read_whole
+
+        bucket, key = split_uri(uri)
+        return read_whole(self._store(bucket), key, uri, etag)
 
     def list_pages(self, location: Location, start_after: str | None = None) -> Iterator[list[Entry]]:
         """ListObjectsV2 page by page (one LIST request each, ≤ 1,000 keys), after ``start_after``."""
@@ -297,12 +279,3 @@ class ObjectReader:
                 return None
             raise
         return str(head.get("ETag", "")).strip('"')
-
-    def read(self, uri: str, etag: str) -> bytes:
-        """The whole object at version ``etag``."""
-        response = self.open(uri, etag)
-        with object_errors(uri):
-            try:
-                return response.read()
-            finally:
-                response.release_conn()

@@ -47,7 +47,6 @@ from icefloe.formats import (
 )
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
-from icefloe.s3 import object_errors
 from icefloe.schema import ValueChangedError, arrow_target, conform, normalise_type
 from icefloe.schema_changes import HeldFile
 from icefloe.stores import Store, parse_source
@@ -489,7 +488,7 @@ class ArrowEngine:
                     yield rb
 
         try:
-            with object_errors(file.file_path), contextlib.closing(self._stream(counter, file, options)) as stream:
+            with contextlib.closing(self._stream(counter, file, options)) as stream:
                 batches = rows(stream)
                 first = next(batches, None)
                 if first is None:

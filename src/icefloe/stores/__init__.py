@@ -114,7 +114,7 @@ class Entry:
 
 
 class Body(Protocol):
-    """A streaming object body (urllib3's response, a file, a chunk stream)."""
+    """A streaming object body (a file, a chunk stream)."""
 
     def read(self, amt: int | None = None) -> bytes: ...
 
@@ -157,8 +157,7 @@ def open_store(location: Location, settings: Settings, *, max_connections: int =
     if location.scheme == "s3":
         from icefloe.s3 import ObjectReader, make_client
 
-        client = make_client(settings.s3, max_pool_connections=max_connections)
-        return ObjectReader(client, max_connections=max_connections, ca_bundle=settings.s3.ca_bundle)
+        return ObjectReader(make_client(settings.s3, max_pool_connections=max_connections), settings.s3)
     if location.scheme == "file":
         from icefloe.stores.local import LocalStore
 

@@ -1,4 +1,5 @@
-"""Google Cloud Storage and Azure Blob Storage through ``obstore`` (Rust's ``object_store``).
+"""Object stores through ``obstore`` (Rust's ``object_store``): Google Cloud Storage and Azure Blob
+Storage whole, and the object reads of S3 (:mod:`icefloe.s3` lists with boto3).
 
 One store per bucket or container. Listing pages come from ``obstore.list`` in key order; reads are
 ``GET`` with ``If-Match: <listed ETag>`` and, because an emulator (or a proxy) may ignore the header,
@@ -13,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -35,9 +37,9 @@ from icefloe.redaction import redact_text
 from icefloe.stores import Entry, Location, directory_of
 
 if TYPE_CHECKING:
-    from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig
+    from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig, S3Config
 
-    from icefloe.settings import Settings
+    from icefloe.settings import S3Settings, Settings
 
 PAGE_SIZE = 1000
 STREAM_CHUNK = 8 << 20
@@ -51,9 +53,52 @@ _HOST = re.compile(r"\b(https?://[^/\s?]+)")
 _RETRY: RetryConfig = {"max_retries": 3, "retry_timeout": dt.timedelta(seconds=20)}
 
 
+def _client_options() -> ClientConfig:
+    # A stalled read fails after 60 s; the whole request may take as long as a large object needs
+    # (object_store's default 30 s for the whole request would cut a 1 GB stream).
+    return {
+        "connect_timeout": dt.timedelta(seconds=5),
+        "read_timeout": dt.timedelta(seconds=60),
+        "timeout": dt.timedelta(hours=6),
+    }
+
+
+def build_s3(bucket: str, s3: S3Settings) -> Any:
+    """The obstore store of an S3 bucket, configured as icefloe's boto3 clients are (endpoint,
+    region, path-style with an endpoint, CA bundle); without keys the credentials come from boto3's
+    own chain (profile, instance role), refreshed through it."""
+    from obstore.store import S3Store
+
+    client = _client_options()
+    config: S3Config = {"region": s3.region or "us-east-1"}
+    if s3.endpoint_url:
+        config["endpoint"] = s3.endpoint_url.rstrip("/")
+        client["allow_http"] = s3.endpoint_url.startswith("http://")
+    else:
+        config["virtual_hosted_style_request"] = True
+    if s3.ca_bundle:
+        client["root_certificate"] = Path(s3.ca_bundle).read_text()
+    if s3.access_key_id and s3.secret_access_key:
+        config["access_key_id"] = s3.access_key_id
+        config["secret_access_key"] = s3.secret_access_key
+        if s3.session_token:
+            config["session_token"] = s3.session_token
+        return S3Store(bucket, config=config, client_options=client, retry_config=_RETRY)
+    import boto3
+    from obstore.auth.boto3 import Boto3CredentialProvider
+
+    try:
+        provider = Boto3CredentialProvider(boto3.session.Session())
+    except ValueError as exc:  # "Received None from session.get_credentials"
+        raise ConfigurationError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+        ) from exc
+    return S3Store(bucket, config=config, client_options=client, retry_config=_RETRY, credential_provider=provider)
+
+
 def build(location: Location, settings: Settings) -> Any:
     """The obstore store of ``location``'s bucket or container, credentials from ``settings``."""
-    client: ClientConfig = {"connect_timeout": dt.timedelta(seconds=5), "timeout": dt.timedelta(seconds=120)}
+    client = _client_options()
     if location.scheme == "gs":
         from obstore.store import GCSStore
 
@@ -162,30 +207,76 @@ def _etag(value: str | None) -> str:
 
 
 class _StreamBody:
-    """obstore's chunk stream as a ``read(n)`` body."""
+    """obstore's chunk stream as a ``read(n)`` body: ``n`` bytes (fewer only at the end), sliced out
+    of the current chunk without copying the rest of it."""
 
     def __init__(self, chunks: Any, uri: str) -> None:
         self.chunks = chunks
         self.uri = uri
-        self.buffer = bytearray()
+        self.pending = memoryview(b"")
         self.done = False
 
     def read(self, amt: int | None = None) -> bytes:
-        with object_errors(self.uri):
-            while not self.done and (amt is None or len(self.buffer) < amt):
-                chunk = next(self.chunks, None)
+        parts: list[bytes] = []
+        wanted = -1 if amt is None else amt
+        while wanted != 0:
+            if not self.pending:
+                if self.done:
+                    break
+                with object_errors(self.uri):
+                    chunk = next(self.chunks, None)
                 if chunk is None:
                     self.done = True
-                else:
-                    self.buffer += chunk
-        size = len(self.buffer) if amt is None else min(amt, len(self.buffer))
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
+                    continue
+                self.pending = memoryview(chunk)
+            take = len(self.pending) if wanted < 0 else min(wanted, len(self.pending))
+            parts.append(bytes(self.pending[:take]))
+            self.pending = self.pending[take:]
+            wanted = wanted if wanted < 0 else wanted - take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def release_conn(self) -> None:
         self.done = True
-        self.buffer.clear()
+        self.pending = memoryview(b"")
+
+
+def head_version(store: Any, key: str, uri: str) -> str | None:
+    """The object's version token now (a HEAD), or None when it is gone."""
+    try:
+        with object_errors(uri):
+            return _etag(obstore.head(store, key).get("e_tag"))
+    except PermanentFileError as exc:
+        if exc.error_type == "ObjectMissing":
+            return None
+        raise
+
+
+def _get(store: Any, key: str, uri: str, version: str) -> Any:
+    """GET at ``version``. A failed precondition is a change, unless the object is gone (Azurite,
+    like HTTP, answers 412 to If-Match on a deleted blob): then it is missing, not re-listed forever."""
+    try:
+        with object_errors(uri):
+            result = obstore.get(store, key, options={"if_match": f'"{version}"'})
+    except ObjectChangedError:
+        if head_version(store, key, uri) is None:
+            raise PermanentFileError(f"{uri} no longer exists", error_type="ObjectMissing") from None
+        raise
+    served = _etag(result.meta.get("e_tag"))
+    if served and served != version:
+        raise ObjectChangedError(f"{uri} changed after it was listed")
+    return result
+
+
+def open_body(store: Any, key: str, uri: str, version: str) -> _StreamBody:
+    """Start streaming the object at ``version`` (``key`` in ``store``; ``uri`` names it in errors)."""
+    return _StreamBody(iter(_get(store, key, uri, version).stream(min_chunk_size=STREAM_CHUNK)), uri)
+
+
+def read_whole(store: Any, key: str, uri: str, version: str) -> bytes:
+    """The whole object at ``version``."""
+    result = _get(store, key, uri, version)
+    with object_errors(uri):
+        return bytes(result.bytes())
 
 
 class CloudStore:
@@ -221,37 +312,14 @@ class CloudStore:
             if not yielded:
                 yield []
 
-    def _get(self, uri: str, version: str) -> Any:
-        """GET at ``version``. A failed precondition is a change, unless the object is gone (Azurite,
-        like HTTP, answers 412 to If-Match on a deleted blob): then it is missing, not re-listed forever."""
-        try:
-            with object_errors(uri):
-                result = obstore.get(self.store, self._key(uri), options={"if_match": f'"{version}"'})
-        except ObjectChangedError:
-            if self.current_version(uri) is None:
-                raise PermanentFileError(f"{uri} no longer exists", error_type="ObjectMissing") from None
-            raise
-        served = _etag(result.meta.get("e_tag"))
-        if served and served != version:
-            raise ObjectChangedError(f"{uri} changed after it was listed")
-        return result
-
     def open(self, uri: str, version: str) -> _StreamBody:
-        return _StreamBody(iter(self._get(uri, version).stream(min_chunk_size=STREAM_CHUNK)), uri)
+        return open_body(self.store, self._key(uri), uri, version)
 
     def read(self, uri: str, version: str) -> bytes:
-        result = self._get(uri, version)
-        with object_errors(uri):
-            return bytes(result.bytes())
+        return read_whole(self.store, self._key(uri), uri, version)
 
     def current_version(self, uri: str) -> str | None:
-        try:
-            with object_errors(uri):
-                return _etag(obstore.head(self.store, self._key(uri)).get("e_tag"))
-        except PermanentFileError as exc:
-            if exc.error_type == "ObjectMissing":
-                return None
-            raise
+        return head_version(self.store, self._key(uri), uri)
 
     def delete(self, uri: str) -> None:
         try:

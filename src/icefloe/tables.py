@@ -225,6 +225,10 @@ def add_columns(table: Table, columns: pa.Schema) -> Table:
     raise CommitConflictError(f"could not add columns {columns.names} to {table.name()}: too many conflicts")
 
 
+# Record batches smaller than this on average are combined before a write (see write_data_files).
+SMALL_BATCH_BYTES = 256 << 10
+
+
 def write_data_files(
     table: Table, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema, *, chunk_bytes: int | None = None
 ) -> Iterator[DataFile]:
@@ -250,10 +254,15 @@ def write_data_files(
     size = 0
 
     def write(batches: list[pa.RecordBatch]) -> list[DataFile]:
+        df = pa.Table.from_batches(batches, schema=schema)
+        if len(batches) > 1 and df.nbytes < len(batches) * SMALL_BATCH_BYTES:
+            # pyiceberg projects each record batch onto the table schema in Python (~0.3 ms): the
+            # rows of 1,000 small files cost 0.3 s of the GIL as 1,000 batches, nothing as one.
+            df = df.combine_chunks()
         return list(
             _dataframe_to_data_files(
                 table_metadata=table.metadata,
-                df=pa.Table.from_batches(batches, schema=schema),
+                df=df,
                 io=table.io,
                 write_uuid=write_uuid,
                 counter=counter,

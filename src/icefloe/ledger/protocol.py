@@ -131,6 +131,12 @@ def upsert_listing_page(
 # --------------------------------------------------------------------------- claim
 
 
+def int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal (``{1,2,3}``) for ``CAST(:p AS bigint[])``: psycopg dumps a list
+    element by element in Python, 0.25 s of the claims and commits of 15,000 files (cProfile)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def claimable_condition(f: str, max_retries: str) -> str:
     """SQL predicate: row ``f`` of files can be claimed now (the one definition of "claimable")."""
     return (
@@ -189,36 +195,31 @@ def claim_batch(
     once: no transaction stays open while files are read.
     """
     batch_id = uuid.uuid4()
-    rows = conn.execute(
-        _CLAIM,
-        {
-            "ingestion_id": ingestion_id,
-            "run_id": run_id,
-            "owner": owner,
-            "lease_seconds": lease_seconds,
-            "max_files": max_files,
-            "max_bytes": max_bytes,
-            "max_retries": max_retries,
-            "batch_id": batch_id,
-        },
-    ).all()
+    rows = (
+        conn.execute(
+            _CLAIM,
+            {
+                "ingestion_id": ingestion_id,
+                "run_id": run_id,
+                "owner": owner,
+                "lease_seconds": lease_seconds,
+                "max_files": max_files,
+                "max_bytes": max_bytes,
+                "max_retries": max_retries,
+                "batch_id": batch_id,
+            },
+        )
+        .tuples()
+        .all()
+    )
     if not rows:
         return None
+    # Positional, in RETURNING's order (named access on 1,000 rows cost 14 µs a row).
     files = tuple(
         sorted(
             (
-                ClaimedFile(
-                    id=r.id,
-                    file_path=r.file_path,
-                    size=r.size,
-                    etag=r.etag,
-                    version=r.version,
-                    lease_token=r.lease_token,
-                    retry_count=r.retry_count,
-                    batch_ids=tuple(r.batch_ids),
-                    first_claimed_at=r.first_claimed_at,
-                )
-                for r in rows
+                ClaimedFile(id_, path, size, etag, version, token, retries, tuple(batch_ids), first_claimed)
+                for id_, path, size, etag, version, token, retries, batch_ids, first_claimed in rows
             ),
             key=lambda f: f.id,
         )
@@ -253,8 +254,8 @@ def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
             ),
             {
                 "lease_seconds": lease_seconds,
-                "ids": [f.id for f in batch.files],
-                "tokens": [f.lease_token for f in batch.files],
+                "ids": int_array(f.id for f in batch.files),
+                "tokens": int_array(f.lease_token for f in batch.files),
             },
         ).scalar_one()
     )
@@ -299,10 +300,15 @@ def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int
             FOR UPDATE OF files
             """
         ),
-        {"ids": [f.id for f in files], "tokens": [f.lease_token for f in files]},
+        {"ids": int_array(f.id for f in files), "tokens": int_array(f.lease_token for f in files)},
     ).all()
     return {r.id for r in rows}
 
+
+# An UPDATE … FROM unnest(:ids, …) names its rows by id once more: without this the planner hashed
+# the whole files table for a 1,000-row batch (a seq scan that grew with the ledger: 46 ms a
+# commit at 100,000 files); with it, the rows come from the primary key.
+_BY_ID = "\n            AND files.id = ANY(CAST(:ids AS bigint[]))\n"
 
 # Every UPDATE that ends an attempt records it in file_attempts (the history `icefloe files --history`
 # shows): wrapped as  WITH changed AS (UPDATE … RETURNING …) INSERT INTO file_attempts … .
@@ -335,8 +341,8 @@ def mark_succeeded(
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:records AS bigint[]),
                         CAST(:bytes AS bigint[]), CAST(:durations AS integer[]), CAST(:rejected AS bigint[]))
                  AS t(id, token, records, bytes_read, duration_ms, rejected)
-            WHERE files.id = t.id AND files.lease_token = t.token
-            """
+            WHERE files.id = t.id AND files.lease_token = t.token"""
+            + _BY_ID
             + _RETURNING
             + ")"
             + _RECORD_ATTEMPTS
@@ -344,12 +350,12 @@ def mark_succeeded(
         {
             "attempt_batch": batch_id,
             "snapshot_id": snapshot_id,
-            "ids": [o.file.id for o in outcomes],
-            "tokens": [o.file.lease_token for o in outcomes],
-            "records": [o.records for o in outcomes],
-            "bytes": [o.bytes_read for o in outcomes],
-            "durations": [o.duration_ms for o in outcomes],
-            "rejected": [o.rejected for o in outcomes],
+            "ids": int_array(o.file.id for o in outcomes),
+            "tokens": int_array(o.file.lease_token for o in outcomes),
+            "records": int_array(o.records for o in outcomes),
+            "bytes": int_array(o.bytes_read for o in outcomes),
+            "durations": int_array(o.duration_ms for o in outcomes),
+            "rejected": int_array(o.rejected for o in outcomes),
         },
     )
     return result.rowcount
@@ -429,15 +435,15 @@ def release(
                 error_type = CASE WHEN :wait THEN 'ObjectChanged' ELSE error_type END,
                 error_message = coalesce(:reason, error_message)
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
-            WHERE files.id = t.id AND files.lease_token = t.token
-            """
+            WHERE files.id = t.id AND files.lease_token = t.token"""
+            + _BY_ID
         ),
         {
             "batch_id": batch_id,
             "wait": wait_for_rediscovery,
             "reason": reason,
-            "ids": [f.id for f in files],
-            "tokens": [f.lease_token for f in files],
+            "ids": int_array(f.id for f in files),
+            "tokens": int_array(f.lease_token for f in files),
         },
     )
     return result.rowcount
@@ -493,13 +499,13 @@ def reconcile_committed(conn: Connection, files: Sequence[ExpiredFile], snapshot
                 batch_id = NULL, batch_ids = '{}', error_type = NULL,
                 error_message = 'committed by a worker that stopped before recording it; found in the snapshots'
             FROM unnest(CAST(:ids AS bigint[]), CAST(:snapshots AS bigint[])) AS t(id, snapshot_id)
-            WHERE files.id = t.id
-            """
+            WHERE files.id = t.id"""
+            + _BY_ID
             + _RETURNING
             + ")"
             + _RECORD_ATTEMPTS
         ),
-        {"ids": [f.id for f in files], "snapshots": list(snapshot_ids), "attempt_batch": None},
+        {"ids": int_array(f.id for f in files), "snapshots": int_array(snapshot_ids), "attempt_batch": None},
     ).rowcount
 
 

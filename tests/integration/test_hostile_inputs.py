@@ -298,3 +298,25 @@ def test_a_streamed_file_that_crashes_the_parser_fails_alone(rt: Runtime, bucket
     assert entry["error_type"] == "ParserCrashed" and "SIGSEGV" in entry["error_message"], entry["error_message"]
     table = load_table(rt, "it.bigcrash")
     assert ids_by_file(table.scan().to_arrow()) == {f"s3://{bucket}/in/a-good.jsonl": [1, 2]}
+
+
+def test_a_tiny_file_that_crashes_the_parser_fails_alone_within_its_group(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    """Tiny files are parsed in groups, one parser round trip each: when the parser dies on one
+    member, which one is unknown, so the group's files are parsed again one by one. Only the
+    crasher is FAILED ParserCrashed; the 39 others (two groups) land once each."""
+    crasher = ('{"id": -1, "x": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}\n").encode()
+    objects = {f"in/f{n:02d}.jsonl": jsonl([{"id": 2 * n}, {"id": 2 * n + 1}]) for n in range(40) if n != 5}
+    put_objects(bucket, {**objects, "in/f05.jsonl": crasher})
+    ingest(rt, "groupcrash", f"s3://{bucket}/in/", format="jsonl")
+
+    result = run(rt, "groupcrash")
+
+    assert (result.status, result.files_succeeded, result.files_failed) == ("PARTIAL", 39, 1)
+    entry = files(rt, "groupcrash")[f"s3://{bucket}/in/f05.jsonl"]
+    assert entry["error_type"] == "ParserCrashed" and "SIGSEGV" in entry["error_message"], entry["error_message"]
+    table = load_table(rt, "it.groupcrash")
+    assert ids_by_file(table.scan().to_arrow()) == {
+        f"s3://{bucket}/{key}": [int(key[4:6]) * 2, int(key[4:6]) * 2 + 1] for key in objects
+    }

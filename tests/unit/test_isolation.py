@@ -57,3 +57,22 @@ def test_a_streamed_file_comes_back_in_batches_and_a_crash_is_its_own(make_pool:
     next(batches)
     batches.close()  # the caller stopped early: that child is replaced
     assert outcome(pool, GOOD) == "2"
+
+
+def test_a_group_answers_each_file_in_order_and_a_crash_answers_none(make_pool: Callable[[int], ParserPool]) -> None:
+    import gzip
+
+    pool = make_pool(1)
+    bomb = gzip.compress(b'{"id": 1}\n' * 200_000)  # 2 MB once expanded: beyond the 1 MB limit
+    items = [(GOOD, "a.jsonl"), (b'{"id": \n', "b.jsonl"), (bomb, "c.jsonl.gz"), (GOOD * 3, "d.jsonl")]
+    results = pool.parse_group(items, OPTIONS, 1 << 20)
+    assert results is not None
+    good, bad, expands, more = results
+    assert isinstance(good, tuple) and good[0].num_rows == 2 and good[1] == []
+    assert isinstance(bad, PermanentFileError) and "b.jsonl" in str(bad)
+    assert expands is None
+    assert isinstance(more, tuple) and more[0].num_rows == 6
+    # The parser dies on one file of a group: which one is unknown, so the group answers None
+    # (its files are parsed alone), and the pool goes on with a new child.
+    assert pool.parse_group([(GOOD, "a.jsonl"), (CRASHER, "x.jsonl")], OPTIONS, 1 << 25) is None
+    assert outcome(pool, GOOD) == "2"

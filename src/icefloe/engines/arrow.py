@@ -45,6 +45,7 @@ from icefloe.formats import (
     parse_whole,
     spooled,
 )
+from icefloe.isolation import Parsed
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
 from icefloe.schema import ValueChangedError, arrow_target, conform, normalise_type
@@ -61,6 +62,11 @@ SMALL_FILE_BYTES = 32 << 20  # fetched whole and parsed in parallel; larger file
 PREFETCH_BYTES = 64 << 20  # object bytes of small files fetched ahead (enough to keep 2 cores parsing)
 FLUSH_BYTES = 128 << 20  # Arrow bytes buffered before a shared data file is written
 STREAM_CHUNK_BYTES = 64 << 20  # Arrow bytes of a streamed large file held per data file written
+# Files up to TINY_FILE_BYTES are fetched and parsed in groups of up to GROUP_FILES files and
+# GROUP_BYTES: one parser round trip a group.
+TINY_FILE_BYTES = 256 << 10
+GROUP_FILES = 32
+GROUP_BYTES = 1 << 20
 # A source file at least this large gets data files of its own, so that replacing it (--on-change
 # replace) drops those whole instead of rewriting the rows of the files packed with it.
 OWN_DATA_FILE_BYTES = 1 << 20
@@ -120,21 +126,30 @@ class ArrowEngine:
     # ------------------------------------------------------------------ reading
 
     def _read_small(
-        self, file: ClaimedFile, target: pa.Schema | None, ingested_at: pa.Scalar, *, salvage: bool = False
+        self,
+        file: ClaimedFile,
+        target: pa.Schema | None,
+        ingested_at: pa.Scalar,
+        *,
+        salvage: bool = False,
+        fetched: tuple[bytes, tuple[Parsed] | None] | None = None,
+        started: float | None = None,
     ) -> _Read:
         """GET + parse (+ conform, when the table schema is known and covers the file) in a thread.
 
-        ``salvage``: read it record by record at once (its rows did not fit the table).
+        ``salvage``: read it record by record at once (its rows did not fit the table);
+        ``fetched``: its bytes, and their first parse if done, from :meth:`_read_group`.
         """
-        started = time.monotonic()
+        started = time.monotonic() if started is None else started
         nbytes = 0
         for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
             try:
-                data = self.objects.read(file.file_path, file.etag)
+                data, first = fetched if fetched is not None else (self.objects.read(file.file_path, file.etag), None)
+                fetched = None  # a retry fetches again
                 nbytes = len(data)
                 options = replace(self.options, salvage=True, target=target) if salvage else self.options
                 try:
-                    parsed = self._parse(data, file.file_path, options)
+                    parsed = _unwrap(first) if first is not None else self._parse(data, file.file_path, options)
                 except PermanentFileError as exc:
                     if not self.policy.salvages(exc, options):
                         raise
@@ -188,6 +203,29 @@ class ArrowEngine:
                 )
         raise AssertionError("unreachable")
 
+    def _read_group(self, files: list[ClaimedFile], target: pa.Schema | None, ingested_at: pa.Scalar) -> list[_Read]:
+        """Tiny files read together: each GET, then one parser round trip for all of them (the
+        round trip, not the parse, was most of a tiny file's parsing cost); each file then goes on
+        as :meth:`_read_small` would, and one whose GET fails is read on its own."""
+        assert self._pool is not None
+        started = time.monotonic()
+        fetched: list[tuple[ClaimedFile, bytes | None]] = []
+        for file in files:
+            try:
+                fetched.append((file, self.objects.read(file.file_path, file.etag)))
+            except Exception:  # its own read retries, or records the error
+                fetched.append((file, None))
+        got = [(data, f.file_path) for f, data in fetched if data is not None]
+        results = self._pool.parse_group(got, self.options, SMALL_FILE_BYTES)
+        parsed = iter(results) if results is not None else None  # None: parse each alone
+        reads = []
+        for file, data in fetched:
+            prepared = None
+            if data is not None:
+                prepared = (data, (next(parsed),) if parsed is not None else None)
+            reads.append(self._read_small(file, target, ingested_at, fetched=prepared, started=started))
+        return reads
+
     def _parse(self, data: bytes, path: str, options: ReadOptions) -> tuple[pa.Table, list[BadRecord]] | None:
         """A fetched file's rows and bad records, or None when it expands beyond SMALL_FILE_BYTES
         (stream it)."""
@@ -215,21 +253,44 @@ class ArrowEngine:
         target: Callable[[], pa.Schema | None],
         ingested_at: pa.Scalar,
     ) -> Iterator[_Read]:
-        """Small files read in parallel, yielded in order, at most PREFETCH_BYTES in flight."""
-        pending: deque[tuple[ClaimedFile, Future[_Read]]] = deque()
+        """Small files read in parallel (tiny ones in groups, see :meth:`_read_group`), yielded in
+        order, at most PREFETCH_BYTES in flight."""
+        pending: deque[tuple[int, Future[list[_Read]]]] = deque()
         in_flight = 0
-        todo = iter(files)
+        todo = iter(self._groups(files))
         nxt = next(todo, None)
         while nxt is not None or pending:
-            while nxt is not None and (not pending or in_flight + nxt.size <= PREFETCH_BYTES):
+            while nxt is not None and (not pending or in_flight + _size(nxt) <= PREFETCH_BYTES):
                 # The reader thread logs with this batch's run context (threads do not inherit it).
                 read = contextvars.copy_context().run
-                pending.append((nxt, pool.submit(read, self._read_small, nxt, target(), ingested_at)))
-                in_flight += nxt.size
+                if len(nxt) == 1:
+                    future = pool.submit(read, lambda f, t: [self._read_small(f, t, ingested_at)], nxt[0], target())
+                else:
+                    future = pool.submit(read, self._read_group, nxt, target(), ingested_at)
+                pending.append((_size(nxt), future))
+                in_flight += _size(nxt)
                 nxt = next(todo, None)
-            file, future = pending.popleft()
-            in_flight -= file.size
-            yield future.result()
+            size, done = pending.popleft()
+            in_flight -= size
+            yield from done.result()
+
+    def _groups(self, files: list[ClaimedFile]) -> Iterator[list[ClaimedFile]]:
+        """Consecutive tiny files in groups of up to GROUP_FILES and GROUP_BYTES (when parsing in
+        parser processes); every other file alone."""
+        group: list[ClaimedFile] = []
+        for file in files:
+            if self._pool is None or file.size > TINY_FILE_BYTES:
+                if group:
+                    yield group
+                    group = []
+                yield [file]
+                continue
+            if group and (len(group) == GROUP_FILES or _size(group) + file.size > GROUP_BYTES):
+                yield group
+                group = []
+            group.append(file)
+        if group:
+            yield group
 
     # ------------------------------------------------------------------ the seam
 
@@ -539,6 +600,17 @@ class ArrowEngine:
             error = PermanentFileError(f"{file.file_path}: {error}", error_type="UnreadableFile")
         log.warning("file failed: %s", error, extra={"file_path": file.file_path, "error_type": error.error_type})
         staged.failed.append(FailedFile(file, error, nbytes, ms))
+
+
+def _unwrap(first: tuple[Parsed]) -> tuple[pa.Table, list[BadRecord]] | None:
+    (parsed,) = first
+    if isinstance(parsed, PermanentFileError):
+        raise parsed
+    return parsed
+
+
+def _size(files: list[ClaimedFile]) -> int:
+    return sum(f.size for f in files)
 
 
 def _needs_table(target: pa.Schema | None, data: pa.Schema) -> bool:

@@ -195,23 +195,19 @@ def claim_batch(
     once: no transaction stays open while files are read.
     """
     batch_id = uuid.uuid4()
-    rows = (
-        conn.execute(
-            _CLAIM,
-            {
-                "ingestion_id": ingestion_id,
-                "run_id": run_id,
-                "owner": owner,
-                "lease_seconds": lease_seconds,
-                "max_files": max_files,
-                "max_bytes": max_bytes,
-                "max_retries": max_retries,
-                "batch_id": batch_id,
-            },
-        )
-        .tuples()
-        .all()
-    )
+    rows = conn.execute(
+        _CLAIM,
+        {
+            "ingestion_id": ingestion_id,
+            "run_id": run_id,
+            "owner": owner,
+            "lease_seconds": lease_seconds,
+            "max_files": max_files,
+            "max_bytes": max_bytes,
+            "max_retries": max_retries,
+            "batch_id": batch_id,
+        },
+    ).all()
     if not rows:
         return None
     # Positional, in RETURNING's order (named access on 1,000 rows cost 14 µs a row).

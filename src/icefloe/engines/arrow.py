@@ -1,10 +1,11 @@
-"""The in-process engine: boto3 GETs, pyarrow parsing, pyiceberg's Parquet writer.
+"""The in-process engine: the store's conditional GETs, pyarrow parsing in parser processes,
+pyiceberg's Parquet writer.
 
-Small files are fetched and parsed in parallel (pyarrow releases the GIL); tiny ones are packed
-together into shared data files, one of at least ``OWN_DATA_FILE_BYTES`` gets its own (a replace
-of it then drops whole files); a large file is streamed on its own into its own data files. Memory is
-bounded by ``PREFETCH_BYTES`` of compressed objects in flight plus ``FLUSH_BYTES`` of Arrow data
-buffered for writing, whatever the file sizes.
+Small files are fetched and parsed in parallel by reader threads (:mod:`icefloe.engines.arrow_reads`);
+tiny ones are packed together into shared data files, one of at least ``OWN_DATA_FILE_BYTES`` gets
+its own (a replace of it then drops whole files); a large file is streamed on its own into its own
+data files. Memory is bounded by ``PREFETCH_BYTES`` of compressed objects in flight plus
+``FLUSH_BYTES`` of Arrow data buffered for writing, whatever the file sizes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import io
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeAlias
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -28,8 +28,9 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from icefloe import destination, evolution, isolation, tables
-from icefloe.badrecords import BadRecord, Policy, parse_text, stream_batches, too_many
+from icefloe.badrecords import BadRecord, Policy, too_many
 from icefloe.engines import Committed, FailedFile, StagedBatch
+from icefloe.engines.arrow_reads import SMALL_FILE_BYTES, FileReader, Rows, text_column
 from icefloe.errors import (
     FileError,
     LeaseLostError,
@@ -38,14 +39,7 @@ from icefloe.errors import (
     SchemaChangePendingError,
     TransientFileError,
 )
-from icefloe.formats import (
-    LineTooLongError,
-    ReadOptions,
-    expanded,
-    parse_whole,
-    spooled,
-)
-from icefloe.isolation import Parsed
+from icefloe.formats import LineTooLongError, ReadOptions
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
 from icefloe.schema import ValueChangedError, arrow_target, conform, normalise_type
@@ -58,33 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SMALL_FILE_BYTES = 32 << 20  # fetched whole and parsed in parallel; larger files are streamed
-PREFETCH_BYTES = 64 << 20  # object bytes of small files fetched ahead (enough to keep 2 cores parsing)
 FLUSH_BYTES = 128 << 20  # Arrow bytes buffered before a shared data file is written
 STREAM_CHUNK_BYTES = 64 << 20  # Arrow bytes of a streamed large file held per data file written
-# Files up to TINY_FILE_BYTES are fetched and parsed in groups of up to GROUP_FILES files and
-# GROUP_BYTES: one parser round trip a group.
-TINY_FILE_BYTES = 256 << 10
-GROUP_FILES = 32
-GROUP_BYTES = 1 << 20
 # A source file at least this large gets data files of its own, so that replacing it (--on-change
 # replace) drops those whole instead of rewriting the rows of the files packed with it.
 OWN_DATA_FILE_BYTES = 1 << 20
-
-
-_Rows: TypeAlias = pa.RecordBatch | pa.Table  # what a streamed file yields (a salvaged chunk is a table)
-
-
-@dataclass
-class _Read:
-    file: ClaimedFile
-    table: pa.Table | None
-    error: Exception | None
-    bytes_read: int
-    started: float
-    conformed: bool = False  # already cast to the table schema known when the read started
-    expands: bool = False  # compressed, and expands beyond SMALL_FILE_BYTES: stream it instead
-    bad: list[BadRecord] = field(default_factory=list)  # records set aside (--on-bad-record)
 
 
 class ArrowEngine:
@@ -118,179 +90,11 @@ class ArrowEngine:
         )
         self.rescue = schema_evolution == "rescue"
         self.threads = threads
-        # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
-        self._pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
         self._sleep = sleep
         self.policy = policy or Policy()  # what a bad record does (badrecords.py)
-
-    # ------------------------------------------------------------------ reading
-
-    def _read_small(
-        self,
-        file: ClaimedFile,
-        target: pa.Schema | None,
-        ingested_at: pa.Scalar,
-        *,
-        salvage: bool = False,
-        fetched: tuple[bytes, tuple[Parsed] | None] | None = None,
-        started: float | None = None,
-    ) -> _Read:
-        """GET + parse (+ conform, when the table schema is known and covers the file) in a thread.
-
-        ``salvage``: read it record by record at once (its rows did not fit the table);
-        ``fetched``: its bytes, and their first parse if done, from :meth:`_read_group`.
-        """
-        started = time.monotonic() if started is None else started
-        nbytes = 0
-        for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
-            try:
-                data, first = fetched if fetched is not None else (self.objects.read(file.file_path, file.etag), None)
-                fetched = None  # a retry fetches again
-                nbytes = len(data)
-                options = replace(self.options, salvage=True, target=target) if salvage else self.options
-                try:
-                    parsed = _unwrap(first) if first is not None else self._parse(data, file.file_path, options)
-                except PermanentFileError as exc:
-                    if not self.policy.salvages(exc, options):
-                        raise
-                    options = replace(options, salvage=True, target=target)
-                    parsed = self._parse(data, file.file_path, options)
-                if parsed is None:
-                    return _Read(file, None, None, nbytes, started, expands=True)
-                table, bad = parsed
-                if _needs_table(target, table.schema):
-                    self.policy.check(file.file_path, bad, table.num_rows)
-                    return _Read(file, table, None, nbytes, started, bad=bad)
-                assert target is not None
-                while True:
-                    try:
-                        conformed = conform(
-                            table,
-                            target,
-                            source_file=file.file_path,
-                            ingested_at=ingested_at,
-                            file_uri=file.file_path,
-                            rescue=self.rescue,
-                        )
-                        self.policy.check(file.file_path, bad, conformed.num_rows)
-                        return _Read(file, conformed, None, nbytes, started, conformed=True, bad=bad)
-                    except PermanentFileError as exc:
-                        column = _text_column(exc, options)
-                        if column is not None:  # read as text what the table holds as text ("2024-01-01")
-                            options = replace(options, text_columns=options.text_columns | {column})
-                        elif self.policy.salvages(exc, options):  # a value the table cannot hold
-                            options = replace(options, salvage=True, target=target)
-                        else:
-                            raise
-                    parsed = self._parse(data, file.file_path, options)
-                    if parsed is None:
-                        raise PermanentFileError(f"{file.file_path}: expands too much", error_type="UnreadableFile")
-                    table, bad = parsed
-
-            except TransientFileError as exc:
-                if attempt == IN_PLACE_ATTEMPTS:
-                    return _Read(file, None, exc, nbytes, started)
-                self._sleep(IN_PLACE.delay(attempt))
-            except (FileError, ObjectChangedError) as exc:
-                return _Read(file, None, exc, nbytes, started)
-            except Exception as exc:  # never let one file take the batch down
-                return _Read(
-                    file,
-                    None,
-                    PermanentFileError(f"{file.file_path}: {exc}", error_type="UnreadableFile"),
-                    nbytes,
-                    started,
-                )
-        raise AssertionError("unreachable")
-
-    def _read_group(self, files: list[ClaimedFile], target: pa.Schema | None, ingested_at: pa.Scalar) -> list[_Read]:
-        """Tiny files read together: each GET, then one parser round trip for all of them (the
-        round trip, not the parse, was most of a tiny file's parsing cost); each file then goes on
-        as :meth:`_read_small` would, and one whose GET fails is read on its own."""
-        assert self._pool is not None
-        started = time.monotonic()
-        fetched: list[tuple[ClaimedFile, bytes | None]] = []
-        for file in files:
-            try:
-                fetched.append((file, self.objects.read(file.file_path, file.etag)))
-            except Exception:  # its own read retries, or records the error
-                fetched.append((file, None))
-        got = [(data, f.file_path) for f, data in fetched if data is not None]
-        results = self._pool.parse_group(got, self.options, SMALL_FILE_BYTES)
-        parsed = iter(results) if results is not None else None  # None: parse each alone
-        reads = []
-        for file, data in fetched:
-            prepared = None
-            if data is not None:
-                prepared = (data, (next(parsed),) if parsed is not None else None)
-            reads.append(self._read_small(file, target, ingested_at, fetched=prepared, started=started))
-        return reads
-
-    def _parse(self, data: bytes, path: str, options: ReadOptions) -> tuple[pa.Table, list[BadRecord]] | None:
-        """A fetched file's rows and bad records, or None when it expands beyond SMALL_FILE_BYTES
-        (stream it)."""
-        if self._pool is not None:
-            return self._pool.parse(data, path, options, SMALL_FILE_BYTES)
-        text = expanded(data, path, options.format, SMALL_FILE_BYTES)
-        if text is None:
-            return None
-        return parse_text(text, path, options, parse_whole)
-
-    def _stream(
-        self, body: _CountingReader, file: ClaimedFile, options: ReadOptions
-    ) -> Generator[tuple[_Rows, list[BadRecord]]]:
-        """A large file's record batches (each with the bad records set aside next to it) as its
-        body is read: parsed in a parser child if any."""
-        if self._pool is not None:
-            return self._pool.stream(body, file.file_path, options)
-        source: Any = spooled(body) if options.format == "parquet" else body
-        return stream_batches(source, file.file_path, options)
-
-    def _prefetched(
-        self,
-        files: list[ClaimedFile],
-        pool: ThreadPoolExecutor,
-        target: Callable[[], pa.Schema | None],
-        ingested_at: pa.Scalar,
-    ) -> Iterator[_Read]:
-        """Small files read in parallel (tiny ones in groups, see :meth:`_read_group`), yielded in
-        order, at most PREFETCH_BYTES in flight."""
-        pending: deque[tuple[int, Future[list[_Read]]]] = deque()
-        in_flight = 0
-        todo = iter(self._groups(files))
-        nxt = next(todo, None)
-        while nxt is not None or pending:
-            while nxt is not None and (not pending or in_flight + _size(nxt) <= PREFETCH_BYTES):
-                # The reader thread logs with this batch's run context (threads do not inherit it).
-                read = contextvars.copy_context().run
-                if len(nxt) == 1:
-                    future = pool.submit(read, lambda f, t: [self._read_small(f, t, ingested_at)], nxt[0], target())
-                else:
-                    future = pool.submit(read, self._read_group, nxt, target(), ingested_at)
-                pending.append((_size(nxt), future))
-                in_flight += _size(nxt)
-                nxt = next(todo, None)
-            size, done = pending.popleft()
-            in_flight -= size
-            yield from done.result()
-
-    def _groups(self, files: list[ClaimedFile]) -> Iterator[list[ClaimedFile]]:
-        """Consecutive tiny files in groups of up to GROUP_FILES and GROUP_BYTES (when parsing in
-        parser processes); every other file alone."""
-        group: list[ClaimedFile] = []
-        for file in files:
-            if self._pool is None or file.size > TINY_FILE_BYTES:
-                if group:
-                    yield group
-                    group = []
-                yield [file]
-                continue
-            if group and (len(group) == GROUP_FILES or _size(group) + file.size > GROUP_BYTES):
-                yield group
-                group = []
-            group.append(file)
-        if group:
-            yield group
+        # Fetched files are parsed in child processes (see isolation.py); 0: in this process.
+        pool = isolation.shared_pool(parser_processes) if parser_processes > 0 else None
+        self.reader = FileReader(objects, options, pool, self.policy, rescue=self.rescue, sleep=sleep)
 
     # ------------------------------------------------------------------ the seam
 
@@ -368,7 +172,7 @@ class ArrowEngine:
             buffered_bytes = 0
 
         # The lambda reads the latest target on purpose: reads started later conform to it.
-        for read in self._prefetched(files, readers, lambda: target, ingested_at):  # noqa: B023
+        for read in self.reader.prefetched(files, readers, lambda: target, ingested_at):  # noqa: B023
             if cancelled.is_set():
                 # Give up at once: reads queued but not started are dropped, not waited for.
                 readers.shutdown(wait=False, cancel_futures=True)
@@ -388,7 +192,7 @@ class ArrowEngine:
             conformed, bad = read.table, read.bad
             if not read.conformed or conformed.schema != target:
                 try:
-                    if _needs_table(target, read.table.schema):
+                    if self.reader.needs_table(target, read.table.schema):
                         table = self._table_for(staged, read.table.schema, read.file)
                         new_target = arrow_target(table)
                         if target is not None and new_target != target:
@@ -411,7 +215,7 @@ class ArrowEngine:
                             raise
                         # Parsed before the table's types were known: read it again knowing them
                         # (record by record when a value does not fit: --on-bad-record).
-                        again = self._read_small(read.file, target, ingested_at, salvage=not retry_as_text)
+                        again = self.reader.read_small(read.file, target, ingested_at, salvage=not retry_as_text)
                         if again.table is None:
                             self._record_failure(staged, read.file, again.error or exc, again.bytes_read, ms)
                             continue
@@ -481,7 +285,7 @@ class ArrowEngine:
                         f"{exc} (the limit, ICEFLOE_MAX_LINE_BYTES, is {options.max_line_bytes} bytes)",
                         error_type="LineTooLong",
                     )
-                column = _text_column(exc, options)
+                column = text_column(exc, options)
                 if column is not None:
                     options = replace(options, text_columns=options.text_columns | {column})
                     continue
@@ -540,7 +344,7 @@ class ArrowEngine:
         counter.body = body
         limit = self.policy.limit
 
-        def rows(stream: Iterator[tuple[_Rows, list[BadRecord]]]) -> Iterator[_Rows]:
+        def rows(stream: Iterator[tuple[Rows, list[BadRecord]]]) -> Iterator[Rows]:
             for rb, rejected in stream:
                 bad.extend(rejected)
                 if limit is not None and not limit.percent and limit.exceeded(len(bad), 0):
@@ -549,7 +353,7 @@ class ArrowEngine:
                     yield rb
 
         try:
-            with contextlib.closing(self._stream(counter, file, options)) as stream:
+            with contextlib.closing(self.reader.stream(counter, file, options)) as stream:
                 batches = rows(stream)
                 first = next(batches, None)
                 if first is None:
@@ -602,34 +406,7 @@ class ArrowEngine:
         staged.failed.append(FailedFile(file, error, nbytes, ms))
 
 
-def _unwrap(first: tuple[Parsed]) -> tuple[pa.Table, list[BadRecord]] | None:
-    (parsed,) = first
-    if isinstance(parsed, PermanentFileError):
-        raise parsed
-    return parsed
-
-
-def _size(files: list[ClaimedFile]) -> int:
-    return sum(f.size for f in files)
-
-
-def _needs_table(target: pa.Schema | None, data: pa.Schema) -> bool:
-    """Whether a file's rows need the table decided again: no table yet, or columns it lacks, or
-    types it must widen (what to do about them is the ingestion's schema evolution policy)."""
-    return target is None or bool(evolution.diff(target, data, normalise_type))
-
-
-def _text_column(exc: Exception, options: ReadOptions) -> str | None:
-    """The column to read as text when ``exc`` says a text file's inferred type did not hold."""
-    if options.format == "parquet":
-        return None
-    column: str | None = None
-    if isinstance(exc, ValueChangedError) and exc.retry_as_text:
-        column = exc.column
-    return column if column is not None and column not in options.text_columns else None
-
-
-def _chain(first: _Rows, rest: Iterator[_Rows]) -> Iterator[_Rows]:
+def _chain(first: Rows, rest: Iterator[Rows]) -> Iterator[Rows]:
     yield first
     yield from rest
 

@@ -666,6 +666,7 @@ class Bench:
                 "--table",
                 ident,
                 *engine_args,
+                *self.args.create_args.split(),
             ],
             env,
             "icefloe ingestion create",
@@ -884,47 +885,55 @@ class Bench:
             self.start_spark_server()
         for name in self.args.datasets:
             ds = DATASETS[name]
-            for loader in loaders:
-                if loader == "perfile" and self.args.perfile_files < 0:
-                    continue
-                reps = 1 if loader == "perfile" else self.args.repeat
-                runs: list[Result] = []
-                for rep in range(1, reps + 1):
+            # Rounds of every loader, not every loader's repetitions in a row: the machine drifts
+            # during a run (DuckDB went 6.6 -> 11.1 s over five runs in a row), which biased
+            # whichever loader came last.
+            runs: dict[str, list[Result]] = {
+                x: [] for x in loaders if not (x == "perfile" and self.args.perfile_files < 0)
+            }
+            for rep in range(1, self.args.repeat + 1):
+                for loader, done in runs.items():
+                    if loader == "perfile" and rep > 1:
+                        continue
+                    reps = 1 if loader == "perfile" else self.args.repeat
                     log(f"== {loader} on {name} (run {rep}/{reps}); load average {os.getloadavg()}")
-                    load = [round(x, 2) for x in os.getloadavg()]
-                    try:
-                        if loader == "icefloe":
-                            r = self.icefloe(ds, rep)
-                        elif loader == "icefloe-spark":
-                            r = self.icefloe(ds, rep, engine="spark")
-                        elif loader == "dlt":
-                            r = self.dlt(ds, rep)
-                        elif loader == "duckdb":
-                            r = self.duckdb(ds, rep)
-                        else:
-                            r = self.ref_loader(loader, ds, rep)
-                            attempt = 1
-                            while r.status == "FAILED" and attempt <= self.args.ref_retries:
-                                attempt += 1
-                                failed = r
-                                log(f"   {loader} FAILED; attempt {attempt} (--ref-retries)")
-                                r = self.ref_loader(loader, ds, rep, attempt)
-                                r.failed_attempts = [*failed.failed_attempts, _attempt_summary(failed)]
-                                r.note = f"attempt {attempt}, earlier attempts FAILED (see failed_attempts). {r.note}"
-                    except (KeyboardInterrupt, Interrupted):
-                        raise
-                    except Exception as exc:
-                        traceback.print_exc()
-                        r = Result(
-                            loader=loader,
-                            dataset=name,
-                            status="FAILED",
-                            note=f"harness error: {type(exc).__name__}: {str(exc)[-600:]}",
-                        )
-                    r.load_avg_before = load
-                    log(f"   -> {r.status} {r.note[:300]}")
-                    runs.append(r)
-                self.results.append(combine(runs))
+                    done.append(self._one(loader, ds, rep))
+            self.results.extend(combine(done) for done in runs.values())
+
+    def _one(self, loader: str, ds: Dataset, rep: int) -> Result:
+        load = [round(x, 2) for x in os.getloadavg()]
+        try:
+            if loader == "icefloe":
+                r = self.icefloe(ds, rep)
+            elif loader == "icefloe-spark":
+                r = self.icefloe(ds, rep, engine="spark")
+            elif loader == "dlt":
+                r = self.dlt(ds, rep)
+            elif loader == "duckdb":
+                r = self.duckdb(ds, rep)
+            else:
+                r = self.ref_loader(loader, ds, rep)
+                attempt = 1
+                while r.status == "FAILED" and attempt <= self.args.ref_retries:
+                    attempt += 1
+                    failed = r
+                    log(f"   {loader} FAILED; attempt {attempt} (--ref-retries)")
+                    r = self.ref_loader(loader, ds, rep, attempt)
+                    r.failed_attempts = [*failed.failed_attempts, _attempt_summary(failed)]
+                    r.note = f"attempt {attempt}, earlier attempts FAILED (see failed_attempts). {r.note}"
+        except (KeyboardInterrupt, Interrupted):
+            raise
+        except Exception as exc:
+            traceback.print_exc()
+            r = Result(
+                loader=loader,
+                dataset=ds.name,
+                status="FAILED",
+                note=f"harness error: {type(exc).__name__}: {str(exc)[-600:]}",
+            )
+        r.load_avg_before = load
+        log(f"   -> {r.status} {r.note[:300]}")
+        return r
 
 
 def _attempt_summary(r: Result) -> dict[str, Any]:
@@ -1226,6 +1235,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=Path,
         default=Path(sys.executable).parent / "icefloe",
         help="the icefloe console script (default: next to this interpreter)",
+    )
+    p.add_argument(
+        "--create-args",
+        default="",
+        help="more options for `icefloe ingestion create`, e.g. '--max-files-per-commit 5000' (default: none)",
     )
     p.add_argument("--workdir", type=Path, default=None, help="data of the services (default: a temp dir)")
     p.add_argument("--keep-workdir", action="store_true", help="keep service data and loader logs")

@@ -121,6 +121,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ref-s3-request-timeout", type=float, default=60)
     p.add_argument("--timeout", type=float, default=3600, help="seconds before a loader is killed")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--create-args", default="", help="more options for `icefloe ingestion create`")
     p.add_argument("--results-dir", type=Path, default=bench.RESULTS_DIR)
     args = p.parse_args(argv)
     args.sizes = sorted(int(n) for n in args.sizes.split(",") if n.strip())

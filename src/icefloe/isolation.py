@@ -284,9 +284,7 @@ class ParserPool:
             raise _file_error(reply)
         return table, reply[1]
 
-    def parse_group(
-        self, items: list[tuple[bytes, str]], options: ReadOptions, limit: int
-    ) -> list[Parsed] | None:
+    def parse_group(self, items: list[tuple[bytes, str]], options: ReadOptions, limit: int) -> list[Parsed] | None:
         """:meth:`parse` for several (data, path) in one round trip: each file's rows and bad
         records, None (expands) or its :class:`PermanentFileError`, in order. None when the
         parser died on one of them: which one is unknown, so the caller parses each alone."""

@@ -159,7 +159,8 @@ def source_errors(location: S3Location, endpoint: str) -> Iterator[None]:
 
 @contextmanager
 def object_errors(uri: str) -> Iterator[None]:
-    """Translate errors of one object's GET into the per-file error classes."""
+    """Translate errors of one object's boto3 request (HEAD, delete, copy) into the per-file error
+    classes (reads go through obstore: :func:`icefloe.stores.cloud.object_errors`)."""
     try:
         yield
     except ClientError as exc:

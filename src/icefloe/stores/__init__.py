@@ -4,7 +4,7 @@ A source URI names its store (:func:`parse_source`); :func:`open_store` builds t
 settings. Every store lists in key order, page by page, each object with its *version token* (the
 value the ledger keeps in ``etag`` and that a read must match):
 
-- S3, ``s3://bucket/prefix/``: the ETag; read with ``If-Match``.
+- S3, ``s3://bucket/prefix/``: the ETag; read with ``If-Match`` (through obstore; listed with boto3).
 - GCS, ``gs://bucket/prefix/``: the ETag of the listing (the content's MD5 for a plain upload);
   read with ``If-Match``, and the ETag served compared.
 - Azure, ``az://container/prefix/`` or ``abfs[s]://container@account.dfs.core.windows.net/prefix/``:

@@ -75,7 +75,9 @@ def build_s3(bucket: str, s3: S3Settings) -> Any:
         config["endpoint"] = s3.endpoint_url.rstrip("/")
         client["allow_http"] = s3.endpoint_url.startswith("http://")
     else:
-        config["virtual_hosted_style_request"] = True
+        # AWS: virtual-hosted, as boto3 does, except for a bucket with a dot in its name (its
+        # host name would not match the wildcard certificate).
+        config["virtual_hosted_style_request"] = "." not in bucket
     if s3.ca_bundle:
         client["root_certificate"] = Path(s3.ca_bundle).read_text()
     if s3.access_key_id and s3.secret_access_key:

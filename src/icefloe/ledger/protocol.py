@@ -131,6 +131,12 @@ def upsert_listing_page(
 # --------------------------------------------------------------------------- claim
 
 
+# Statements that join a batch's files to unnest(:ids, …) also say files.id = ANY(:ids): the planner
+# cannot see into unnest, and hashed the whole files table instead (a seq scan that grew with the
+# ledger: at 100,000 files 46 ms a commit, and 0.5 s a heartbeat, whose UPDATE then joined 1,000 x
+# 1,000 rows); with it, the rows come from the primary key.
+
+
 def int_array(values: Iterable[int]) -> str:
     """A PostgreSQL array literal (``{1,2,3}``) for ``CAST(:p AS bigint[])``: psycopg dumps a list
     element by element in Python, 0.25 s of the claims and commits of 15,000 files (cProfile)."""
@@ -238,9 +244,12 @@ def heartbeat(conn: Connection, batch: Batch, lease_seconds: int) -> int:
                     SELECT files.id, files.status FROM files
                     JOIN unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
                       ON files.id = t.id AND files.lease_token = t.token
+                    WHERE files.id = ANY(CAST(:ids AS bigint[]))
                 ), extended AS (
                     UPDATE files SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-                    FROM mine WHERE files.id = mine.id AND mine.status = 'PROCESSING'
+                    -- by id from an array: joined to the CTE, the planner (expecting one row)
+                    -- compared 1,000 x 1,000 rows
+                    WHERE files.id = ANY(ARRAY(SELECT id FROM mine WHERE status = 'PROCESSING'))
                       -- re-checked on the row as committed meanwhile: a heartbeat that waited on
                       -- the batch's own SUCCESS update must not put a lease back on its files
                       AND files.status = 'PROCESSING'
@@ -293,6 +302,7 @@ def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int
             SELECT files.id FROM files
             JOIN unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
               ON files.id = t.id AND files.lease_token = t.token AND files.status = 'PROCESSING'
+            WHERE files.id = ANY(CAST(:ids AS bigint[]))
             FOR UPDATE OF files
             """
         ),
@@ -300,11 +310,6 @@ def files_still_owned(conn: Connection, files: Iterable[ClaimedFile]) -> set[int
     ).all()
     return {r.id for r in rows}
 
-
-# An UPDATE … FROM unnest(:ids, …) names its rows by id once more: without this the planner hashed
-# the whole files table for a 1,000-row batch (a seq scan that grew with the ledger: 46 ms a
-# commit at 100,000 files); with it, the rows come from the primary key.
-_BY_ID = "\n            AND files.id = ANY(CAST(:ids AS bigint[]))\n"
 
 # Every UPDATE that ends an attempt records it in file_attempts (the history `icefloe files --history`
 # shows): wrapped as  WITH changed AS (UPDATE … RETURNING …) INSERT INTO file_attempts … .
@@ -337,8 +342,9 @@ def mark_succeeded(
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:records AS bigint[]),
                         CAST(:bytes AS bigint[]), CAST(:durations AS integer[]), CAST(:rejected AS bigint[]))
                  AS t(id, token, records, bytes_read, duration_ms, rejected)
-            WHERE files.id = t.id AND files.lease_token = t.token"""
-            + _BY_ID
+            WHERE files.id = t.id AND files.lease_token = t.token
+              AND files.id = ANY(CAST(:ids AS bigint[]))
+            """
             + _RETURNING
             + ")"
             + _RECORD_ATTEMPTS
@@ -431,8 +437,9 @@ def release(
                 error_type = CASE WHEN :wait THEN 'ObjectChanged' ELSE error_type END,
                 error_message = coalesce(:reason, error_message)
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS t(id, token)
-            WHERE files.id = t.id AND files.lease_token = t.token"""
-            + _BY_ID
+            WHERE files.id = t.id AND files.lease_token = t.token
+              AND files.id = ANY(CAST(:ids AS bigint[]))
+            """
         ),
         {
             "batch_id": batch_id,
@@ -495,8 +502,8 @@ def reconcile_committed(conn: Connection, files: Sequence[ExpiredFile], snapshot
                 batch_id = NULL, batch_ids = '{}', error_type = NULL,
                 error_message = 'committed by a worker that stopped before recording it; found in the snapshots'
             FROM unnest(CAST(:ids AS bigint[]), CAST(:snapshots AS bigint[])) AS t(id, snapshot_id)
-            WHERE files.id = t.id"""
-            + _BY_ID
+            WHERE files.id = t.id AND files.id = ANY(CAST(:ids AS bigint[]))
+            """
             + _RETURNING
             + ")"
             + _RECORD_ATTEMPTS

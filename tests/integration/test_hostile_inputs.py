@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -301,7 +302,7 @@ def test_a_streamed_file_that_crashes_the_parser_fails_alone(rt: Runtime, bucket
 
 
 def test_a_tiny_file_that_crashes_the_parser_fails_alone_within_its_group(
-    rt: Runtime, bucket: str, put_objects: PutObjects
+    rt: Runtime, bucket: str, put_objects: PutObjects, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Tiny files are parsed in groups, one parser round trip each: when the parser dies on one
     member, which one is unknown, so the group's files are parsed again one by one. Only the
@@ -311,7 +312,11 @@ def test_a_tiny_file_that_crashes_the_parser_fails_alone_within_its_group(
     put_objects(bucket, {**objects, "in/f05.jsonl": crasher})
     ingest(rt, "groupcrash", f"s3://{bucket}/in/", format="jsonl")
 
-    result = run(rt, "groupcrash")
+    with caplog.at_level(logging.WARNING, logger="icefloe.isolation"):
+        result = run(rt, "groupcrash")
+
+    # The crasher's group was parsed in one round trip and, once the parser died, file by file.
+    assert "parser process died on one of 32 files; each is parsed alone" in caplog.text, caplog.text
 
     assert (result.status, result.files_succeeded, result.files_failed) == ("PARTIAL", 39, 1)
     entry = files(rt, "groupcrash")[f"s3://{bucket}/in/f05.jsonl"]

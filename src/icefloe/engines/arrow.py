@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 128 << 20  # Arrow bytes buffered before a shared data file is written
-SPLIT_MIN_BYTES = 8 << 20  # a batch with half this much of small files to read writes its first half early
+SPLIT_MIN_BYTES = 16 << 20  # a batch with at least this many bytes of small files writes its first half early
 STREAM_CHUNK_BYTES = 64 << 20  # Arrow bytes of a streamed large file held per data file written
 # A source file at least this large gets data files of its own, so that replacing it (--on-change
 # replace) drops those whole instead of rewriting the rows of the files packed with it.
@@ -150,8 +150,8 @@ class ArrowEngine:
         # The first half of a big enough batch is written while the second half is read: the
         # write left at the batch's end (nothing else runs then) is half as long (d1: 0.5 -> 0.25 s
         # a batch), for one more data file a batch.
-        split_at = sum(f.size for f in files) // 2
-        split = split_at < SPLIT_MIN_BYTES
+        batch_bytes = sum(f.size for f in files)
+        half_written = batch_bytes < SPLIT_MIN_BYTES  # a small batch is written once, at its end
         read_bytes = 0
         buffered_outcomes: list[FileOutcome] = []
         target: pa.Schema | None = None  # the table's Arrow schema, recomputed when it evolves
@@ -237,8 +237,8 @@ class ArrowEngine:
             buffered_bytes += conformed.nbytes
             buffered_outcomes.append(self._outcome(staged, read.file, conformed.num_rows, read.bytes_read, ms, bad))
             read_bytes += read.file.size
-            if own or buffered_bytes >= FLUSH_BYTES or (not split and read_bytes >= split_at):
-                split = True
+            if own or buffered_bytes >= FLUSH_BYTES or (not half_written and 2 * read_bytes >= batch_bytes):
+                half_written = True
                 flush()
         flush()
         settle_write()

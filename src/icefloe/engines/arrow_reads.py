@@ -155,18 +155,18 @@ class FileReader:
         round trip, not the parse, was most of a tiny file's parsing cost); each file then goes on
         as :meth:`read_small` would, and one whose GET fails is read on its own."""
         assert self._pool is not None
-        started = time.monotonic()
-        fetched: list[tuple[ClaimedFile, bytes | None]] = []
+        fetched: list[tuple[ClaimedFile, bytes | None, float]] = []  # with when its GET started
         for file in files:
+            started = time.monotonic()
             try:
-                fetched.append((file, self.objects.read(file.file_path, file.etag)))
+                fetched.append((file, self.objects.read(file.file_path, file.etag), started))
             except Exception:  # its own read retries, or records the error
-                fetched.append((file, None))
-        got = [(data, f.file_path) for f, data in fetched if data is not None]
+                fetched.append((file, None, started))
+        got = [(data, f.file_path) for f, data, _ in fetched if data is not None]
         results = self._pool.parse_group(got, self.options, SMALL_FILE_BYTES)
         parsed = iter(results) if results is not None else None  # None: parse each alone
         reads = []
-        for file, data in fetched:
+        for file, data, started in fetched:
             prepared = None
             if data is not None:
                 prepared = (data, (next(parsed),) if parsed is not None else None)

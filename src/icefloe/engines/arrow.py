@@ -39,6 +39,7 @@ from icefloe.errors import (
     SchemaChangePendingError,
     TransientFileError,
 )
+from icefloe.evolution import RESCUED_COLUMN
 from icefloe.formats import LineTooLongError, ReadOptions
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
@@ -155,6 +156,13 @@ class ArrowEngine:
         read_bytes = 0
         buffered_outcomes: list[FileOutcome] = []
         target: pa.Schema | None = None  # the table's Arrow schema, recomputed when it evolves
+        if files and staged.table is None:
+            # Known before the reads start, the table's schema lets the reader threads conform
+            # what they parse (else the first result decides it, after a whole batch of tiny files
+            # was submitted: all of them then conformed here, on this thread).
+            staged.table = tables.load_table(self.catalog, self.table_identifier)
+            if staged.table is not None and (not self.rescue or RESCUED_COLUMN in staged.table.schema().column_names):
+                target = arrow_target(staged.table)
         writing: Future[list[DataFile]] | None = None
         writing_outcomes: list[FileOutcome] = []
 

@@ -125,6 +125,28 @@ def test_rescue_keeps_the_schema_and_rescues_unknown_and_unfitting_values(
     assert rescued == {1: None, 2: {"extra": "x"}, 3: {"amount": "ten"}, 4: {"extra": "y"}}
 
 
+def test_rescue_chosen_after_the_table_was_made_adds_the_rescue_column_first(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    """A table created under add-columns has no ``_rescued_data``: switching to rescue must add it
+    before any file is conformed, or the misfits of the next files would have nowhere to go."""
+    put_objects(bucket, {"late/1.jsonl": jsonl([{"id": 1, "amount": 10}])})
+    ingest(rt, "late_rescue", f"s3://{bucket}/late/")
+    assert run(rt, "late_rescue").status == "SUCCESS"
+    assert "_rescued_data" not in load_table(rt, "it.late_rescue").schema().column_names
+    ingestions.update(rt.db, "late_rescue", {"schema_evolution": "rescue"})
+    put_objects(bucket, {"late/2.jsonl": jsonl([{"id": 2, "amount": 20.5}, {"id": 3, "amount": 30}])})
+    assert run(rt, "late_rescue").status == "SUCCESS"
+
+    got = by_id(rows(rt, "it.late_rescue"))
+    assert [(r["id"], r["amount"]) for r in got] == [(1, 10), (2, None), (3, 30)]
+    assert [json.loads(r["_rescued_data"]) if r["_rescued_data"] else None for r in got] == [
+        None,
+        {"amount": 20.5},
+        None,
+    ]
+
+
 def test_fail_fails_a_file_with_a_new_column_naming_it(rt: Runtime, bucket: str, put_objects: PutObjects) -> None:
     put_objects(bucket, {"f/1.jsonl": jsonl([{"id": 1}])})
     ingest(rt, "strict", f"s3://{bucket}/f/")

@@ -163,7 +163,8 @@ class ArrowEngine:
         if files and staged.table is None:
             # Known before the reads start, the table's schema lets the reader threads conform
             # what they parse (else the first result decides it, after a whole batch of tiny files
-            # was submitted: all of them then conformed here, on this thread).
+            # was submitted: all of them then conformed here, on this thread). Under rescue, a
+            # table without _rescued_data is left to resolve(), which adds the column first.
             staged.table = tables.load_table(self.catalog, self.table_identifier)
             if staged.table is not None and (not self.rescue or RESCUED_COLUMN in staged.table.schema().column_names):
                 target = arrow_target(staged.table)

@@ -59,15 +59,13 @@ class TableDestination:
         """
         check_schema(data_schema, uri or "data", self.max_nesting)
         if table is None:
-            table = load_table(self.catalog, self.identifier)
+            table = self.load()
         if table is None:
             schema = data_schema if self.declared is None else merged_schema(self.declared, data_schema)
             arrow = table_arrow_schema(schema, rescued=self.policy == "rescue")
             return Resolved(create_table(self.catalog, self.identifier, arrow), created=True)
         if self.policy == "rescue":
-            if RESCUED_COLUMN not in table.schema().column_names:  # a table made before the policy was chosen
-                table = add_columns(table, pa.schema([pa.field(RESCUED_COLUMN, pa.string())]))
-            return Resolved(table)
+            return Resolved(_with_rescue_column(table))
         if self.policy == "add-columns" and not self.infer:
             return Resolved(table)
         if self.declared is not None:  # declared columns keep their declared types: never widened
@@ -83,6 +81,12 @@ class TableDestination:
         log.info("staging schema change of %s: %s", self.identifier, change.describe())
         return Resolved(evolution.evolved(table, change), change=change)
 
+    def load(self) -> Table | None:
+        """The table as the catalog has it (None: not created yet); under rescue, with
+        ``_rescued_data`` added first if it was made before the policy was chosen."""
+        table = load_table(self.catalog, self.identifier)
+        return _with_rescue_column(table) if table is not None and self.policy == "rescue" else table
+
     def table_for(self, table: Table | None, data_schema: pa.Schema, uri: str = "") -> Table:
         """:meth:`resolve`, with a change committed at once (engines whose writer commits files
         it did not write through pyiceberg: Spark's Parquet files are added by name)."""
@@ -93,3 +97,10 @@ class TableDestination:
         base = load_table(self.catalog, self.identifier) or resolved.table
         widened = [pa.field(name, new) for name, _, new in change.widened]
         return add_columns(base, pa.schema([*change.added, *widened]))
+
+
+def _with_rescue_column(table: Table) -> Table:
+    """``table`` with ``_rescued_data``, added if it was made before rescue was chosen."""
+    if RESCUED_COLUMN in table.schema().column_names:
+        return table
+    return add_columns(table, pa.schema([pa.field(RESCUED_COLUMN, pa.string())]))

@@ -39,7 +39,6 @@ from icefloe.errors import (
     SchemaChangePendingError,
     TransientFileError,
 )
-from icefloe.evolution import RESCUED_COLUMN
 from icefloe.formats import LineTooLongError, ReadOptions
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.retry import IN_PLACE, IN_PLACE_ATTEMPTS
@@ -163,11 +162,9 @@ class ArrowEngine:
         if files and staged.table is None:
             # Known before the reads start, the table's schema lets the reader threads conform
             # what they parse (else the first result decides it, after a whole batch of tiny files
-            # was submitted: all of them then conformed here, on this thread). Under rescue, a
-            # table without _rescued_data is left to resolve(), which adds the column first.
-            staged.table = tables.load_table(self.catalog, self.table_identifier)
-            if staged.table is not None and (not self.rescue or RESCUED_COLUMN in staged.table.schema().column_names):
-                target = arrow_target(staged.table)
+            # was submitted: all of them then conformed here, on this thread).
+            staged.table = self.destination.load()
+            target = arrow_target(staged.table) if staged.table is not None else None
         writing: Future[list[DataFile]] | None = None
         writing_outcomes: list[FileOutcome] = []
 
@@ -364,7 +361,7 @@ class ArrowEngine:
         if staged.table is None:
             # Load the table before the GET opens: its metadata read once stalled for seconds behind
             # the open, not yet read body (and hit a 3 s timeout).
-            staged.table = tables.load_table(self.catalog, self.table_identifier)
+            staged.table = self.destination.load()
         body = self.objects.open(file.file_path, file.etag)
         counter.body = body
         limit = self.policy.limit

@@ -194,7 +194,10 @@ def commit_batch(
                     table = tables.ensure_icefloe_properties(table)
                 landed = tables.snapshots_with_batches(table, batch.all_batch_ids, since)
                 if landed:
-                    return _already_landed(conn, batch, staged, landed)
+                    # This very batch landed in an earlier attempt whose outcome was unknown (the
+                    # ledger went away after the commit): those snapshots are still this run's.
+                    own = tables.count_batch_snapshots(table, batch.batch_id, since)
+                    return _already_landed(conn, batch, staged, landed, own)
                 faults.point("before-commit")
                 added = _quarantine(
                     catalog, table_identifier, qtable, batch, staged, props, replaced, since, quarantined
@@ -245,7 +248,9 @@ def _quarantine(
     return added
 
 
-def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed: dict[uuid.UUID, int]) -> CommitResult:
+def _already_landed(
+    conn: Connection, batch: Batch, staged: StagedBatch, landed: dict[uuid.UUID, int], own_snapshots: int
+) -> CommitResult:
     """Some batch holding these versions is already in the table: mark those files SUCCESS.
 
     If every file of ours is covered (the usual case: our own commit whose outcome we did not
@@ -258,7 +263,7 @@ def _already_landed(conn: Connection, batch: Batch, staged: StagedBatch, landed:
     ledger.release(conn, [o.file for o in rest], batch.batch_id)
     covered = sum(len(o) for o in by_snapshot.values())
     log.info("batch %s already in the table (%d files); %d released", batch.batch_id, covered, len(rest))
-    return CommitResult(next(iter(landed.values())), committed=False, snapshots=0, succeeded=covered)
+    return CommitResult(next(iter(landed.values())), committed=False, snapshots=own_snapshots, succeeded=covered)
 
 
 def _record_schema(

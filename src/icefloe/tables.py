@@ -409,6 +409,18 @@ def snapshots_with_batches(table: Table, batch_ids: set[uuid.UUID], since_ms: in
     return found
 
 
+def count_batch_snapshots(table: Table, batch_id: uuid.UUID, since_ms: int) -> int:
+    """How many snapshots since ``since_ms`` carry ``batch_id`` (one, or delete + append under replace)."""
+    wanted = str(batch_id)
+    return sum(
+        1
+        for snap in table.metadata.snapshots
+        if snap.timestamp_ms >= since_ms
+        and snap.summary is not None
+        and snap.summary.additional_properties.get("icefloe.batch-id") == wanted
+    )
+
+
 def describe(table: Table) -> dict[str, Any]:
     """A small summary for `ingestion show` and the demo."""
     snap = table.current_snapshot()

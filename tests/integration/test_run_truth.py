@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from icefloe import ledger, runs, worker
+from icefloe import commit, engines, ledger, runs, tables, worker
+from icefloe.ledger import LockBounds
 from icefloe.runtime import Runtime
 from tests.support.inprocess import files, ingest
+from tests.support.tables import jsonl, load_table
+
+if TYPE_CHECKING:
+    from tests.support.services import PutObjects
 
 
 def test_a_run_with_a_file_still_processing_is_not_a_success(rt: Runtime, bucket: str) -> None:
@@ -76,3 +83,47 @@ def test_the_run_that_records_a_lost_file_failed_reports_it(rt: Runtime, bucket:
     assert (finished.status, finished.files_failed) == ("PARTIAL", 1)
     [lost] = files(rt, "lost").values()
     assert (lost["status"], lost["error_type"], lost["run_id"]) == ("FAILED", "WorkerLost", finished.id)
+
+
+def test_a_commit_that_landed_unseen_still_counts_as_the_runs_snapshot(
+    rt: Runtime, bucket: str, put_objects: PutObjects
+) -> None:
+    """The batch's commit landed, but the ledger never heard of it (it went away right after): the
+    retry finds the batch in the table, marks its file, and the run still counts that snapshot."""
+    put_objects(bucket, {"unseen/0.jsonl": jsonl([{"id": 1}])})
+    ingestion = ingest(rt, "unseen", f"s3://{bucket}/unseen/")
+    the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id=rt.settings.worker_id)
+    worker._discover(rt, ingestion, the_run)
+    with rt.db.begin() as conn:
+        batch = ledger.claim_batch(
+            conn,
+            ingestion_id=ingestion.id,
+            run_id=the_run.id,
+            owner=rt.settings.worker_id,
+            lease_seconds=60,
+            max_files=10,
+            max_bytes=1 << 30,
+            max_retries=3,
+        )
+    assert batch is not None
+    engine = engines.load_engine("arrow", rt, ingestion)
+    staged = engine.stage(batch, threading.Event())
+    table = tables.load_table(rt.catalog, ingestion.table_identifier)
+    assert table is not None
+    engine.commit(table, staged, tables.snapshot_properties(batch.batch_id, the_run.id, 1), [])  # the unseen commit
+
+    result = commit.commit_batch(
+        rt.db,
+        rt.catalog,
+        engine,
+        table_identifier=ingestion.table_identifier,
+        batch=batch,
+        staged=staged,
+        run_id=the_run.id,
+        replace_changed=False,
+        bounds=LockBounds.for_lease(60),
+    )
+
+    assert (result.committed, result.snapshots, result.succeeded) == (False, 1, 1)
+    assert files(rt, "unseen", "SUCCESS").keys() == {f"s3://{bucket}/unseen/0.jsonl"}
+    assert len(load_table(rt, ingestion.table_identifier).metadata.snapshots) == 1, "committed once"

@@ -6,14 +6,11 @@ PostgreSQL in :func:`icefloe.ledger.upsert_listing_page`. Patterns: :mod:`iceflo
 
 from __future__ import annotations
 
-import contextvars
-import dataclasses
 import datetime as dt
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Self
 
 from sqlalchemy import Engine
 
@@ -210,76 +207,3 @@ def discover(
         with engine.begin() as conn:
             ledger.record_full_listing(conn, ingestion_id, root, started_at)
     return counts
-
-
-PageCallback = Callable[[DiscoveryCounts], None]
-
-
-class DiscoveryCancelled(Exception):
-    """Raised inside a background discovery whose batch loop ended first (an error, a shutdown)."""
-
-
-class DiscoveryFeed:
-    """A discovery running in a thread beside the batch loop (a ``with`` block), so the first batch
-    is claimed once a batch's worth of files is in the ledger, not after the whole listing (100,000
-    keys take ~9 s to list). ``discover(on_page)`` runs in the thread and reports each page.
-
-    The batch loop asks :meth:`wait` before a claim; the discovery's error, if any, is raised there.
-    Leaving the block early cancels the discovery at its next page.
-    """
-
-    def __init__(self, discover: Callable[[PageCallback], None]) -> None:
-        self._discover = discover
-        self._changed = threading.Condition()
-        self._cancelled = False
-        self._error: BaseException | None = None
-        self.counts = DiscoveryCounts()
-        self.done = False
-        # Threads start without the caller's context; its run context goes into the thread's logs.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._run,), name="discovery", daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._changed:
-            self._cancelled = True
-        self._thread.join()
-
-    @property
-    def succeeded(self) -> bool:
-        return self.done and self._error is None
-
-    @property
-    def added(self) -> int:
-        """New and changed files recorded so far: what this discovery made claimable."""
-        return self.counts.new + self.counts.changed
-
-    def _on_page(self, counts: DiscoveryCounts) -> None:
-        with self._changed:
-            if self._cancelled:
-                raise DiscoveryCancelled
-            self.counts = dataclasses.replace(counts)
-            self._changed.notify_all()
-
-    def _run(self) -> None:
-        error: BaseException | None = None
-        try:
-            self._discover(self._on_page)
-        except BaseException as exc:  # handed to the batch loop, raised there
-            error = exc
-        with self._changed:
-            self.done = True
-            self._error = error
-            self._changed.notify_all()
-
-    def wait(self, added: int, timeout: float) -> bool:
-        """Until at least ``added`` files were added, the discovery ended, or ``timeout`` seconds
-        passed; True once it ended. Raises the discovery's error."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.done or self.added >= added, timeout)
-            if self._error is not None and not isinstance(self._error, DiscoveryCancelled):
-                raise self._error
-            return self.done

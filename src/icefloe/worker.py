@@ -1,5 +1,4 @@
-"""The worker loop: reconcile, then claim → stage → commit batches until none is left, while the
-discovery (a thread) lists the source into the ledger.
+"""The worker loop: reconcile, discover, then claim → stage → commit batches until none is left.
 
 `icefloe run` drives one pass of it synchronously; several processes may run it on one
 ingestion at once: claims, fencing and the commit protocol keep every file exactly once.
@@ -7,20 +6,21 @@ ingestion at once: claims, fencing and the commit protocol keep every file exact
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from icefloe import commit, events, faults, ledger, logs, metrics, retry, runs, schema_changes
-from icefloe.discovery import DiscoveryCounts, DiscoveryFeed, Filter, PageCallback, discover, plan_listing
+from icefloe.discovery import DiscoveryCounts, Filter, discover, plan_listing
 from icefloe.engines import Engine as StagingEngine
 from icefloe.engines import StagedBatch, load_engine, warm_up
 from icefloe.errors import CommitError, IcefloeError, LeaseLostError, LedgerUnavailableError
-from icefloe.heartbeats import Heartbeat, RunHeartbeat
 from icefloe.ledger import Batch, LockBounds
 from icefloe.models import Ingestion, Run
 from icefloe.runtime import Runtime
@@ -46,6 +46,72 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class _Beat:
+    """A daemon thread calling :meth:`beat` every ``interval`` seconds while the ``with`` block runs;
+    :meth:`beat` returns False to stop beating."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        self.interval = interval
+        self._done = threading.Event()
+        # The thread logs with the run context of whoever made the beat (threads start without it).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.interval):
+            if not self.beat():
+                return
+
+    def beat(self) -> bool:
+        raise NotImplementedError
+
+
+class Heartbeat(_Beat):
+    """Extends the lease of a batch every third of the lease; sets ``lost`` when it cannot.
+
+    With ``abort`` it wakes every second to notice a shutdown whose grace period is over.
+    """
+
+    def __init__(self, db: Engine, batch: Batch, lease_seconds: int, abort: threading.Event | None = None) -> None:
+        super().__init__(f"heartbeat-{batch.batch_id}", min(lease_seconds / 3, 1.0) if abort else lease_seconds / 3)
+        self.db = db
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.abort = abort
+        self.lost = threading.Event()
+        self._last_ok = time.monotonic()
+
+    def beat(self) -> bool:
+        if self.abort is not None and self.abort.is_set():
+            self.lost.set()  # shutdown grace period over: give the batch up
+            return False
+        if time.monotonic() - self._last_ok < self.lease_seconds / 3:
+            return True
+        try:
+            with self.db.begin() as conn:
+                owned = ledger.heartbeat(conn, self.batch, self.lease_seconds)
+        except Exception as exc:  # database away: keep trying until the lease would be gone
+            log.warning("heartbeat failed for batch %s: %s", self.batch.batch_id, exc)
+            if time.monotonic() - self._last_ok > self.lease_seconds:
+                self.lost.set()
+                return False
+            return True
+        self._last_ok = time.monotonic()
+        if owned < len(self.batch.files):
+            log.warning("lease lost on %d file(s) of batch %s", len(self.batch.files) - owned, self.batch.batch_id)
+            self.lost.set()
+            return False
+        return True
 
 
 def _settle_failures(rt: Runtime, ingestion: Ingestion, batch: Batch, staged: StagedBatch) -> None:
@@ -102,31 +168,22 @@ def process_batches(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     abort: threading.Event | None = None,
-    feed: DiscoveryFeed | None = None,
 ) -> None:
     """Claim, stage and commit batches until nothing is claimable.
 
     ``stop``: claim no new batch (graceful shutdown); ``abort``: give up the current batch too —
-    its files are released unpenalised, nothing of it is committed. ``feed``: the discovery still
-    listing beside this loop; each claim waits for a full batch of files, or for its end.
+    its files are released unpenalised, nothing of it is committed.
     """
     # Loaded with the first batch: a run with nothing to ingest never imports the engine stack.
     engine: StagingEngine | None = None
     lease = rt.settings.lease_seconds
     bounds = LockBounds.for_lease(lease)
-    state: Progress | None = None  # once a first batch can be claimed
-    claimed = 0
+    state = Progress("processing")
+    with rt.db.connect() as conn:
+        state.claimable = ledger.count_claimable(conn, ingestion.id, ingestion.max_retries)
+    if progress:
+        progress(state)
     while (stop is None or not stop.is_set()) and runs.accepting_batches(rt.db, run.id):
-        listing_ended = feed is None or feed.wait(0, timeout=0)  # raises what ended the listing
-        if not listing_ended:
-            assert feed is not None
-            _await_discovery(feed, claimed + ingestion.max_files_per_commit, stop, None if state else progress)
-        if state is None:
-            state = Progress("processing")
-            with rt.db.connect() as conn:
-                state.claimable = ledger.count_claimable(conn, ingestion.id, ingestion.max_retries)
-            if progress:
-                progress(state)
         with rt.db.begin() as conn:
             batch = ledger.claim_batch(
                 conn,
@@ -139,12 +196,7 @@ def process_batches(
                 max_retries=ingestion.max_retries,
             )
         if batch is None:
-            if listing_ended:
-                break
-            assert feed is not None
-            feed.wait(feed.added + 1, timeout=0.5)  # more files, or the end of the listing
-            continue
-        claimed += len(batch.files)
+            break
         faults.point("after-claim")
         with logs.run_context(run_id=run.id, ingestion=ingestion.name, batch_id=str(batch.batch_id)):
             log.info("claimed batch of %d file(s)", len(batch.files))
@@ -185,23 +237,7 @@ def process_batches(
                 raise
             _record(rt, ingestion, run, staged, result, state)
         if progress:
-            if not listing_ended:  # the queue still grows with the listing
-                with rt.db.connect() as conn:
-                    waiting = ledger.count_claimable(conn, ingestion.id, ingestion.max_retries)
-                state.claimable = state.succeeded + state.failed + waiting
             progress(state)
-
-
-def _await_discovery(
-    feed: DiscoveryFeed, wanted: int, stop: threading.Event | None, progress: ProgressCallback | None
-) -> None:
-    """Wait until the discovery listing beside the batch loop has added ``wanted`` files, or ended;
-    until the first batch, the display shows the listing."""
-    while not feed.wait(wanted, timeout=0.5) and feed.added < wanted:
-        if progress:
-            progress(Progress("discovering", discovered=feed.counts.listed))
-        if stop is not None and stop.is_set():
-            return
 
 
 def _record(
@@ -272,15 +308,10 @@ def execute_run(
                 try:
                     # Every step is idempotent: after an outage the run simply goes through them again.
                     commit.reconcile_expired_leases(rt.db, lambda: rt.catalog, ingestion, bounds, run_id=run.id)
-                    if discovered:
-                        _process_until_settled(rt, ingestion, run, progress, run_stop, abort)
-                        break
-                    rt.store(parse_source(ingestion.source))  # made here: clients are not made thread-safely
-                    with DiscoveryFeed(lambda report: _discover(rt, ingestion, run, report)) as feed:
-                        try:
-                            _process_until_settled(rt, ingestion, run, progress, run_stop, abort, feed)
-                        finally:
-                            discovered = feed.succeeded
+                    if not discovered:
+                        _discover(rt, ingestion, run, progress)
+                        discovered = True
+                    _process_until_settled(rt, ingestion, run, progress, run_stop, abort)
                     break
                 except LedgerUnavailableError as exc:
                     # A commit that gave up on the ledger leaves its batch leased: once the lease
@@ -316,16 +347,13 @@ def execute_run(
     return finished
 
 
-def _discover(rt: Runtime, ingestion: Ingestion, run: Run, report: PageCallback | None = None) -> None:
-    """List (or read the events of) the source into the ledger, and the run's discovery counters;
-    ``report`` hears of every page."""
-
+def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCallback | None) -> None:
     def on_page(counts: DiscoveryCounts) -> None:
         faults.point("during-discovery")
         if counts.new or counts.changed:
             warm_up(ingestion.engine)  # imports while the listing goes on
-        if report is not None:
-            report(counts)
+        if progress:
+            progress(Progress("discovering", discovered=counts.listed))
 
     if ingestion.discovery == "events":
         events.discover_run(rt, ingestion, run, on_page)
@@ -372,10 +400,8 @@ def _process_until_settled(
     progress: ProgressCallback | None,
     stop: threading.Event,
     abort: threading.Event | None,
-    feed: DiscoveryFeed | None = None,
 ) -> None:
-    """Process batches until no file claimed for this run is in flight anywhere (``feed``: the
-    discovery listing beside the batches, whose end is waited for).
+    """Process batches until no file claimed for this run is in flight anywhere.
 
     Batches that helping workers claimed for the run are waited for while their leases live, so
     the run's counters include them; when a helper dies its lease expires, its files are reconciled
@@ -383,7 +409,7 @@ def _process_until_settled(
     """
     bounds = LockBounds.for_lease(rt.settings.lease_seconds)
     while not stop.is_set():
-        process_batches(rt, ingestion, run, progress, stop=stop, abort=abort, feed=feed)
+        process_batches(rt, ingestion, run, progress, stop=stop, abort=abort)
         while True:
             with rt.db.connect() as conn:
                 live, expired = ledger.run_in_flight(conn, ingestion.id, run.id)
@@ -404,3 +430,44 @@ def _wait_for_ledger(rt: Runtime, stop: threading.Event, deadline: float) -> Non
             return
         except LedgerUnavailableError:
             attempt += 1
+
+
+class RunHeartbeat(_Beat):
+    """Keeps a run's heartbeat fresh; sets ``stop`` if another worker took the run over, or
+    ``cancelled`` (and ``stop``) when a cancel was requested (`POST /runs/{id}/cancel`)."""
+
+    def __init__(
+        self, rt: Runtime, run_id: int, stop: threading.Event, shutdown: threading.Event | None = None
+    ) -> None:
+        # Beat at least every 2 s, so a cancel or shutdown takes effect between batches.
+        super().__init__(f"run-heartbeat-{run_id}", min(2.0, rt.settings.lease_seconds / 3))
+        self.rt = rt
+        self.run_id = run_id
+        self.stop = stop
+        self.shutdown = shutdown
+        self.cancelled = threading.Event()
+
+    def __enter__(self) -> Self:
+        self.beat()
+        return super().__enter__()
+
+    def beat(self) -> bool:
+        if self.shutdown is not None and self.shutdown.is_set():
+            self.stop.set()
+            return False
+        try:
+            state = runs.heartbeat(self.rt.db, self.run_id, self.rt.settings.worker_id)
+        except Exception as exc:  # database away: the batch heartbeats decide about leases
+            log.warning("run heartbeat failed: %s", exc, extra={"run_id": self.run_id})
+            return True
+        if state == "ok":
+            return True
+        if state == "cancel":
+            log.info("run %s: cancel requested; stopping after the batch in flight", self.run_id)
+            self.cancelled.set()
+        elif state == "gone":
+            log.warning("run %s no longer exists: its ingestion was deleted; stopping", self.run_id)
+        else:
+            log.warning("run %s was taken over by another worker", self.run_id)
+        self.stop.set()
+        return False

@@ -49,7 +49,7 @@ def stage_two(rt: Runtime, name: str) -> tuple[Ingestion, int, list[tuple[Batch,
     """Discover, then claim and stage two one-file batches before either commits."""
     ingestion = ingestions.get(rt.db, name)
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
-    worker._discover(rt, ingestion, the_run)
+    worker._discover(rt, ingestion, the_run, None)
     engine = engines.load_engine("arrow", rt, ingestion)
     batches = [claim_one(rt, ingestion, the_run.id) for _ in range(2)]
     return ingestion, the_run.id, [(b, engine.stage(b, threading.Event())) for b in batches]
@@ -154,7 +154,7 @@ def test_an_approved_change_racing_a_data_commit_both_land(rt: Runtime, bucket: 
     put_objects(bucket, {"r/2.jsonl": jsonl([{"id": 2}])})
 
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
-    worker._discover(rt, ingestion, the_run)
+    worker._discover(rt, ingestion, the_run, None)
     batch = claim_one(rt, ingestion, the_run.id)
     assert [f.file_path for f in batch.files] == [f"s3://{bucket}/r/2.jsonl"]
     racing = _SlippedIn(
@@ -180,7 +180,7 @@ def test_a_staged_schema_change_racing_another_writers_schema_change_is_retried_
     put_objects(bucket, {"w/1.jsonl": jsonl([{"id": 1, "n": 2.5, "email": "a@x"}])})
     ingestion = ingestions.get(rt.db, "conflict")
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
-    worker._discover(rt, ingestion, the_run)
+    worker._discover(rt, ingestion, the_run, None)
     batch = claim_one(rt, ingestion, the_run.id)
 
     def other_writer_documents_a_column() -> None:
@@ -233,6 +233,6 @@ def test_a_worker_dead_after_its_schema_changing_commit_leaves_the_change_in_the
 def stage_one(rt: Runtime, name: str) -> tuple[Ingestion, int, list[tuple[Batch, StagedBatch]]]:
     ingestion = ingestions.get(rt.db, name)
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
-    worker._discover(rt, ingestion, the_run)
+    worker._discover(rt, ingestion, the_run, None)
     batch = claim_one(rt, ingestion, the_run.id)
     return ingestion, the_run.id, [(batch, engines.load_engine("arrow", rt, ingestion).stage(batch, threading.Event()))]

@@ -93,7 +93,7 @@ def test_a_commit_that_landed_unseen_still_counts_as_the_runs_snapshot(
     put_objects(bucket, {"unseen/0.jsonl": jsonl([{"id": 1}])})
     ingestion = ingest(rt, "unseen", f"s3://{bucket}/unseen/")
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id=rt.settings.worker_id)
-    worker._discover(rt, ingestion, the_run)
+    worker._discover(rt, ingestion, the_run, None)
     with rt.db.begin() as conn:
         batch = ledger.claim_batch(
             conn,

@@ -194,8 +194,8 @@ def commit_batch(
                     table = tables.ensure_icefloe_properties(table)
                 landed = tables.snapshots_with_batches(table, batch.all_batch_ids, since)
                 if landed:
-                    # This very batch landed in an earlier attempt whose outcome was unknown (the
-                    # ledger went away after the commit): those snapshots are still this run's.
+                    # Snapshots of this very claim (an attempt whose outcome was unknown: the ledger
+                    # went away after the commit) are this run's; an earlier claim's are its run's.
                     own = tables.count_batch_snapshots(table, batch.batch_id, since)
                     return _already_landed(conn, batch, staged, landed, own)
                 faults.point("before-commit")

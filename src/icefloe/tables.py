@@ -396,29 +396,26 @@ def snapshot_properties(batch_id: uuid.UUID, run_id: int | None, file_count: int
     }
 
 
-def snapshots_with_batches(table: Table, batch_ids: set[uuid.UUID], since_ms: int) -> dict[uuid.UUID, int]:
-    """Batch id → snapshot id, for the snapshots since ``since_ms`` that carry one of ``batch_ids``."""
-    wanted = {str(b) for b in batch_ids}
-    found: dict[uuid.UUID, int] = {}
+def _batch_snapshots(table: Table, batch_ids: set[str], since_ms: int) -> Iterator[tuple[str, Any]]:
+    """(batch id, snapshot) for the snapshots since ``since_ms`` whose summary carries one of ``batch_ids``."""
     for snap in table.metadata.snapshots:
         if snap.timestamp_ms < since_ms or snap.summary is None:
             continue
         bid = snap.summary.additional_properties.get("icefloe.batch-id")
-        if bid in wanted:
-            found[uuid.UUID(bid)] = snap.snapshot_id
-    return found
+        if bid in batch_ids:
+            yield bid, snap
+
+
+def snapshots_with_batches(table: Table, batch_ids: set[uuid.UUID], since_ms: int) -> dict[uuid.UUID, int]:
+    """Batch id → snapshot id, for the snapshots since ``since_ms`` that carry one of ``batch_ids``."""
+    return {
+        uuid.UUID(bid): snap.snapshot_id for bid, snap in _batch_snapshots(table, {str(b) for b in batch_ids}, since_ms)
+    }
 
 
 def count_batch_snapshots(table: Table, batch_id: uuid.UUID, since_ms: int) -> int:
     """How many snapshots since ``since_ms`` carry ``batch_id`` (one, or delete + append under replace)."""
-    wanted = str(batch_id)
-    return sum(
-        1
-        for snap in table.metadata.snapshots
-        if snap.timestamp_ms >= since_ms
-        and snap.summary is not None
-        and snap.summary.additional_properties.get("icefloe.batch-id") == wanted
-    )
+    return sum(1 for _ in _batch_snapshots(table, {str(batch_id)}, since_ms))
 
 
 def describe(table: Table) -> dict[str, Any]:

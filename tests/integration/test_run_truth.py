@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from icefloe import commit, engines, ledger, runs, tables, worker
-from icefloe.ledger import LockBounds
+from icefloe import engines, ledger, runs, tables, worker
 from icefloe.runtime import Runtime
-from tests.support.inprocess import files, ingest
+from tests.support.inprocess import claim, commit_staged, files, ingest
 from tests.support.tables import jsonl, load_table
 
 if TYPE_CHECKING:
@@ -94,36 +93,17 @@ def test_a_commit_that_landed_unseen_still_counts_as_the_runs_snapshot(
     ingestion = ingest(rt, "unseen", f"s3://{bucket}/unseen/")
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id=rt.settings.worker_id)
     worker._discover(rt, ingestion, the_run, None)
-    with rt.db.begin() as conn:
-        batch = ledger.claim_batch(
-            conn,
-            ingestion_id=ingestion.id,
-            run_id=the_run.id,
-            owner=rt.settings.worker_id,
-            lease_seconds=60,
-            max_files=10,
-            max_bytes=1 << 30,
-            max_retries=3,
-        )
-    assert batch is not None
+    batch = claim(rt, ingestion, the_run.id)
     engine = engines.load_engine("arrow", rt, ingestion)
     staged = engine.stage(batch, threading.Event())
     table = tables.load_table(rt.catalog, ingestion.table_identifier)
     assert table is not None
     engine.commit(table, staged, tables.snapshot_properties(batch.batch_id, the_run.id, 1), [])  # the unseen commit
 
-    result = commit.commit_batch(
-        rt.db,
-        rt.catalog,
-        engine,
-        table_identifier=ingestion.table_identifier,
-        batch=batch,
-        staged=staged,
-        run_id=the_run.id,
-        replace_changed=False,
-        bounds=LockBounds.for_lease(60),
-    )
+    result = commit_staged(rt, ingestion, the_run.id, batch, staged, engine)
+    worker._record(rt, ingestion, the_run, staged, result, worker.Progress("processing"))
 
-    assert (result.committed, result.snapshots, result.succeeded) == (False, 1, 1)
+    assert (result.committed, result.succeeded) == (False, 1)
+    assert runs.get(rt.db, the_run.id).snapshots_committed == 1, "the run JSON counts the commit that landed"
     assert files(rt, "unseen", "SUCCESS").keys() == {f"s3://{bucket}/unseen/0.jsonl"}
     assert len(load_table(rt, ingestion.table_identifier).metadata.snapshots) == 1, "committed once"

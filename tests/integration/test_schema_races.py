@@ -20,7 +20,7 @@ from icefloe.errors import SchemaRaceError
 from icefloe.ledger import Batch, LockBounds
 from icefloe.models import Ingestion
 from icefloe.runtime import Runtime
-from tests.support.inprocess import files, ingest, run
+from tests.support.inprocess import claim, commit_staged, files, ingest, run
 from tests.support.tables import ids_by_file, jsonl, load_table, rows
 
 if TYPE_CHECKING:
@@ -29,49 +29,14 @@ if TYPE_CHECKING:
     from tests.support.services import PutObjects
 
 
-def claim_one(rt: Runtime, ingestion: Ingestion, run_id: int) -> Batch:
-    with rt.db.begin() as conn:
-        batch = ledger.claim_batch(
-            conn,
-            ingestion_id=ingestion.id,
-            run_id=run_id,
-            owner="test",
-            lease_seconds=60,
-            max_files=1,
-            max_bytes=1 << 30,
-            max_retries=3,
-        )
-    assert batch is not None
-    return batch
-
-
 def stage_two(rt: Runtime, name: str) -> tuple[Ingestion, int, list[tuple[Batch, StagedBatch]]]:
     """Discover, then claim and stage two one-file batches before either commits."""
     ingestion = ingestions.get(rt.db, name)
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
     worker._discover(rt, ingestion, the_run, None)
     engine = engines.load_engine("arrow", rt, ingestion)
-    batches = [claim_one(rt, ingestion, the_run.id) for _ in range(2)]
+    batches = [claim(rt, ingestion, the_run.id) for _ in range(2)]
     return ingestion, the_run.id, [(b, engine.stage(b, threading.Event())) for b in batches]
-
-
-def commit_one(
-    rt: Runtime, ingestion: Ingestion, run_id: int, batch: Batch, staged: StagedBatch, engine: engines.Engine
-) -> commit.CommitResult:
-    return commit.commit_batch(
-        rt.db,
-        rt.catalog,
-        engine,
-        table_identifier=ingestion.table_identifier,
-        batch=batch,
-        staged=staged,
-        run_id=run_id,
-        replace_changed=True,
-        bounds=LockBounds.for_lease(60),
-        ingestion=ingestion.name,
-        ingestion_id=ingestion.id,
-        sleep=lambda _: None,
-    )
 
 
 def test_the_same_new_column_in_two_concurrent_batches_evolves_the_table_once(
@@ -88,7 +53,7 @@ def test_the_same_new_column_in_two_concurrent_batches_evolves_the_table_once(
     ingestion, run_id, staged = stage_two(rt, "same")
     engine = engines.load_engine("arrow", rt, ingestion)
     for batch, batch_staged in staged:
-        assert commit_one(rt, ingestion, run_id, batch, batch_staged, engine).committed
+        assert commit_staged(rt, ingestion, run_id, batch, batch_staged, engine).committed
 
     table = load_table(rt, "it.same")
     assert len(table.metadata.schemas) == schemas_before + 1  # one evolution, not two
@@ -110,10 +75,10 @@ def test_different_new_columns_in_concurrent_batches_both_land_the_later_read_ag
     ingestion, run_id, staged = stage_two(rt, "diff")
     engine = engines.load_engine("arrow", rt, ingestion)
     (first, first_staged), (second, second_staged) = staged
-    assert commit_one(rt, ingestion, run_id, first, first_staged, engine).committed
+    assert commit_staged(rt, ingestion, run_id, first, first_staged, engine).committed
     # The second batch's data files give its new column the field id the first one's now has.
     with pytest.raises(SchemaRaceError):
-        commit_one(rt, ingestion, run_id, second, second_staged, engine)
+        commit_staged(rt, ingestion, run_id, second, second_staged, engine)
     with rt.db.begin() as conn:  # what the worker does with a lost batch: give it back unpenalised
         ledger.release(conn, second.files, second.batch_id)
     assert run(rt, "diff").status == "SUCCESS"
@@ -155,7 +120,7 @@ def test_an_approved_change_racing_a_data_commit_both_land(rt: Runtime, bucket: 
 
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
     worker._discover(rt, ingestion, the_run, None)
-    batch = claim_one(rt, ingestion, the_run.id)
+    batch = claim(rt, ingestion, the_run.id)
     assert [f.file_path for f in batch.files] == [f"s3://{bucket}/r/2.jsonl"]
     racing = _SlippedIn(
         engines.load_engine("arrow", rt, ingestion),
@@ -164,7 +129,7 @@ def test_an_approved_change_racing_a_data_commit_both_land(rt: Runtime, bucket: 
     staged = racing.stage(batch, threading.Event())
     # A schema change and an append commute in Iceberg (the append asserts only the branch head):
     # the data lands on top of the approved schema, whose approval landed too.
-    assert commit_one(rt, ingestion, the_run.id, batch, staged, racing).committed
+    assert commit_staged(rt, ingestion, the_run.id, batch, staged, racing).committed
 
     assert run(rt, "race").status == "SUCCESS"  # the approved file, now claimable
     assert ids_by_file(rows(rt, "it.race")) == {f"s3://{bucket}/r/{n}.jsonl": [n] for n in range(3)}
@@ -181,7 +146,7 @@ def test_a_staged_schema_change_racing_another_writers_schema_change_is_retried_
     ingestion = ingestions.get(rt.db, "conflict")
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
     worker._discover(rt, ingestion, the_run, None)
-    batch = claim_one(rt, ingestion, the_run.id)
+    batch = claim(rt, ingestion, the_run.id)
 
     def other_writer_documents_a_column() -> None:
         table = load_table(rt, "it.conflict")
@@ -191,7 +156,7 @@ def test_a_staged_schema_change_racing_another_writers_schema_change_is_retried_
     racing = _SlippedIn(engines.load_engine("arrow", rt, ingestion), other_writer_documents_a_column)
     staged = racing.stage(batch, threading.Event())
     conflicts = metrics.REGISTRY.get_sample_value("icefloe_commit_conflicts_total", {"ingestion": "conflict"}) or 0.0
-    assert commit_one(rt, ingestion, the_run.id, batch, staged, racing).committed
+    assert commit_staged(rt, ingestion, the_run.id, batch, staged, racing).committed
     assert racing.calls == 2  # the schema update's compare-and-swap failed once, then landed
     assert (
         metrics.REGISTRY.get_sample_value("icefloe_commit_conflicts_total", {"ingestion": "conflict"}) == conflicts + 1
@@ -234,5 +199,5 @@ def stage_one(rt: Runtime, name: str) -> tuple[Ingestion, int, list[tuple[Batch,
     ingestion = ingestions.get(rt.db, name)
     the_run = runs.start(rt.db, ingestion.id, trigger="test", worker_id="test")
     worker._discover(rt, ingestion, the_run, None)
-    batch = claim_one(rt, ingestion, the_run.id)
+    batch = claim(rt, ingestion, the_run.id)
     return ingestion, the_run.id, [(batch, engines.load_engine("arrow", rt, ingestion).stage(batch, threading.Event()))]

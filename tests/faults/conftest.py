@@ -79,8 +79,25 @@ class FaultIngestion(SeededTable):
     _outputs: dict[int, tuple[Path, Path]] = field(default_factory=dict)  # pid → stdout, stderr files
     _catalog: SqlCatalog | None = None
     table_identifier: str = TABLE
+    put_objects: PutObjects | None = None
+    rows: int = 5
+    bad_per_file: int = 0
 
     wait_for = staticmethod(wait_for)
+
+    def seed(self, files: int) -> None:
+        """Put ``files`` more JSONL files under ``in/``, numbered after those already seeded, each
+        of ``rows`` records with unique ids (and ``bad_per_file`` broken lines, each unique)."""
+        assert self.put_objects is not None
+        first = len(self.rows_per_file)
+        objects = {}
+        for n in range(first, first + files):
+            key = f"in/part-{n:05d}.jsonl"
+            broken = b"".join(b'{"bad": %d-%d\n' % (n, b) for b in range(self.bad_per_file))
+            objects[key] = jsonl_file(n * self.rows, self.rows) + broken
+            self.rows_per_file[f"s3://{self.bucket}/{key}"] = self.rows
+        self.ids.update(range(first * self.rows, (first + files) * self.rows))
+        assert self.put_objects(self.bucket, objects) == files
 
     # ------------------------------------------------------------------ processes
 
@@ -204,16 +221,17 @@ def make_faulty(
         on_bad_record: str = "fail-file",
         bad_per_file: int = 0,
     ) -> FaultIngestion:
-        handle = FaultIngestion(env=env, database_url=database_url, bucket=bucket, tmp_path=tmp_path, db=db)
-        objects = {}
-        for n in range(files):
-            key = f"in/part-{n:05d}.jsonl"
-            # bad_per_file broken JSON lines, each unique: {"bad": <file>-<n>
-            broken = b"".join(b'{"bad": %d-%d\n' % (n, b) for b in range(bad_per_file))
-            objects[key] = jsonl_file(n * rows, rows) + broken
-            handle.rows_per_file[f"s3://{bucket}/{key}"] = rows
-        handle.ids = Counter(range(files * rows))
-        assert put_objects(bucket, objects) == files
+        handle = FaultIngestion(
+            env=env,
+            database_url=database_url,
+            bucket=bucket,
+            tmp_path=tmp_path,
+            db=db,
+            put_objects=put_objects,
+            rows=rows,
+            bad_per_file=bad_per_file,
+        )
+        handle.seed(files)
         ingestions.create(
             db,
             IngestionSpec(

@@ -12,7 +12,8 @@ import pyarrow as pa
 from icefloe import evolution
 from icefloe.errors import PermanentFileError, SchemaChangePendingError
 from icefloe.evolution import RESCUED_COLUMN, SchemaDiff
-from icefloe.schema import DEFAULT_MAX_NESTING, check_schema, merged_schema, normalise_type, table_arrow_schema
+from icefloe.schema import check_schema, merged_schema, normalise_type, table_arrow_schema
+from icefloe.settings import DEFAULT_MAX_NESTING
 from icefloe.tables import add_columns, create_table, load_table
 
 if TYPE_CHECKING:

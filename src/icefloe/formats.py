@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from icefloe.errors import PermanentFileError
 from icefloe.inference import TemporalColumns
-from icefloe.schema import DEFAULT_MAX_NESTING, check_schema
+from icefloe.schema import check_schema
+from icefloe.settings import DEFAULT_MAX_NESTING
 
 if TYPE_CHECKING:
     from icefloe.models import Ingestion

@@ -13,17 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from icefloe import ledger
-from icefloe.badrecords import check_policy
-from icefloe.cleanup import parse_action
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
-from icefloe.events import queue_endpoint
 from icefloe.globs import compile_glob, may_overlap
 from icefloe.models import DISCOVERIES, ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
 from icefloe.redaction import redact_uri
 from icefloe.scheduler import Schedule
-from icefloe.schema import canonical_schema_document, parse_schema_document
 from icefloe.stores import parse_source
-from icefloe.tables import invisible_character, split_identifier
 
 
 @dataclass(frozen=True)
@@ -89,6 +84,14 @@ class IngestionSpec:
         ``new_name=False`` (an update that keeps the name): an ingestion made before the name
         rules stays changeable.
         """
+        # Imported here, not at the top: every CLI command imports this module, and these bring
+        # pyarrow, pyiceberg and boto3 (~0.5 s) that only defining an ingestion needs.
+        from icefloe.badrecords import check_policy
+        from icefloe.cleanup import parse_action
+        from icefloe.events import queue_endpoint
+        from icefloe.schema import parse_schema_document
+        from icefloe.tables import split_identifier
+
         if new_name:
             check_name(self.name)
         location = parse_source(self.source)
@@ -308,6 +311,8 @@ UPDATABLE: tuple[str, ...] = tuple(o for o in OPTIONS if o not in FIXED)
 
 def _columns(options: Mapping[str, Any]) -> dict[str, Any]:
     """Spec options as ledger columns (renamed where they differ, the schema in canonical form)."""
+    from icefloe.schema import canonical_schema_document  # pyarrow, pyiceberg: see validate()
+
     columns = {_COLUMN_OF.get(k, k): v for k, v in options.items()}
     if columns.get("schema") is not None:
         columns["schema"] = canonical_schema_document(columns["schema"])
@@ -396,6 +401,8 @@ def check_name(name: str) -> None:
         raise ConfigurationError("name must be 1 to 200 characters")
     if name.isdigit():
         raise ConfigurationError(f"name {name!r} is all digits: the API would take it for an id")
+    from icefloe.tables import invisible_character  # pyiceberg: see IngestionSpec.validate()
+
     invisible = invisible_character(name)
     if invisible is not None:
         raise ConfigurationError(f"name {name!r} holds the invisible character {invisible}")

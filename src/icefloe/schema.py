@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 SOURCE_FILE_COLUMN = "_source_file"
 INGESTED_AT_COLUMN = "_ingested_at"
-# Levels of struct/list/map a column may nest (ICEFLOE_MAX_NESTING, at most MAX_NESTING_LIMIT):
-# pyiceberg cannot load a table's metadata back past 64 levels of structs (measured, 0.12).
-DEFAULT_MAX_NESTING = 32
-MAX_NESTING_LIMIT = 60
 METADATA_FIELDS = (
     pa.field(SOURCE_FILE_COLUMN, pa.string()),
     pa.field(INGESTED_AT_COLUMN, pa.timestamp("us", tz="UTC")),

@@ -20,7 +20,12 @@ from typing import Literal, TypeVar, cast
 
 from icefloe.durations import parse_duration
 from icefloe.errors import ConfigurationError
-from icefloe.schema import DEFAULT_MAX_NESTING, MAX_NESTING_LIMIT
+
+# Levels of struct/list/map a column may nest (ICEFLOE_MAX_NESTING, at most MAX_NESTING_LIMIT):
+# pyiceberg cannot load a table's metadata back past 64 levels of structs (measured, 0.12). Here,
+# not in schema.py, so that reading the settings does not import pyarrow and pyiceberg.
+DEFAULT_MAX_NESTING = 32
+MAX_NESTING_LIMIT = 60
 
 DEFAULT_MAX_LINE_BYTES = 256 << 20
 

@@ -1,4 +1,9 @@
-"""The `icefloe` command line (Typer). Commands hold no logic: they call the domain functions."""
+"""The `icefloe` command line (Typer). Commands hold no logic: they call the domain functions.
+
+Every command imports this package and all the command modules, so those import the domain modules
+that bring pyarrow, pyiceberg or boto3 (~0.5 s) inside the commands that use them ("on use"): a
+command that only reads the ledger never loads them (tests/unit/test_cli_startup.py).
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from icefloe import cleanup, ingestions
+from icefloe import ingestions
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
 
 
@@ -24,6 +24,8 @@ def cleanup_command(
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import cleanup  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             ingestion = ingestions.get(rt.db, name)
             report = cleanup.clean(rt.db, rt.catalog, rt.s3, ingestion, stores=rt.store, dry_run=dry_run)

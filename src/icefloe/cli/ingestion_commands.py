@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from icefloe import engines, ingestions, ledger, runs, tables
+from icefloe import engines, ingestions, ledger, runs
 from icefloe.cli import EXIT_USAGE, JsonOpt, Output, _guard, _runtime, ingestion_app, operations
 from icefloe.discovery import Filter, listing_pages
 from icefloe.durations import parse_delay, parse_duration
@@ -17,7 +17,6 @@ from icefloe.errors import ConfigurationError, SourceError
 from icefloe.ingestions import IngestionSpec
 from icefloe.redaction import redact_text
 from icefloe.runtime import Runtime
-from icefloe.schema import load_schema_file
 from icefloe.stores import parse_source
 
 
@@ -113,6 +112,8 @@ def ingestion_create(
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe.schema import load_schema_file  # on use: see icefloe.cli
+
         spec = IngestionSpec(
             name=name,
             source=source,
@@ -223,6 +224,8 @@ def ingestion_check(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> 
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import tables  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             location = parse_source(i.source)

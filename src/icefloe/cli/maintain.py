@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from icefloe import ingestions, maintenance
+from icefloe import ingestions
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
 from icefloe.durations import parse_duration
 
@@ -36,6 +36,8 @@ def maintain_command(
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import maintenance  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             ingestion = ingestions.get(rt.db, name)
             report = maintenance.maintain(

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from icefloe import ingestions, schema_changes
+from icefloe import ingestions
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
 
 schema_app = typer.Typer(no_args_is_help=True, help="Schema changes: approve or reject them, see the history.")
@@ -24,6 +24,8 @@ def schema_pending(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> N
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import schema_changes  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             changes = schema_changes.pending(rt.db, ingestions.get(rt.db, name))
         rows = [schema_changes.as_dict(c) for c in changes]
@@ -45,6 +47,8 @@ def schema_approve(ctx: typer.Context, name: str, change_id: ChangeId, as_json: 
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import schema_changes  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             decision = schema_changes.approve(
                 rt.db, rt.catalog, ingestions.get(rt.db, name), change_id, actor=schema_changes.CLI_ACTOR
@@ -66,6 +70,8 @@ def schema_reject(ctx: typer.Context, name: str, change_id: ChangeId, as_json: J
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import schema_changes  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             decision = schema_changes.reject(
                 rt.db, ingestions.get(rt.db, name), change_id, actor=schema_changes.CLI_ACTOR
@@ -84,6 +90,8 @@ def schema_history(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> N
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import schema_changes  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             versions = schema_changes.history(rt.db, ingestions.get(rt.db, name))
         rows = [schema_changes.as_dict(v) for v in versions]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from icefloe import query, tables
+from icefloe import query
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
 from icefloe.errors import NotFoundError
 
@@ -65,6 +65,8 @@ def table_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _load(rt: Any, identifier: str) -> Any:
+    from icefloe import tables  # on use: see icefloe.cli
+
     tables.split_identifier(identifier)
     table = tables.load_table(rt.catalog, identifier)
     if table is None:
@@ -83,6 +85,8 @@ def table_show(
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import tables  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             info = tables.summary(_load(rt, identifier))
         if as_json:
@@ -117,6 +121,8 @@ def table_preview(
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe import tables  # on use: see icefloe.cli
+
         namespace, name = tables.split_identifier(identifier)
         quoted = ".".join('"' + part.replace('"', '""') + '"' for part in [*namespace.split("."), name])
         statement = f"SELECT * FROM {quoted}" + (f" LIMIT {limit}" if limit else "")

@@ -9,7 +9,6 @@ import typer
 from icefloe import ingestions
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
 from icefloe.errors import IcefloeError
-from icefloe.validate import validate
 
 
 @app.command("validate")
@@ -23,6 +22,8 @@ def validate_command(
     out = Output(as_json)
 
     def body() -> None:
+        from icefloe.validate import validate  # on use: see icefloe.cli
+
         with _runtime(ctx) as rt:
             i = ingestions.get(rt.db, name)
             result = validate(rt, i, limit=limit)

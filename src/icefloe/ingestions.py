@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from icefloe import ledger
 from icefloe.errors import ConfigurationError, ConflictError, NotFoundError
 from icefloe.globs import compile_glob, may_overlap
+from icefloe.identifiers import invisible_character, split_identifier
 from icefloe.models import DISCOVERIES, ENGINES, FORMATS, LISTINGS, ON_CHANGE, SCHEMA_EVOLUTIONS, File, Ingestion
 from icefloe.redaction import redact_uri
 from icefloe.scheduler import Schedule
@@ -85,12 +86,11 @@ class IngestionSpec:
         rules stays changeable.
         """
         # Imported here, not at the top: every CLI command imports this module, and these bring
-        # pyarrow, pyiceberg and boto3 (~0.5 s) that only defining an ingestion needs.
+        # pyarrow, pyiceberg and boto3 (~0.5 s) that only checking a definition needs.
         from icefloe.badrecords import check_policy
         from icefloe.cleanup import parse_action
         from icefloe.events import queue_endpoint
         from icefloe.schema import parse_schema_document
-        from icefloe.tables import split_identifier
 
         if new_name:
             check_name(self.name)
@@ -401,8 +401,6 @@ def check_name(name: str) -> None:
         raise ConfigurationError("name must be 1 to 200 characters")
     if name.isdigit():
         raise ConfigurationError(f"name {name!r} is all digits: the API would take it for an id")
-    from icefloe.tables import invisible_character  # pyiceberg: see IngestionSpec.validate()
-
     invisible = invisible_character(name)
     if invisible is not None:
         raise ConfigurationError(f"name {name!r} holds the invisible character {invisible}")

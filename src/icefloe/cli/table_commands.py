@@ -12,6 +12,7 @@ import typer
 from icefloe import query
 from icefloe.cli import JsonOpt, Output, _guard, _runtime, app
 from icefloe.errors import NotFoundError
+from icefloe.identifiers import split_identifier
 
 table_app = typer.Typer(no_args_is_help=True, help="The Iceberg tables of the catalog icefloe writes.")
 app.add_typer(table_app, name="table")
@@ -67,7 +68,7 @@ def table_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def _load(rt: Any, identifier: str) -> Any:
     from icefloe import tables  # on use: see icefloe.cli
 
-    tables.split_identifier(identifier)
+    split_identifier(identifier)
     table = tables.load_table(rt.catalog, identifier)
     if table is None:
         raise NotFoundError(f"no Iceberg table {identifier} in the catalog (icefloe table list)")
@@ -121,9 +122,7 @@ def table_preview(
     out = Output(as_json)
 
     def body() -> None:
-        from icefloe import tables  # on use: see icefloe.cli
-
-        namespace, name = tables.split_identifier(identifier)
+        namespace, name = split_identifier(identifier)
         quoted = ".".join('"' + part.replace('"', '""') + '"' for part in [*namespace.split("."), name])
         statement = f"SELECT * FROM {quoted}" + (f" LIMIT {limit}" if limit else "")
         with _runtime(ctx) as rt:

@@ -52,6 +52,7 @@ from icefloe.engines.spark.failures import file_error_type, is_infrastructure, o
 from icefloe.engines.spark.session import SparkTarget
 from icefloe.errors import CommitError, ConfigurationError, EngineError, LeaseLostError, PermanentFileError
 from icefloe.formats import ReadOptions
+from icefloe.identifiers import split_identifier
 from icefloe.ledger import Batch, ClaimedFile, FileOutcome
 from icefloe.schema import (
     INGESTED_AT_COLUMN,
@@ -123,7 +124,7 @@ class SparkEngine:
 
     @property
     def spark_table(self) -> str:
-        namespace, name = tables.split_identifier(self.table_identifier)
+        namespace, name = split_identifier(self.table_identifier)
         parts = [self.target.catalog_name, *namespace.split("."), name]
         return ".".join(f"`{p}`" for p in parts)
 

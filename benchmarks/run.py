@@ -100,6 +100,10 @@ class Measurement:
     timed_out: bool
     stdout: str
     stderr: str
+    # CPU time (user + system) of the loader with its reaped descendants, and of the services
+    # (SeaweedFS, PostgreSQL) while it ran: on 2 cores, wall time alone hides who used them.
+    cpu_seconds: float | None = None
+    services_cpu_seconds: float | None = None
 
     @property
     def peak_rss_bytes(self) -> int:
@@ -123,6 +127,8 @@ class Result:
     distinct_ids: int | None = None
     bytes: int = 0
     peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None  # the loader's process tree (see Measurement)
+    services_cpu_seconds: float | None = None  # SeaweedFS + PostgreSQL meanwhile
     snapshots: int | None = None
     exit_code: int | None = None
     subset: bool = False  # ran on a subset of the dataset's files (perfile)
@@ -179,6 +185,27 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU of these processes, their live descendants and the children they reaped.
+
+    A PostgreSQL backend that exits between two readings moves from "live descendant" to the
+    postmaster's reaped-children time, so the difference of two readings counts it once.
+    """
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            t = root.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+            for child in root.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    t = child.cpu_times()
+                    total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
 def _kill_tree(pid: int) -> None:
     """The child runs in its own session: signal its whole process group, then reap."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -195,9 +222,13 @@ def _kill_tree(pid: int) -> None:
             time.sleep(0.05)
 
 
-def measure(argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: float) -> Measurement:
-    """Run ``argv`` to completion; poll its process tree's RSS every 50 ms."""
+def measure(
+    argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: float, service_pids: Sequence[int] = ()
+) -> Measurement:
+    """Run ``argv`` to completion; poll its process tree's RSS every 50 ms; take its CPU time and
+    that of the ``service_pids`` trees meanwhile."""
     log(f"$ {shlex.join(argv)}")
+    services_before = tree_cpu_seconds(service_pids)
     out_path, err_path = log_path.with_suffix(".out"), log_path.with_suffix(".err")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
@@ -211,13 +242,14 @@ def measure(argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: f
             cwd=str(log_path.parent),
         )
         proc = psutil.Process(popen.pid)
-        peak, timed_out, status, maxrss_kb = 0, False, 0, 0
+        peak, timed_out, status, maxrss_kb, cpu = 0, False, 0, 0, None
         try:
             while True:
                 pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
                 if pid:
                     seconds = time.perf_counter() - t0
                     maxrss_kb = usage.ru_maxrss  # KiB on Linux: this child and its reaped descendants
+                    cpu = usage.ru_utime + usage.ru_stime  # likewise
                     break
                 peak = max(peak, _tree_rss(proc))
                 if time.perf_counter() - t0 > timeout:
@@ -241,9 +273,13 @@ def measure(argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: f
         timed_out,
         out_path.read_text(errors="replace"),
         err_path.read_text(errors="replace"),
+        cpu_seconds=cpu,
+        services_cpu_seconds=tree_cpu_seconds(service_pids) - services_before if service_pids else None,
     )
     log(
         f"  exit {code}{' (TIMEOUT)' if timed_out else ''} in {seconds:.1f}s, peak RSS {m.peak_rss_bytes / MIB:.0f} MiB"
+        + (f", CPU {cpu:.1f} s" if cpu is not None else "")
+        + (f", services' CPU {m.services_cpu_seconds:.1f} s" if m.services_cpu_seconds is not None else "")
     )
     return m
 
@@ -319,6 +355,7 @@ class Services:
     endpoint: str
     pg_url: str  # SQLAlchemy URL (postgresql+psycopg://...) of the server's default database
     s3: Any  # boto3 client
+    pids: tuple[int, ...] = ()  # SeaweedFS and the postmaster: whose CPU time a measurement counts
 
     def db_url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         from sqlalchemy.engine import make_url
@@ -361,7 +398,15 @@ def services(workdir: Path, embedded_wait: float) -> Iterator[Services]:
             region_name=REGION,
             config=Config(max_pool_connections=16, retries={"max_attempts": 5, "mode": "standard"}),
         )
-        yield Services(endpoint=weed.endpoint, pg_url=pg_url, s3=s3)
+        yield Services(endpoint=weed.endpoint, pg_url=pg_url, s3=s3, pids=(weed.pid, *_postmaster_pids(pg_home)))
+
+
+def _postmaster_pids(pg_home: Path) -> list[int]:
+    pids = []
+    for pidfile in pg_home.rglob("postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.append(int(pidfile.read_text().splitlines()[0]))
+    return pids
 
 
 def _stop_weed(weed: Any) -> None:
@@ -586,7 +631,9 @@ class Bench:
         ident += f"_a{attempt}" if attempt > 1 else ""  # perfile's own ledger remembers earlier attempts
         run_quiet(self.refbench("reset", ident), self.ref_env(), f"refbench reset {ident}")
         argv = self.refbench(mode, uri, ident)
-        m = measure(argv, self.ref_env(), self.logs / f"{mode}-{ds.name}-r{rep}-a{attempt}", self.args.timeout)
+        m = measure(
+            argv, self.ref_env(), self.logs / f"{mode}-{ds.name}-r{rep}-a{attempt}", self.args.timeout, self.svc.pids
+        )
         res = self._result(
             mode,
             ds,
@@ -672,7 +719,7 @@ class Bench:
             "icefloe ingestion create",
         )
         argv = [icefloe, "run", name, "--json"]
-        m = measure(argv, env, self.logs / f"{loader}-{ds.name}-r{rep}", self.args.timeout)
+        m = measure(argv, env, self.logs / f"{loader}-{ds.name}-r{rep}", self.args.timeout, self.svc.pids)
         res = self._result(loader, ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
         if engine == "spark":
             res.note = (
@@ -716,7 +763,7 @@ class Bench:
             "--out",
             f"duckdb/{ds.name}-r{rep}.parquet",
         ]
-        m = measure(argv, self.ref_env(), self.logs / f"duckdb-{ds.name}-r{rep}", self.args.timeout)
+        m = measure(argv, self.ref_env(), self.logs / f"duckdb-{ds.name}-r{rep}", self.args.timeout, self.svc.pids)
         res = self._result("duckdb", ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
         res.note = "no Iceberg, no ledger: one Parquet file. " + res.note
         if res.status != "OK":
@@ -786,7 +833,7 @@ class Bench:
             "--pipeline",
             f"bench_{ds.name}{suffix}",
         ]
-        m = measure(argv, env, self.logs / f"dlt-{ds.name}-r{rep}", self.args.timeout)
+        m = measure(argv, env, self.logs / f"dlt-{ds.name}-r{rep}", self.args.timeout, self.svc.pids)
         res = self._result("dlt", ds, m, files=info["files"], rows=ds.rows, nbytes=info["bytes"])
         res.loader_output = m.stdout.strip().splitlines()[-1:] if m.stdout.strip() else None
         with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
@@ -827,6 +874,8 @@ class Bench:
             rows_expected=rows,
             bytes=nbytes,
             peak_rss_mb=m.peak_rss_bytes / MIB,
+            cpu_seconds=m.cpu_seconds,
+            services_cpu_seconds=m.services_cpu_seconds,
             exit_code=m.exit_code,
             subset=subset,
             command=shlex.join(m.argv),
@@ -951,6 +1000,9 @@ def combine(runs: list[Result]) -> Result:
     if ok:
         out.seconds = statistics.median(r.seconds for r in ok if r.seconds is not None)
         out.peak_rss_mb = max(r.peak_rss_mb or 0.0 for r in runs)
+        for attr in ("cpu_seconds", "services_cpu_seconds"):
+            values = [getattr(r, attr) for r in ok if getattr(r, attr) is not None]
+            setattr(out, attr, statistics.median(values) if values else None)
     return out
 
 
@@ -1126,9 +1178,9 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
             else ""
         ),
         "",
-        "| loader | dataset | status | seconds | files/s | rows/s | MB/s | peak RSS MiB | snapshots"
-        " | loader-reported s | load avg |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| loader | dataset | status | seconds | files/s | rows/s | MB/s | peak RSS MiB | CPU s | S3+PG CPU s"
+        " | snapshots | loader-reported s | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes: list[str] = []
     for r in results:
@@ -1139,6 +1191,7 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
         lines.append(
             f"| {loader} | {r.dataset} | {r.status} | {secs} | {_fmt(r.files_per_s)} | "
             f"{_fmt(r.rows_per_s, 0)} | {_fmt(r.mb_per_s)} | {_fmt(r.peak_rss_mb, 0)} | "
+            f"{_fmt(r.cpu_seconds)} | {_fmt(r.services_cpu_seconds)} | "
             f"{r.snapshots if r.snapshots is not None else '—'} | {_fmt(r.internal_seconds)} | {load} |"
         )
         full_files = DATASETS[r.dataset].files
@@ -1147,7 +1200,7 @@ def markdown(results: list[Result], rats: list[dict[str, Any]], meta: dict[str, 
                 lines.append(
                     f"| ↳ {r.loader}, all {full_files:,} files: **EXTRAPOLATED** ({label}) | {r.dataset} | "
                     f"extrapolated | {_fmt(secs_full)} | {_fmt(full_files / secs_full)} | "
-                    f"{_fmt(DATASETS[r.dataset].rows / secs_full, 0)} | — | — | ({full_files:,}) | | |"
+                    f"{_fmt(DATASETS[r.dataset].rows / secs_full, 0)} | — | — | — | — | ({full_files:,}) | | |"
                 )
         if r.status != "OK" and r.note:
             notes.append(f"- {r.loader} on {r.dataset}: {r.status}: {' '.join(r.note.split())[:400]}")

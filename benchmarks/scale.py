@@ -60,7 +60,11 @@ def noop_run(b: bench.Bench, ds: bench.Dataset) -> bench.Result:
     env = b.icefloe_env(f"bench_{ds.name}", b.workdir / "icefloe-home" / ds.name)
     load = list(os.getloadavg())
     m = bench.measure(
-        [str(b.args.icefloe), "run", f"icefloe_{ds.name}", "--json"], env, b.logs / f"noop-{ds.name}", b.args.timeout
+        [str(b.args.icefloe), "run", f"icefloe_{ds.name}", "--json"],
+        env,
+        b.logs / f"noop-{ds.name}",
+        b.args.timeout,
+        b.svc.pids,
     )
     res = b._result("icefloe no-op", ds, m, files=ds.files, rows=0, nbytes=0)
     res.load_avg_before = load

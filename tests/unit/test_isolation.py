@@ -76,3 +76,15 @@ def test_a_group_answers_each_file_in_order_and_a_crash_answers_none(make_pool: 
     # (its files are parsed alone), and the pool goes on with a new child.
     assert pool.parse_group([(GOOD, "a.jsonl"), (CRASHER, "x.jsonl")], OPTIONS, 1 << 25) is None
     assert outcome(pool, GOOD) == "2"
+
+
+def test_prestarted_children_are_used_and_stop_with_the_pool(make_pool: Callable[[int], ParserPool]) -> None:
+    pool = make_pool(2)
+    pool.prestart()
+    children = [child.process for child in pool._idle]
+    assert len(children) == 2 and all(p.poll() is None for p in children)
+    with ThreadPoolExecutor(2) as threads:
+        assert list(threads.map(lambda data: outcome(pool, data), [GOOD] * 6, timeout=120)) == ["2"] * 6
+    assert {child.process.pid for child in pool._idle} == {p.pid for p in children}  # no third child
+    pool.close()
+    assert all(p.wait(timeout=10) == 0 for p in children)

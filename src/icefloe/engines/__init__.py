@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from icefloe.models import Ingestion
     from icefloe.runtime import Runtime
     from icefloe.schema_changes import HeldFile
+    from icefloe.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class _Registered:
-    module: str  # defines ``build(rt, ingestion) -> Engine``
+    # Defines ``build(rt, ingestion) -> Engine``, and may define ``prepare(settings)``: work that
+    # :func:`warm_up` can do ahead of the first batch (the arrow engine starts its parser children).
+    module: str
     requires: str | None = None  # a module that must be importable (the optional extra's)
     extra: str | None = None
 
@@ -145,10 +148,10 @@ def load_engine(name: str, rt: Runtime, ingestion: Ingestion) -> Engine:
 _WARMING: set[str] = set()
 
 
-def warm_up(name: str) -> None:
-    """Import engine ``name``'s module in a background thread (pyarrow and pyiceberg take 1-2 s),
-    overlapping the listing that found work for it; :func:`load_engine` then finds it imported.
-    Errors are left for :func:`load_engine` to report."""
+def warm_up(name: str, settings: Settings) -> None:
+    """Import engine ``name``'s module in a background thread (pyarrow and pyiceberg take 1-2 s) and
+    run its ``prepare``, overlapping the listing that found work for it; :func:`load_engine` then
+    finds it ready. Errors are left for :func:`load_engine` to report."""
     registered = ENGINES.get(name)
     if registered is None or registered.module in sys.modules or name in _WARMING:
         return
@@ -156,6 +159,9 @@ def warm_up(name: str) -> None:
 
     def imported() -> None:
         with contextlib.suppress(Exception):
-            importlib.import_module(registered.module)
+            module = importlib.import_module(registered.module)
+            prepare = getattr(module, "prepare", None)
+            if prepare is not None:
+                prepare(settings)
 
     threading.Thread(target=imported, name=f"icefloe-warm-{name}", daemon=True).start()

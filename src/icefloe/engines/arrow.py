@@ -49,6 +49,7 @@ from icefloe.stores import Store, parse_source
 if TYPE_CHECKING:
     from icefloe.models import Ingestion
     from icefloe.runtime import Runtime
+    from icefloe.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -453,6 +454,12 @@ class _CountingReader(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def prepare(settings: Settings) -> None:
+    """Start the parser children while the run is still listing (see :func:`icefloe.engines.warm_up`)."""
+    if settings.parser_processes > 0:
+        isolation.shared_pool(settings.parser_processes).prestart()
 
 
 def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:

@@ -78,7 +78,7 @@ class ReadOptions:
 
     @classmethod
     def for_ingestion(cls, ingestion: Ingestion, settings: Settings | None = None) -> ReadOptions:
-        from icefloe.schema import user_arrow_schema
+        from icefloe.schema_documents import user_arrow_schema
 
         return cls(
             format=ingestion.format,

@@ -90,7 +90,7 @@ class IngestionSpec:
         from icefloe.badrecords import check_policy
         from icefloe.cleanup import parse_action
         from icefloe.events import queue_endpoint
-        from icefloe.schema import parse_schema_document
+        from icefloe.schema_documents import parse_schema_document
 
         if new_name:
             check_name(self.name)
@@ -311,7 +311,7 @@ UPDATABLE: tuple[str, ...] = tuple(o for o in OPTIONS if o not in FIXED)
 
 def _columns(options: Mapping[str, Any]) -> dict[str, Any]:
     """Spec options as ledger columns (renamed where they differ, the schema in canonical form)."""
-    from icefloe.schema import canonical_schema_document  # pyarrow, pyiceberg: see validate()
+    from icefloe.schema_documents import canonical_schema_document  # pyarrow, pyiceberg: see validate()
 
     columns = {_COLUMN_OF.get(k, k): v for k, v in options.items()}
     if columns.get("schema") is not None:

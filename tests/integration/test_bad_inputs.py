@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from icefloe.runtime import Runtime
-from icefloe.schema import load_schema_file
+from icefloe.schema_documents import load_schema_file
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import icefloe_snapshots, ids_by_file, jsonl, load_table
 

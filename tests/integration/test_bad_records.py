@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from icefloe import ingestions
 from icefloe.runtime import Runtime
-from icefloe.schema import load_schema_file
+from icefloe.schema_documents import load_schema_file
 from icefloe.tables import load_table as try_load
 from icefloe.validate import validate
 from tests.support.cli import cli

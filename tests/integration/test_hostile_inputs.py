@@ -200,7 +200,7 @@ def test_a_date_like_text_column_is_kept_as_written_within_one_batch(
 def test_decimal_over_precision_names_the_column(
     rt: Runtime, bucket: str, put_objects: PutObjects, tmp_path: Any
 ) -> None:
-    from icefloe.schema import load_schema_file
+    from icefloe.schema_documents import load_schema_file
 
     path = tmp_path / "schema.json"
     path.write_text(json.dumps({"id": "long", "price": "decimal(3,1)"}))

@@ -17,7 +17,7 @@ import pytest
 from pyiceberg.types import BooleanType, DoubleType, LongType, StringType, TimestamptzType
 
 from icefloe.runtime import Runtime
-from icefloe.schema import load_schema_file
+from icefloe.schema_documents import load_schema_file
 from tests.support.inprocess import files, ingest, run
 from tests.support.tables import jsonl, load_table, rows
 

@@ -111,7 +111,7 @@ def test_rescue_puts_unknown_and_unfitting_values_of_a_row_into_one_json_object(
 )
 def test_a_bad_type_in_a_schema_file_names_the_column_and_the_type(doc: dict[str, object]) -> None:
     from icefloe.errors import ConfigurationError
-    from icefloe.schema import parse_schema_document
+    from icefloe.schema_documents import parse_schema_document
 
     with pytest.raises(ConfigurationError) as bad:
         parse_schema_document(doc)

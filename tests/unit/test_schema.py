@@ -4,7 +4,8 @@ import pyarrow as pa
 import pytest
 
 from icefloe.errors import ConfigurationError, PermanentFileError
-from icefloe.schema import conform, parse_schema_document, table_arrow_schema, user_arrow_schema
+from icefloe.schema import conform, table_arrow_schema
+from icefloe.schema_documents import parse_schema_document, user_arrow_schema
 
 
 def test_short_schema_form() -> None:

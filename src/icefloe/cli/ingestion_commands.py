@@ -112,7 +112,7 @@ def ingestion_create(
     out = Output(as_json)
 
     def body() -> None:
-        from icefloe.schema import load_schema_file  # on use: see icefloe.cli
+        from icefloe.schema_documents import load_schema_file  # on use: see icefloe.cli
 
         spec = IngestionSpec(
             name=name,

@@ -23,4 +23,7 @@ def test_a_parser_child_loads_pyarrow_but_not_the_table_libraries() -> None:
     probe = f"import sys, json, icefloe.isolation; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == ["pyarrow", "numpy"], "the parser children import this; keep it lean"
+    loaded = json.loads(result.stdout)
+    assert "pyarrow" in loaded
+    # numpy comes with pyarrow where it is installed (it is optional for pyarrow); nothing else may.
+    assert set(loaded) - {"pyarrow", "numpy"} == set(), "the parser children import this; keep it lean"

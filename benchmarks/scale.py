@@ -20,6 +20,7 @@ files/s and peak RSS against N (``--plot``, default ``docs/scale.png``; needs ma
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -181,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results_dir / f"scale-{meta['timestamp'].replace(':', '')}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(markdown(results, meta))
-    plot([r for r in results if r.loader != "icefloe no-op"], args.plot, meta)
-    bench.log(f"results written to {out}; plot {args.plot}")
+    if importlib.util.find_spec("matplotlib") is None:
+        # The figures are written already; a missing plotting library must not end the run in a traceback.
+        bench.log(f"results written to {out}; no plot: matplotlib is not installed (pip install -e '.[bench]')")
+    else:
+        plot([r for r in results if r.loader != "icefloe no-op"], args.plot, meta)
+        bench.log(f"results written to {out}; plot {args.plot}")
     return 0 if all(r.status == "OK" for r in results) else 1
 
 

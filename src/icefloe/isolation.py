@@ -49,9 +49,18 @@ class Readable(Protocol):
 
 def _send(out: IO[bytes], *frames: bytes) -> None:
     for frame in frames:
-        out.write(_LENGTH.pack(len(frame)))
-        out.write(frame)
+        _write_all(out, _LENGTH.pack(len(frame)))
+        _write_all(out, frame)
     out.flush()
+
+
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    # A buffered write to a pipe returns short when the writer is stopped and continued (SIGSTOP,
+    # a profiler or debugger attaching) while the pipe is full: the rest must be written again, or
+    # the frames that follow are read out of step.
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view) :]
 
 
 def _receive(inp: IO[bytes]) -> bytes:
@@ -319,6 +328,11 @@ class ParserPool:
         except (EOFError, OSError):
             self._drop(child)
             log.warning("parser process died on one of %d files; each is parsed alone", len(items))
+            return None
+        except (pa.ArrowInvalid, pickle.UnpicklingError) as exc:
+            # A garbled answer: the child's state is unknown, but no file is to blame for it.
+            self._drop(child)
+            log.warning("parser process answered out of step (%s); each of %d files is parsed alone", exc, len(items))
             return None
         except BaseException:
             self._drop(child)  # interrupted mid-request: the child's state is unknown

@@ -1,6 +1,11 @@
 """The parser pool: a crashing file costs itself; the pool never runs dry while threads wait."""
 
+import contextlib
 import io
+import json
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,3 +93,40 @@ def test_prestarted_children_are_used_and_stop_with_the_pool(make_pool: Callable
     assert {child.process.pid for child in pool._idle} == {p.pid for p in children}  # no third child
     pool.close()
     assert all(p.wait(timeout=10) == 0 for p in children)
+
+
+def test_children_stopped_and_continued_mid_answer_keep_their_frames_in_step(
+    make_pool: Callable[[int], ParserPool],
+) -> None:
+    # A profiler or debugger attaching (py-spy pauses each process it samples), or `kill -STOP`,
+    # makes a child's write into a full pipe return short; the rest must still arrive.
+    pool = make_pool(2)
+    pool.prestart()
+    pids = [child.process.pid for child in pool._idle]
+    line = json.dumps({"id": 1, "name": "x" * 300, "score": 1.5})
+    data = ("\n".join([line] * 150) + "\n").encode()  # ~50 KB: a group answer overfills the pipe
+    storming = threading.Event()
+
+    def stop_and_continue() -> None:
+        while not storming.is_set():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    os.kill(pid, signal.SIGCONT)
+            storming.wait(0.002)
+
+    def group(i: int) -> list[int]:
+        results = pool.parse_group([(data, f"s3://b/{i}-{k}.jsonl") for k in range(20)], OPTIONS, 1 << 25)
+        assert results is not None, "a child was taken for dead"
+        return [r[0].num_rows for r in results if isinstance(r, tuple)]
+
+    storm = threading.Thread(target=stop_and_continue, daemon=True)
+    storm.start()
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            rows = list(threads.map(group, range(40), timeout=120))
+    finally:
+        storming.set()
+        storm.join()
+    assert rows == [[150] * 20] * 40
+    assert sorted(child.process.pid for child in pool._idle) == sorted(pids)  # none replaced

@@ -49,7 +49,9 @@ from sqlalchemy.pool import NullPool
 
 from icefloe import discovery, embedded, ingestions, migrations
 from icefloe.ingestions import IngestionSpec
-from icefloe.s3 import S3Location
+from icefloe.s3 import ObjectReader
+from icefloe.settings import S3Settings
+from icefloe.stores import parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "listing"
@@ -61,10 +63,11 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 BARE_LIST = """
-import sys, time
+import os, sys, time
 from icefloe.s3 import make_client
+from icefloe.settings import S3Settings
 bucket, prefix = sys.argv[1:3]
-client = make_client()
+client = make_client(S3Settings.from_env(os.environ))
 started = time.perf_counter()
 pages = keys = 0
 for page in client.get_paginator("list_objects_v2").paginate(
@@ -79,12 +82,12 @@ print(time.perf_counter() - started, pages, keys)
 # A worker's view: one process, warm (imports done, S3 client and ledger connections made), alternating
 # the bare LIST and a no-op run of the ingestion with the same client.
 WARM = """
-import statistics, sys, time
+import os, statistics, sys, time
 from icefloe import ingestions, worker
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
 bucket, prefix, name, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-rt = Runtime(Settings.from_env())
+rt = Runtime.open(Settings.from_env(os.environ), migrate=False)
 ingestion = ingestions.get(rt.db, name)
 worker.run_ingestion(rt, ingestion, trigger="bench")
 bare, runs = [], []
@@ -133,13 +136,13 @@ def upload(client: Any, prefix: str, n: int, seed: int) -> None:
         list(pool.map(lambda k: client.put_object(Bucket=BUCKET, Key=k, Body=body), keys))
 
 
-def seed_ledger(engine: sa.Engine, s3: Any, name: str, prefix: str) -> float:
+def seed_ledger(engine: sa.Engine, store: ObjectReader, name: str) -> float:
     """The first listing of ``name`` recorded with discovery itself; every file then SUCCESS."""
     i = ingestions.get(engine, name)
-    location = S3Location.parse(i.source)
+    location = parse_source(i.source)
     started = time.perf_counter()
     discovery.discover(
-        engine, s3, ingestion_id=i.id, location=location, flt=discovery.Filter(location.prefix, None, None)
+        engine, store, ingestion_id=i.id, location=location, flt=discovery.Filter(location.prefix, None, None)
     )
     seconds = time.perf_counter() - started
     with engine.begin() as conn:
@@ -226,22 +229,23 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("ICEFLOE_", "AWS_", "PYICEBERG_"))}
             env |= s3.env() | {"ICEFLOE_DATABASE_URL": url, "ICEFLOE_HOME": str(work / "home")}
             os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+            store = ObjectReader(client, S3Settings.from_env(env))
             for n in sizes:
                 prefix = f"n{n}/"
                 started = time.perf_counter()
                 upload(client, prefix, n, seed=n)
                 print(f"uploaded {n:,} objects in {time.perf_counter() - started:.0f} s", flush=True)
-                for mode, fields in MODES.items():
+                for m, (mode, fields) in enumerate(MODES.items()):
                     if mode not in options.modes.split(","):
                         continue
                     name = f"n{n}-{mode.replace(',', '').replace(' ', '-')}"
                     ingestions.create(
                         engine,
                         IngestionSpec(
-                            name=name, source=f"s3://{BUCKET}/{prefix}", format="jsonl", table=f"b.t{n}", **fields
+                            name=name, source=f"s3://{BUCKET}/{prefix}", format="jsonl", table=f"b.t{n}_{m}", **fields
                         ),
                     )
-                    first = seed_ledger(engine, client, name, prefix)
+                    first = seed_ledger(engine, store, name)
                     result = measure(env, name, prefix, options.repeat if mode == "full" else 1)
                     rows.append({"keys_s3": n, "keys_ledger": n, "mode": mode, "first_listing_s": first, **result})
                     print(rows[-1], flush=True)

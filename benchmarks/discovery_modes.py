@@ -42,7 +42,8 @@ from sqlalchemy.pool import NullPool
 from icefloe import embedded, ingestions, migrations, worker
 from icefloe.ingestions import IngestionSpec
 from icefloe.runtime import Runtime
-from icefloe.settings import Settings
+from icefloe.s3 import ObjectReader
+from icefloe.settings import S3Settings, Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from listing import BUCKET, seed_ledger, upload
@@ -137,7 +138,7 @@ def main() -> None:
                         **extra,
                     )
                     ingestions.create(engine, spec)
-                    seed_ledger(engine, client, name, prefix)
+                    seed_ledger(engine, ObjectReader(client, S3Settings.from_env(env)), name)
                     names[mode] = name
                 rt = Runtime.open(Settings.from_env(env))
                 try:

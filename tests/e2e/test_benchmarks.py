@@ -68,3 +68,9 @@ def test_bookkeeping_benchmark_claims_and_commits_every_file() -> None:
     out = bench("bookkeeping.py", "--files", "3000", "--json")
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["files"] == 3000 and figures["files_per_second"] > 0, figures
+
+
+def test_discovery_modes_benchmark_finds_the_new_files_in_every_mode() -> None:
+    out = bench("discovery_modes.py", "--files", "200", "--new", "20")
+    new_files = re.findall(r"^\| `[^`]+` \| 20 new files \| \d+ \| \d+ \| (\d+) \|", out, re.M)
+    assert new_files == ["20", "20", "20"], out

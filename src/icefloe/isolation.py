@@ -223,12 +223,14 @@ class ParserPool:
         for child in idle:
             child.stop()
 
-    def prestart(self) -> None:
-        """Start the children not started yet, idle: each spends ~0.5 s importing pyarrow, which
-        then overlaps the listing and the table's creation instead of delaying the first parse."""
+    def prestart(self, count: int | None = None) -> None:
+        """Start children, idle, until ``count`` (at most ``size``; None: ``size``) run: each spends
+        ~0.5 s importing pyarrow, which then overlaps the listing and the table's creation instead
+        of delaying the first parse."""
+        wanted = self.size if count is None else min(count, self.size)
         while True:
             with self._changed:
-                if self._closed or self._started >= self.size:
+                if self._closed or self._started >= wanted:
                     return
                 self._started += 1
             try:

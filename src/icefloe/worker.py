@@ -351,7 +351,7 @@ def _discover(rt: Runtime, ingestion: Ingestion, run: Run, progress: ProgressCal
     def on_page(counts: DiscoveryCounts) -> None:
         faults.point("during-discovery")
         if counts.new or counts.changed:
-            warm_up(ingestion.engine, rt.settings)  # imports while the listing goes on
+            warm_up(ingestion.engine, rt.settings, counts.new + counts.changed)  # while the listing goes on
         if progress:
             progress(Progress("discovering", discovered=counts.listed))
 

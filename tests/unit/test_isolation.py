@@ -95,6 +95,15 @@ def test_prestarted_children_are_used_and_stop_with_the_pool(make_pool: Callable
     assert all(p.wait(timeout=10) == 0 for p in children)
 
 
+def test_prestarting_for_one_file_starts_one_child(make_pool: Callable[[int], ParserPool]) -> None:
+    # An idle child holds ~50 MB: a run that found one file does not start a second.
+    pool = make_pool(2)
+    pool.prestart(1)
+    assert len(pool._idle) == 1
+    assert outcome(pool, GOOD) == "2"
+    assert len(pool._idle) == 1
+
+
 def test_children_stopped_and_continued_mid_answer_keep_their_frames_in_step(
     make_pool: Callable[[int], ParserPool],
 ) -> None:

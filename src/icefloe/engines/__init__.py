@@ -107,8 +107,9 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class _Registered:
-    # Defines ``build(rt, ingestion) -> Engine``, and may define ``prepare(settings)``: work that
-    # :func:`warm_up` can do ahead of the first batch (the arrow engine starts its parser children).
+    # Defines ``build(rt, ingestion) -> Engine``, and may define ``prepare(settings, files)``: work
+    # that :func:`warm_up` can do ahead of the first batch of ``files`` (found so far) — the arrow
+    # engine starts its parser children.
     module: str
     requires: str | None = None  # a module that must be importable (the optional extra's)
     extra: str | None = None
@@ -148,10 +149,10 @@ def load_engine(name: str, rt: Runtime, ingestion: Ingestion) -> Engine:
 _WARMING: set[str] = set()
 
 
-def warm_up(name: str, settings: Settings) -> None:
+def warm_up(name: str, settings: Settings, files: int) -> None:
     """Import engine ``name``'s module in a background thread (pyarrow and pyiceberg take 1-2 s) and
-    run its ``prepare``, overlapping the listing that found work for it; :func:`load_engine` then
-    finds it ready. Errors are left for :func:`load_engine` to report."""
+    run its ``prepare`` for the ``files`` found so far, overlapping the listing that found them;
+    :func:`load_engine` then finds it ready. Errors are left for :func:`load_engine` to report."""
     registered = ENGINES.get(name)
     if registered is None or registered.module in sys.modules or name in _WARMING:
         return
@@ -162,6 +163,6 @@ def warm_up(name: str, settings: Settings) -> None:
             module = importlib.import_module(registered.module)
             prepare = getattr(module, "prepare", None)
             if prepare is not None:
-                prepare(settings)
+                prepare(settings, files)
 
     threading.Thread(target=imported, name=f"icefloe-warm-{name}", daemon=True).start()

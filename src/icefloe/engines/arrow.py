@@ -456,10 +456,11 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
 
-def prepare(settings: Settings) -> None:
-    """Start the parser children while the run is still listing (see :func:`icefloe.engines.warm_up`)."""
+def prepare(settings: Settings, files: int) -> None:
+    """Start the parser children while the run is still listing (see :func:`icefloe.engines.warm_up`):
+    no more than there are files to parse, as an idle child holds ~50 MB."""
     if settings.parser_processes > 0:
-        isolation.shared_pool(settings.parser_processes).prestart()
+        isolation.shared_pool(settings.parser_processes).prestart(files)
 
 
 def build(rt: Runtime, ingestion: Ingestion) -> ArrowEngine:

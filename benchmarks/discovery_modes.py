@@ -125,6 +125,7 @@ def main() -> None:
                 env = {k: v for k, v in os.environ.items() if not k.startswith(("ICEFLOE_", "AWS_", "PYICEBERG_"))}
                 env |= s3.env() | {"ICEFLOE_DATABASE_URL": url, "ICEFLOE_HOME": str(work / "home")}
                 upload(client, prefix, n, seed=n)
+                store = ObjectReader(client, S3Settings.from_env(env))
                 names = {}
                 for mode, fields in MODES.items():
                     name = mode.split()[-1]
@@ -138,7 +139,7 @@ def main() -> None:
                         **extra,
                     )
                     ingestions.create(engine, spec)
-                    seed_ledger(engine, ObjectReader(client, S3Settings.from_env(env)), name)
+                    seed_ledger(engine, store, name)
                     names[mode] = name
                 rt = Runtime.open(Settings.from_env(env))
                 try:

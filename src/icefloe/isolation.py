@@ -30,7 +30,7 @@ from typing import IO, Any, Protocol, TypeAlias
 import pyarrow as pa
 
 from icefloe.badrecords import BadRecord, parse_text, stream_batches
-from icefloe.errors import FileError, PermanentFileError
+from icefloe.errors import FileError, PermanentFileError, TransientFileError
 from icefloe.formats import LineTooLongError, ReadOptions, expanded, parse_whole, spooled
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,30 @@ def _write_all(out: IO[bytes], data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[out.write(view) :]
+
+
+class _OutOfStep(EOFError):
+    """A child's answer did not decode: its frames are out of step, so the child is lost as if it
+    had died, but no file is to blame."""
+
+
+def _status(inp: IO[bytes]) -> Any:
+    """The next status frame of a child's answer."""
+    frame = _receive(inp)
+    try:
+        return pickle.loads(frame)
+    except Exception as exc:
+        raise _OutOfStep(f"undecodable status frame: {exc}") from exc
+
+
+def _table(inp: IO[bytes]) -> pa.Table:
+    """The next Arrow IPC frame of a child's answer."""
+    frame = _receive(inp)
+    try:
+        with pa.ipc.open_stream(pa.py_buffer(frame)) as reader:
+            return reader.read_all()
+    except pa.ArrowInvalid as exc:
+        raise _OutOfStep(f"undecodable Arrow frame: {exc}") from exc
 
 
 def _receive(inp: IO[bytes]) -> bytes:
@@ -273,7 +297,13 @@ class ParserPool:
         child.stop()
         self._free_slot()
 
-    def _crashed(self, child: _Child, path: str) -> PermanentFileError:
+    def _crashed(self, child: _Child, path: str, exc: BaseException) -> FileError:
+        """The error of the file whose answer was lost: out of step (retried, as no file is to blame),
+        or the child died on it."""
+        if isinstance(exc, _OutOfStep):
+            self._drop(child)
+            log.warning("parser process answered out of step on %s (%s); replaced", path, exc)
+            return TransientFileError(f"{path}: the parser's answer was lost ({exc})", error_type="ParserOutOfStep")
         try:
             code: int | None = child.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -289,17 +319,17 @@ class ParserPool:
         """The file's rows (decompressed by extension) and the bad records set aside (salvaging),
         or None when it expands beyond ``limit``.
 
-        Raises the file's :class:`PermanentFileError`; ``ParserCrashed`` when the parser died on it.
+        Raises the file's :class:`PermanentFileError`; ``ParserCrashed`` when the parser died on it;
+        a :class:`TransientFileError` (retried) when its answer came back out of step.
         """
         child = self._take()
         try:
             _send(child.stdin, pickle.dumps(("whole", path, options, limit)), data)
-            reply = pickle.loads(_receive(child.stdout))
+            reply = _status(child.stdout)
             if reply[0] == "table":
-                with pa.ipc.open_stream(pa.py_buffer(_receive(child.stdout))) as reader:
-                    table: pa.Table = reader.read_all()
+                table = _table(child.stdout)
         except (EOFError, OSError) as exc:
-            raise self._crashed(child, path) from exc
+            raise self._crashed(child, path, exc) from exc
         except BaseException:
             self._drop(child)  # interrupted mid-request: the child's state is unknown
             raise
@@ -319,22 +349,17 @@ class ParserPool:
             _send(child.stdin, pickle.dumps(("group", [path for _, path in items], options, limit)))
             for data, _ in items:
                 _send(child.stdin, data)
-            statuses = pickle.loads(_receive(child.stdout))
+            statuses = _status(child.stdout)
             results: list[Parsed] = []
             for status in statuses:
                 if status[0] == "table":
-                    with pa.ipc.open_stream(pa.py_buffer(_receive(child.stdout))) as reader:
-                        results.append((reader.read_all(), status[1]))
+                    results.append((_table(child.stdout), status[1]))
                 else:
                     results.append(None if status[0] == "expands" else _file_error(status))
-        except (EOFError, OSError):
+        except (EOFError, OSError) as exc:
             self._drop(child)
-            log.warning("parser process died on one of %d files; each is parsed alone", len(items))
-            return None
-        except (pa.ArrowInvalid, pickle.UnpicklingError) as exc:
-            # A garbled answer: the child's state is unknown, but no file is to blame for it.
-            self._drop(child)
-            log.warning("parser process answered out of step (%s); each of %d files is parsed alone", exc, len(items))
+            what = f"answered out of step ({exc})" if isinstance(exc, _OutOfStep) else "died"
+            log.warning("parser process %s on one of %d files; each is parsed alone", what, len(items))
             return None
         except BaseException:
             self._drop(child)  # interrupted mid-request: the child's state is unknown
@@ -371,14 +396,13 @@ class ParserPool:
             _send(child.stdin, pickle.dumps(("stream", path, options)))
             feeder.start()
             while True:
-                reply = pickle.loads(_receive(child.stdout))
+                reply = _status(child.stdout)
                 if reply[0] == "done":
                     finished = True
                     return
                 if reply[0] == "error":
                     raise _file_error(reply)
-                with pa.ipc.open_stream(pa.py_buffer(_receive(child.stdout))) as reader:
-                    batches = list(reader)
+                batches = _table(child.stdout).to_batches()
                 if not batches:
                     yield pa.RecordBatch.from_pylist([]), reply[1]
                 for i, batch in enumerate(batches):
@@ -388,7 +412,7 @@ class ParserPool:
             if failed_read:
                 raise failed_read[0] from None
             dropped = True
-            raise self._crashed(child, path) from exc
+            raise self._crashed(child, path, exc) from exc
         finally:
             if finished:
                 feeder.join()

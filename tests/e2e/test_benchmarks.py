@@ -67,7 +67,10 @@ def test_scale_benchmark_loads_tiny_files_and_reads_the_table_back(tmp_path: Pat
 def test_bookkeeping_benchmark_claims_and_commits_every_file() -> None:
     out = bench("bookkeeping.py", "--files", "3000", "--json")
     figures = json.loads(out.strip().splitlines()[-1])
-    assert figures["files"] == 3000 and figures["files_per_second"] > 0 and figures["relisting_seconds"] > 0, figures
+    # The harness asserts itself that every file is claimed and committed once and that the
+    # relisting finds nothing new; here, that it reports each figure.
+    assert figures["files"] == 3000, figures
+    assert {"discovery_seconds", "relisting_seconds", "claim_seconds", "commit_bookkeeping_seconds"} <= set(figures)
 
 
 def test_discovery_modes_benchmark_finds_the_new_files_in_every_mode() -> None:

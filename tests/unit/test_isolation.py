@@ -4,14 +4,16 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import signal
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from icefloe.errors import PermanentFileError
+from icefloe.errors import PermanentFileError, TransientFileError
 from icefloe.formats import ReadOptions
 from icefloe.isolation import ParserPool
 
@@ -139,3 +141,24 @@ def test_children_stopped_and_continued_mid_answer_keep_their_frames_in_step(
         storm.join()
     assert rows == [[150] * 20] * 40
     assert sorted(child.process.pid for child in pool._idle) == sorted(pids)  # none replaced
+
+
+@pytest.mark.parametrize("garbage", [b"\x00" * 16, b"not a pickle"], ids=["arrow-frame", "status-frame"])
+def test_an_answer_out_of_step_is_a_retried_error_of_its_file_and_the_child_is_replaced(
+    make_pool: Callable[[int], ParserPool], garbage: bytes
+) -> None:
+    # What the parent reads when frames slip (a short write once did it): frames that do not decode.
+    pool = make_pool(1)
+    pool.prestart()
+    (child,) = pool._idle
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as pipe:
+        status = pickle.dumps(("table", [])) if garbage.startswith(b"\x00") else b""
+        for frame in [status, garbage] if status else [garbage]:
+            pipe.write(struct.pack("<Q", len(frame)) + frame)
+    own_stdout, child.stdout = child.stdout, os.fdopen(read_end, "rb")  # the parent reads these frames
+    with own_stdout, pytest.raises(TransientFileError) as caught:
+        pool.parse(GOOD, "s3://b/k.jsonl", OPTIONS, 1 << 25)
+    assert caught.value.error_type == "ParserOutOfStep" and "s3://b/k.jsonl" in str(caught.value)
+    assert child.process.wait(timeout=10) is not None  # dropped, not given back
+    assert outcome(pool, GOOD) == "2"  # a fresh child answers

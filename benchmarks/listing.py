@@ -12,13 +12,14 @@ One run:
    listing modes (full, incremental, incremental with ``--relist-lookback 2d``); records the first
    listing of each straight with ``icefloe.discovery.discover`` and marks every file SUCCESS with SQL
    (as if ingested: reading 100,000 files is not what is measured here);
-3. times, each in a child process started from this small harness: the **bare LIST**
-   (``ListObjectsV2`` pages with icefloe's own S3 client, nothing else) and the **no-op run**
+3. times, each in a child process started from this small harness: the **bare LIST** two ways
+   (``ListObjectsV2`` pages and nothing else: with boto3 as shipped, and with icefloe's own S3
+   client, whose pages :mod:`icefloe.s3_listing` parses) and the **no-op run**
    (``icefloe run NAME --json``: reconcile, discover, claim nothing, finish), alternating, ``--repeat``
    times each; reports the medians, the run's own ``duration_seconds`` (which includes making the S3
    client and the first ledger connections of a fresh process), its LIST requests and the child's peak
    RSS (GNU ``time``'s ``%M``, see :func:`run_child`); then **warm**, as a long-lived worker runs: one process that
-   alternates the bare LIST and ``worker.run_ingestion`` with the same client, ``--repeat`` times;
+   alternates both bare LISTs and ``worker.run_ingestion`` (with the worker's client), ``--repeat`` times;
 4. with ``--ledger-extra M``: adds M more SUCCESS rows to the largest size's ingestion straight with
    SQL (keys of older days, absent from S3) and measures its no-op runs again: the time must not grow
    with the keys already known.
@@ -62,12 +63,19 @@ MODES: dict[str, dict[str, Any]] = {
     "incremental --relist-lookback 2d": {"listing": "incremental", "relist_lookback_seconds": 2 * 86400},
 }
 
+# The bare LIST, two ways: "icefloe" with icefloe's own S3 client (make_client: icefloe.s3_listing
+# parses the pages), "sdk" with boto3 as shipped (its own parser, as the AWS CLI and most tools list).
 BARE_LIST = """
 import os, sys, time
+import boto3
+from botocore.config import Config
 from icefloe.s3 import make_client
 from icefloe.settings import S3Settings
-bucket, prefix = sys.argv[1:3]
-client = make_client(S3Settings.from_env(os.environ))
+bucket, prefix, kind = sys.argv[1:4]
+if kind == "icefloe":
+    client = make_client(S3Settings.from_env(os.environ))
+else:
+    client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
 started = time.perf_counter()
 pages = keys = 0
 for page in client.get_paginator("list_objects_v2").paginate(
@@ -83,6 +91,8 @@ print(time.perf_counter() - started, pages, keys)
 # the bare LIST and a no-op run of the ingestion with the same client.
 WARM = """
 import os, statistics, sys, time
+import boto3
+from botocore.config import Config
 from icefloe import ingestions, worker
 from icefloe.runtime import Runtime
 from icefloe.settings import Settings
@@ -90,19 +100,21 @@ bucket, prefix, name, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.ar
 rt = Runtime.open(Settings.from_env(os.environ), migrate=False)
 ingestion = ingestions.get(rt.db, name)
 worker.run_ingestion(rt, ingestion, trigger="bench")
-bare, runs = [], []
+sdk = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+bare, sdk_bare, runs = [], [], []
 for _ in range(repeat):
-    started = time.perf_counter()
-    for page in rt.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}
-    ):
-        pass
-    bare.append(time.perf_counter() - started)
+    for client, times in ((sdk, sdk_bare), (rt.s3, bare)):
+        started = time.perf_counter()
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}
+        ):
+            pass
+        times.append(time.perf_counter() - started)
     started = time.perf_counter()
     run = worker.run_ingestion(rt, ingestion, trigger="bench")
     runs.append(time.perf_counter() - started)
     assert run.status == "SUCCESS" and run.files_new == 0, run
-print(statistics.median(bare), statistics.median(runs))
+print(statistics.median(sdk_bare), statistics.median(bare), statistics.median(runs))
 """
 
 
@@ -180,18 +192,23 @@ def add_known_keys(engine: sa.Engine, name: str, prefix: str, count: int) -> Non
 
 def measure(env: dict[str, str], name: str, prefix: str, repeat: int) -> dict[str, Any]:
     bare: list[float] = []
+    sdk_bare: list[float] = []
     runs: list[dict[str, Any]] = []
     for _ in range(repeat):
-        out, _, _ = run_child([sys.executable, "-c", BARE_LIST, BUCKET, prefix], env)
+        out, _, _ = run_child([sys.executable, "-c", BARE_LIST, BUCKET, prefix, "sdk"], env)
+        sdk_bare.append(float(out.split()[0]))
+        out, _, _ = run_child([sys.executable, "-c", BARE_LIST, BUCKET, prefix, "icefloe"], env)
         bare.append(float(out.split()[0]))
         out, wall, rss = run_child([str(Path(sys.executable).parent / "icefloe"), "run", name, "--json"], env)
         summary = json.loads(out)
         runs.append({"run": summary["duration_seconds"], "wall": wall, "rss": rss, "lists": summary["list_requests"]})
     out, _, _ = run_child([sys.executable, "-c", WARM, BUCKET, prefix, name, str(repeat)], env)
-    warm_bare, warm_run = (float(x) for x in out.split())
+    warm_sdk_bare, warm_bare, warm_run = (float(x) for x in out.split())
     return {
+        "warm_sdk_list_s": warm_sdk_bare,
         "warm_bare_list_s": warm_bare,
         "warm_run_s": warm_run,
+        "sdk_list_s": statistics.median(sdk_bare),
         "bare_list_s": statistics.median(bare),
         "run_s": statistics.median(r["run"] for r in runs),
         "cli_wall_s": statistics.median(r["wall"] for r in runs),
@@ -268,16 +285,18 @@ def main() -> None:
 
 def report(rows: list[dict[str, Any]], load_before: str, load_after: str) -> None:
     lines = [
-        "| keys in S3 | keys in the ledger | listing | LIST requests | bare LIST | no-op run | run / LIST "
-        "| warm: bare LIST | warm: no-op run | run / LIST | `icefloe run` wall | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| keys in S3 | keys in the ledger | listing | LIST requests | boto3 LIST | icefloe LIST | no-op run "
+        "| run / boto3 LIST | run / icefloe LIST | warm: boto3 LIST | warm: icefloe LIST | warm: no-op run "
+        "| warm: run / boto3 LIST | warm: run / icefloe LIST | `icefloe run` wall | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['keys_s3']:,} | {r['keys_ledger']:,} | {r['mode']} | {r['list_requests']} "
-            f"| {r['bare_list_s']:.2f} s | {r['run_s']:.2f} s | {r['run_s'] / r['bare_list_s']:.2f}x "
-            f"| {r['warm_bare_list_s']:.2f} s | {r['warm_run_s']:.2f} s "
-            f"| {r['warm_run_s'] / r['warm_bare_list_s']:.2f}x "
+            f"| {r['sdk_list_s']:.2f} s | {r['bare_list_s']:.2f} s | {r['run_s']:.2f} s "
+            f"| {r['run_s'] / r['sdk_list_s']:.2f}x | {r['run_s'] / r['bare_list_s']:.2f}x "
+            f"| {r['warm_sdk_list_s']:.2f} s | {r['warm_bare_list_s']:.2f} s | {r['warm_run_s']:.2f} s "
+            f"| {r['warm_run_s'] / r['warm_sdk_list_s']:.2f}x | {r['warm_run_s'] / r['warm_bare_list_s']:.2f}x "
             f"| {r['cli_wall_s']:.1f} s | {r['peak_rss_mib']} MiB |"
         )
     lines.append(f"\nload average (1, 5, 15 min) before: {load_before}; after: {load_after}")

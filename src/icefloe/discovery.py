@@ -29,6 +29,8 @@ def skip_reason(relative_key: str) -> str | None:
     """
     if relative_key.endswith("/"):
         return "folder marker"
+    if not relative_key.startswith((".", "_")) and "/." not in relative_key and "/_" not in relative_key:
+        return None  # the common case, without splitting the key (once per listed key)
     for part in relative_key.split("/"):
         if part.startswith((".", "_")):
             return f"hidden or marker file ({part})"
@@ -42,6 +44,10 @@ class Filter:
     prefix: str
     pattern: str | None = None
     since: dt.datetime | None = None
+
+    @property
+    def accepts_all(self) -> bool:
+        return self.pattern is None and self.since is None
 
     def accepts(self, key: str, modified_at: dt.datetime | None) -> bool:
         if self.since is not None and modified_at is not None and modified_at < self.since:
@@ -64,17 +70,12 @@ def listing_pages(
 ) -> Iterator[ListingPage]:
     """The store's listing page by page (one LIST request each), after ``start_after`` if given."""
     prefix_length = len(location.prefix)
+    accepts_all = flt.accepts_all
     for entries in store.list_pages(location, start_after):
         accepted = [
-            ListedObject(
-                file_path=location.uri(e.key),
-                size=e.size,
-                modified_at=e.modified_at,
-                etag=e.version,
-                skip_reason=skip_reason(e.key[prefix_length:]),
-            )
+            ListedObject(location.uri(e.key), e.size, e.modified_at, e.version, skip_reason(e.key[prefix_length:]))
             for e in entries
-            if flt.accepts(e.key, e.modified_at)
+            if accepts_all or flt.accepts(e.key, e.modified_at)
         ]
         yield ListingPage(accepted, entries[-1].key if entries else None)
 

@@ -74,6 +74,9 @@ def test_markers_and_hidden_files_are_skipped_with_a_reason() -> None:
     assert skip_reason("_temporary/0/part.json") is not None
     assert skip_reason("dir/") == "folder marker"
     assert skip_reason("dt=1/part-0.json") is None
+    assert skip_reason("a/.staging/b/part.json") == "hidden or marker file (.staging)"
+    assert skip_reason("a/b_c.d/x_y.json") is None  # "_" and "." inside a name are not markers
+    assert skip_reason("a/b/_committed_123") == "hidden or marker file (_committed_123)"
 
 
 @pytest.mark.parametrize(

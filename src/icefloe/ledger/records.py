@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ListedObject:
-    """One object of a listing page, as the ledger records it."""
+class ListedObject(NamedTuple):
+    """One object of a listing page, as the ledger records it (a named tuple: a listing makes one
+    per key, and a tuple is made in half the time of a frozen dataclass)."""
 
     file_path: str  # full URI, s3://bucket/key
     size: int

@@ -22,7 +22,7 @@ import datetime as dt
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from icefloe.errors import ConfigurationError
 from icefloe.redaction import redact_uri
@@ -103,9 +103,9 @@ def directory_of(prefix: str) -> str:
     return prefix if prefix.endswith("/") else prefix.rpartition("/")[0] + "/" if "/" in prefix else ""
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One listed object: its key, size, last modification and version token."""
+class Entry(NamedTuple):
+    """One listed object: its key, size, last modification and version token (a named tuple, made
+    once per listed key)."""
 
     key: str
     size: int

@@ -63,8 +63,8 @@ class ListingParser(RestXMLParser):
                     parser.feed(body)
                     final_parsed.update(_read(parser.close(), plan))
                     return
-                except (_Unsupported, ET.ParseError, ValueError):
-                    pass  # botocore's own parse decides (and raises its own error on bad XML)
+                except Exception:  # whatever the fast path cannot read, botocore's own parse
+                    pass  # decides, with its own result or its own error
         super()._parse_payload(response, shape, member_shapes, final_parsed)  # type: ignore[misc]
 
     def _plan(self, shape: Any) -> _Plan | None:

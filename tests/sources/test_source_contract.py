@@ -119,6 +119,22 @@ def test_missing_bucket_is_one_line(rt: Runtime, source: Source) -> None:
         assert "does not exist" in message, message
 
 
+def test_a_name_obstore_cannot_list_fails_the_run_in_one_line_naming_it(rt: Runtime, source: Source) -> None:
+    """GCS and Azure accept an object name with an empty segment; obstore ends the listing on it
+    (obstore#429). The run fails in one line that names the object and what to do; a directory has
+    no such names (the path collapses to in/d/e.jsonl) and lists them all."""
+    source.put({"in/a.jsonl": jsonl([{"id": 1}]), "in/d//e.jsonl": jsonl([{"id": 2}])})
+    ingest(rt, "odd", source.root)
+    result = run(rt, "odd")
+    if source.scheme == "file":
+        assert result.status == "SUCCESS" and result.files_succeeded == 2
+        return
+    assert result.status == "FAILED"
+    message = result.error_message or ""
+    assert "\n" not in message and 'Path "in/d//e.jsonl" contained empty path segment' in message, message
+    assert "rename that object or use a prefix that leaves it out" in message
+
+
 def test_incremental_listing_after_the_watermark(rt: Runtime, source: Source) -> None:
     if source.scheme == "az":  # List Blobs has no start-after: refused at create, in one line
         with pytest.raises(ConfigurationError, match="incremental") as refused:

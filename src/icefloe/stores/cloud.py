@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import obstore
 from obstore.exceptions import (
     BaseError,
+    InvalidPathError,
     NotFoundError,
     PermissionDeniedError,
     PreconditionError,
@@ -171,6 +172,13 @@ def source_errors(location: Location) -> Iterator[None]:
         raise SourceError(f"access to {location.base} denied: {_first_line(exc)}") from exc
     except FileNotFoundError as exc:
         raise SourceError(f"{what} does not exist ({location.base})") from exc
+    except InvalidPathError as exc:
+        # object_store refuses some names the store accepts (an empty segment: a//b) and ends the
+        # listing there (obstore#429); say which object, and what the user can do about it.
+        raise SourceError(
+            f"listing {location.root} failed: {_first_line(exc)}; rename that object or use a prefix "
+            "that leaves it out (obstore cannot list such names: obstore#429)"
+        ) from exc
     except BaseError as exc:
         status, code = _status(exc)
         if status == 404 or code in ("ContainerNotFound", "NoSuchBucket"):

@@ -38,25 +38,26 @@ def listing_state(conn: Connection, ingestion_id: int, root: str, full_every_sec
     return ListingState(row.watermark, row.last_full_listing_at, bool(row.due))
 
 
-def advance_watermark(conn: Connection, ingestion_id: int, root: str, key: str) -> None:
-    """Move the root's watermark up to ``key`` (never down: concurrent runs may list in any order).
-
-    Call it in the transaction that records the page ``key`` ends, so the watermark never passes a
-    key that is not in the ledger.
-    """
-    conn.execute(
-        text(
-            """
-            INSERT INTO listing_watermarks (ingestion_id, root, watermark) VALUES (:i, :root, :key)
+# Moves the root's watermark up to :watermark, never down (concurrent runs may list in any order).
+# Also a CTE of the page upsert (protocol.upsert_listing_page), so the two commit as one statement.
+ADVANCE_WATERMARK_SQL = """
+            INSERT INTO listing_watermarks (ingestion_id, root, watermark)
+            SELECT :ingestion_id, CAST(:root AS text), CAST(:watermark AS text)
+            WHERE CAST(:watermark AS text) IS NOT NULL
             ON CONFLICT (ingestion_id, root) DO UPDATE SET
                 watermark = GREATEST(listing_watermarks.watermark COLLATE "C", EXCLUDED.watermark),
                 updated_at = now()
             WHERE listing_watermarks.watermark IS NULL
-               OR listing_watermarks.watermark COLLATE "C" < EXCLUDED.watermark
-            """
-        ),
-        {"i": ingestion_id, "root": root, "key": key},
-    )
+               OR listing_watermarks.watermark COLLATE "C" < EXCLUDED.watermark"""
+
+
+def advance_watermark(conn: Connection, ingestion_id: int, root: str, key: str) -> None:
+    """Move the root's watermark up to ``key`` (never down).
+
+    Call it in the transaction that records the page ``key`` ends, so the watermark never passes a
+    key that is not in the ledger.
+    """
+    conn.execute(text(ADVANCE_WATERMARK_SQL), {"ingestion_id": ingestion_id, "root": root, "watermark": key})
 
 
 def record_full_listing(conn: Connection, ingestion_id: int, root: str, started_at: dt.datetime) -> None:

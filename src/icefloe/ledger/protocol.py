@@ -17,6 +17,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from icefloe.errors import TableBusyError
+from icefloe.ledger.listing import ADVANCE_WATERMARK_SQL
 from icefloe.ledger.records import (
     Batch,
     ClaimedFile,
@@ -77,6 +78,9 @@ _UPSERT_PAGE = text(
     + """
         WHERE files.etag IS DISTINCT FROM EXCLUDED.etag
         RETURNING (xmax = 0) AS inserted, status, file_path, modified_at
+    ), watermark AS ("""
+    + ADVANCE_WATERMARK_SQL
+    + """
     )
     SELECT count(*) FILTER (WHERE inserted AND status <> 'SKIPPED') AS new,
            count(*) FILTER (WHERE NOT inserted AND status <> 'SKIPPED') AS changed,
@@ -98,6 +102,7 @@ def upsert_listing_page(
     *,
     missed_below: str | None = None,
     missed_before: dt.datetime | None = None,
+    watermark: tuple[str, str | None] = ("", None),
 ) -> PageCounts:
     """Record one listing page in a single statement; the new/changed diff is computed by PostgreSQL.
 
@@ -106,8 +111,11 @@ def upsert_listing_page(
     worker still holding the old version is fenced off and commits nothing for it.
     ``missed_below`` (a file URI): new or changed files at or below it are counted as ``missed``;
     ``missed_before``: new or changed files modified before it are counted as ``missed_by_events``.
+    ``watermark`` (root, key): the same statement advances the root's watermark to the page's last
+    key (:func:`icefloe.ledger.advance_watermark`), so it never passes a key not recorded.
     """
-    if not page:
+    root, last_key = watermark
+    if not page and last_key is None:
         return PageCounts(0, 0, 0)
     row = conn.execute(
         _UPSERT_PAGE,
@@ -121,6 +129,8 @@ def upsert_listing_page(
             ),
             "missed_below": missed_below,
             "missed_before": missed_before,
+            "root": root,
+            "watermark": last_key,
         },
     ).one()
     return PageCounts(
